@@ -1,0 +1,352 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` (no token) and
+//! `/admin/v1/*` (bearer admin token, compared in constant time).
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::body::{self, Body};
+use crate::error::{ErrorKind, GatewayError};
+use crate::ledger::{AccountRecord, RefundOutcome};
+use crate::state::Gateway;
+
+/// Admin request bodies are small JSON documents.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = match serve(&gateway, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            if let Some(internal) = &error.internal {
+                tracing::warn!(
+                    code = error.kind.code(),
+                    "admin {method} {path}: {internal}"
+                );
+            }
+            error.to_response()
+        }
+    };
+    if path.starts_with("/admin/") {
+        tracing::info!(
+            target: "creditgate::admin",
+            method = %method,
+            path = %path,
+            status = response.status().as_u16(),
+        );
+    }
+    response
+}
+
+async fn serve(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    match (method.clone(), path.as_str()) {
+        (Method::GET, "/healthz") => return Ok(body::json(&json!({"status": "ok"}))),
+        (Method::GET, "/readyz") => return Ok(readiness(gateway).await),
+        (Method::GET, "/metrics") => {
+            let mut response = Response::new(body::full(gateway.metrics.render()));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return Ok(response);
+        }
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/admin/v1/") else {
+        return Err(not_found());
+    };
+    check_token(gateway, request.headers())?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    match (method, segments.as_slice()) {
+        (Method::POST, ["reload"]) => crate::reload::reload_from_file(gateway)
+            .map(|summary| body::json(&json!({"reloaded": true, "routes": summary})))
+            .map_err(|errors| {
+                GatewayError::new(
+                    ErrorKind::InvalidConfig,
+                    "the config file is invalid; nothing changed",
+                )
+                .with_extra(crate::error::Extra::Errors(errors))
+            }),
+        (Method::PUT, ["accounts", id]) => put_account(gateway, id, request).await,
+        (Method::GET, ["accounts", id]) => get_account(gateway, id).await,
+        (Method::POST, ["accounts", id, "keys"]) => add_key(gateway, id).await,
+        (Method::DELETE, ["accounts", id, "keys", key_id]) => revoke_key(gateway, id, key_id).await,
+        (Method::GET, ["accounts", id, "history"]) => {
+            let id = valid_account_id(id)?;
+            existing_account(gateway, id).await?;
+            let (limit, before) = super::history_query(request.uri().query())?;
+            let page = gateway
+                .ledger
+                .history(id, limit, before.as_ref())
+                .await
+                .map_err(GatewayError::ledger_unavailable)?;
+            Ok(body::json(&super::history_json(&page)))
+        }
+        (Method::POST, ["accounts", id, "refunds"]) => refund(gateway, id, request).await,
+        _ => Err(not_found()),
+    }
+}
+
+async fn readiness(gateway: &Gateway) -> Response<Body> {
+    let backend = gateway.ledger.backend_name();
+    match gateway.ledger.ping().await {
+        Ok(()) => body::json(&json!({"status": "ready", "ledger": backend})),
+        Err(error) => {
+            let mut response = body::json(&json!({
+                "status": "unavailable",
+                "ledger": backend,
+                "detail": "the ledger cannot be reached",
+            }));
+            tracing::warn!("readiness: ledger unreachable: {error}");
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            response
+        }
+    }
+}
+
+fn not_found() -> GatewayError {
+    GatewayError::new(ErrorKind::NotFound, "no such admin resource")
+}
+
+fn check_token(gateway: &Gateway, headers: &http::HeaderMap) -> Result<(), GatewayError> {
+    let snapshot = gateway.snapshot();
+    let Some(expected) = snapshot.config.admin.token.as_deref() else {
+        return Err(GatewayError::new(
+            ErrorKind::AdminDisabled,
+            "the admin API is disabled: set admin.token in the config",
+        ));
+    };
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .unwrap_or("");
+    // Compare digests so the comparison time does not depend on lengths.
+    let matches = crate::auth::digest(presented).ct_eq(&crate::auth::digest(expected));
+    if bool::from(matches) {
+        Ok(())
+    } else {
+        Err(GatewayError::new(
+            ErrorKind::AdminUnauthorized,
+            "send the admin token as `Authorization: Bearer <token>`",
+        ))
+    }
+}
+
+/// Account ids are 1–64 of `[A-Za-z0-9._-]`.
+pub fn is_valid_account_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn valid_account_id(id: &str) -> Result<&str, GatewayError> {
+    if is_valid_account_id(id) {
+        Ok(id)
+    } else {
+        Err(GatewayError::bad_request(
+            "account ids are 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
+        ))
+    }
+}
+
+async fn read_json(request: Request<Incoming>) -> Result<Value, GatewayError> {
+    let bytes = Limited::new(request.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map_err(|_| GatewayError::bad_request("the request body is unreadable or over 64 KiB"))?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| GatewayError::bad_request(format!("the body is not valid JSON: {e}")))
+}
+
+async fn existing_account(gateway: &Gateway, id: &str) -> Result<AccountRecord, GatewayError> {
+    gateway
+        .ledger
+        .get_account(id)
+        .await
+        .map_err(GatewayError::ledger_unavailable)?
+        .ok_or_else(|| GatewayError::new(ErrorKind::NotFound, format!("no account `{id}`")))
+}
+
+async fn account_view(gateway: &Gateway, id: &str) -> Result<Value, GatewayError> {
+    let snapshot = gateway.snapshot();
+    let balance = gateway
+        .ledger
+        .balance(id, &snapshot.config.plans)
+        .await
+        .map_err(GatewayError::ledger_unavailable)?
+        .ok_or_else(|| GatewayError::new(ErrorKind::NotFound, format!("no account `{id}`")))?;
+    let mut view = super::balance_json(id, &balance);
+    view["suspended"] = balance.account.suspended.into();
+    Ok(view)
+}
+
+/// `PUT {"plan": "...", "suspended": false}`. On create `plan` is required;
+/// on update an omitted field keeps its value.
+async fn put_account(
+    gateway: &Gateway,
+    id: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    let id = valid_account_id(id)?;
+    let body = read_json(request).await?;
+    let object = body
+        .as_object()
+        .ok_or_else(|| GatewayError::bad_request("the body must be a JSON object"))?;
+    if let Some(unknown) = object.keys().find(|k| *k != "plan" && *k != "suspended") {
+        return Err(GatewayError::bad_request(format!(
+            "unknown field `{unknown}`"
+        )));
+    }
+    let plan = match object.get("plan") {
+        None => None,
+        Some(Value::String(plan)) => Some(plan.clone()),
+        Some(_) => return Err(GatewayError::bad_request("`plan` must be a string")),
+    };
+    let suspended = match object.get("suspended") {
+        None => None,
+        Some(Value::Bool(flag)) => Some(*flag),
+        Some(_) => {
+            return Err(GatewayError::bad_request(
+                "`suspended` must be true or false",
+            ))
+        }
+    };
+    let existing = gateway
+        .ledger
+        .get_account(id)
+        .await
+        .map_err(GatewayError::ledger_unavailable)?;
+    let plan = match (plan, &existing) {
+        (Some(plan), _) => plan,
+        (None, Some(existing)) => existing.plan.clone(),
+        (None, None) => {
+            return Err(GatewayError::bad_request(
+                "`plan` is required to create an account",
+            ))
+        }
+    };
+    let snapshot = gateway.snapshot();
+    if !snapshot.config.plans.contains_key(&plan) {
+        let known: Vec<&str> = snapshot.config.plans.keys().map(String::as_str).collect();
+        return Err(GatewayError::new(
+            ErrorKind::UnknownPlan,
+            format!(
+                "unknown plan `{plan}`; configured plans: {}",
+                known.join(", ")
+            ),
+        ));
+    }
+    let record = AccountRecord {
+        plan,
+        suspended: suspended.or(existing.map(|e| e.suspended)).unwrap_or(false),
+    };
+    let created = gateway
+        .ledger
+        .put_account(id, &record)
+        .await
+        .map_err(GatewayError::ledger_unavailable)?;
+    gateway.keys.forget_account(id);
+    let mut response = body::json(&account_view(gateway, id).await?);
+    if created {
+        *response.status_mut() = StatusCode::CREATED;
+    }
+    Ok(response)
+}
+
+async fn get_account(gateway: &Gateway, id: &str) -> Result<Response<Body>, GatewayError> {
+    let id = valid_account_id(id)?;
+    Ok(body::json(&account_view(gateway, id).await?))
+}
+
+async fn add_key(gateway: &Gateway, id: &str) -> Result<Response<Body>, GatewayError> {
+    let id = valid_account_id(id)?;
+    let (key_id, key) = crate::auth::generate_key();
+    let added = gateway
+        .ledger
+        .add_key(id, &key_id, &crate::auth::digest(&key))
+        .await
+        .map_err(GatewayError::ledger_unavailable)?;
+    if !added {
+        return Err(GatewayError::new(
+            ErrorKind::NotFound,
+            format!("no account `{id}`"),
+        ));
+    }
+    let mut response = body::json(&json!({"account": id, "key_id": key_id, "key": key}));
+    *response.status_mut() = StatusCode::CREATED;
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
+async fn revoke_key(
+    gateway: &Gateway,
+    id: &str,
+    key_id: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let id = valid_account_id(id)?;
+    let revoked = gateway
+        .ledger
+        .revoke_key(id, key_id)
+        .await
+        .map_err(GatewayError::ledger_unavailable)?;
+    gateway.keys.forget_account(id);
+    if !revoked {
+        return Err(GatewayError::new(
+            ErrorKind::NotFound,
+            format!("account `{id}` has no key `{key_id}`"),
+        ));
+    }
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok(response)
+}
+
+async fn refund(
+    gateway: &Gateway,
+    id: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    let id = valid_account_id(id)?;
+    let body = read_json(request).await?;
+    let request_id = body
+        .get("request_id")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| GatewayError::bad_request("`request_id` (a string) is required"))?;
+    existing_account(gateway, id).await?;
+    let outcome = gateway
+        .ledger
+        .refund(id, request_id)
+        .await
+        .map_err(GatewayError::ledger_unavailable)?;
+    match outcome {
+        RefundOutcome::Unknown => Err(GatewayError::new(
+            ErrorKind::NotFound,
+            format!("account `{id}` has no debit with request id `{request_id}`"),
+        )),
+        RefundOutcome::Refunded | RefundOutcome::AlreadyRefunded => Ok(body::json(&json!({
+            "account": id,
+            "request_id": request_id,
+            "refunded": true,
+            "already_refunded": outcome == RefundOutcome::AlreadyRefunded,
+        }))),
+    }
+}

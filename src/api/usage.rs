@@ -1,0 +1,63 @@
+//! `/v1/credits` and `/v1/credits/history`: what the plugin dashboard shows
+//! a customer, authenticated with the customer's own API key.
+
+use http::request::Parts;
+use http::{Method, Response};
+
+use crate::body::{self, Body};
+use crate::error::{ErrorKind, Extra, GatewayError};
+use crate::proxy::{authenticate, RequestRecord};
+use crate::state::{Gateway, Snapshot};
+
+const BALANCE: &str = "/v1/credits";
+const HISTORY: &str = "/v1/credits/history";
+
+/// The usage API owns these paths on the data listener; no route can use them.
+pub fn is_usage_path(path: &str) -> bool {
+    path == BALANCE || path.starts_with("/v1/credits/")
+}
+
+pub async fn handle(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    parts: &Parts,
+    path: &str,
+    record: &mut RequestRecord,
+) -> Result<Response<Body>, GatewayError> {
+    if path != BALANCE && path != HISTORY {
+        return Err(GatewayError::new(
+            ErrorKind::RouteNotFound,
+            format!("no such usage resource: {path}"),
+        ));
+    }
+    let owner = authenticate(gateway, &parts.headers).await?;
+    record.account = Some(owner.account_id.clone());
+    if parts.method != Method::GET {
+        return Err(
+            GatewayError::new(ErrorKind::MethodNotAllowed, "this path accepts GET")
+                .with_extra(Extra::Allow("GET".into())),
+        );
+    }
+    let account = owner.account_id.as_str();
+    if path == BALANCE {
+        let balance = gateway
+            .ledger
+            .balance(account, &snapshot.config.plans)
+            .await
+            .map_err(GatewayError::ledger_unavailable)?
+            .ok_or_else(|| {
+                GatewayError::new(
+                    ErrorKind::Unauthenticated,
+                    "this key's account no longer exists",
+                )
+            })?;
+        return Ok(body::json(&super::balance_json(account, &balance)));
+    }
+    let (limit, before) = super::history_query(parts.uri.query())?;
+    let page = gateway
+        .ledger
+        .history(account, limit, before.as_ref())
+        .await
+        .map_err(GatewayError::ledger_unavailable)?;
+    Ok(body::json(&super::history_json(&page)))
+}

@@ -1,0 +1,252 @@
+//! One error type for every way a request can fail, and its problem+json form.
+//!
+//! [`ErrorKind`] fixes the status, the problem `code` (SPEC §4) and the static
+//! metric label. What the client reads (`detail`) is kept apart from what only
+//! the log sees (`internal`): vendor errors, Redis messages and key material
+//! never reach a response.
+
+use std::borrow::Cow;
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::{self, Body};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Unauthenticated,
+    AccountSuspended,
+    PlanUnavailable,
+    RouteNotFound,
+    MethodNotAllowed,
+    BadRequest,
+    PayloadTooLarge,
+    CreditsExhausted,
+    LedgerUnavailable,
+    InvalidUnits,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    // Admin plane.
+    AdminDisabled,
+    AdminUnauthorized,
+    NotFound,
+    UnknownPlan,
+    InvalidConfig,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> StatusCode {
+        use ErrorKind::*;
+        match self {
+            Unauthenticated | AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            AccountSuspended | PlanUnavailable | AdminDisabled => StatusCode::FORBIDDEN,
+            RouteNotFound | NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            BadRequest | InvalidUnits | InvalidConfig => StatusCode::BAD_REQUEST,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            CreditsExhausted => StatusCode::TOO_MANY_REQUESTS,
+            LedgerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            UnknownPlan => StatusCode::UNPROCESSABLE_ENTITY,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `code` member of the problem body; also the metric label.
+    pub fn code(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            Unauthenticated => "unauthenticated",
+            AccountSuspended => "account_suspended",
+            PlanUnavailable => "plan_unavailable",
+            RouteNotFound => "route_not_found",
+            MethodNotAllowed => "method_not_allowed",
+            BadRequest => "bad_request",
+            PayloadTooLarge => "payload_too_large",
+            CreditsExhausted => "credits_exhausted",
+            LedgerUnavailable => "ledger_unavailable",
+            InvalidUnits => "invalid_units",
+            UpstreamUnavailable => "upstream_unavailable",
+            UpstreamTimeout => "upstream_timeout",
+            AdminDisabled => "admin_disabled",
+            AdminUnauthorized => "unauthorized",
+            NotFound => "not_found",
+            UnknownPlan => "unknown_plan",
+            InvalidConfig => "invalid_config",
+            Internal => "internal",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            Unauthenticated => "Missing or unknown API key",
+            AccountSuspended => "Account suspended",
+            PlanUnavailable => "Account plan unavailable",
+            RouteNotFound => "No route matches",
+            MethodNotAllowed => "Method not allowed",
+            BadRequest => "Bad request",
+            PayloadTooLarge => "Request body too large",
+            CreditsExhausted => "Not enough credits",
+            LedgerUnavailable => "Credit ledger unavailable",
+            InvalidUnits => "Invalid pricing input",
+            UpstreamUnavailable => "Upstream unavailable",
+            UpstreamTimeout => "Upstream timed out",
+            AdminDisabled => "Admin API disabled",
+            AdminUnauthorized => "Missing or wrong admin token",
+            NotFound => "Not found",
+            UnknownPlan => "Unknown plan",
+            InvalidConfig => "Invalid configuration",
+            Internal => "Internal error",
+        }
+    }
+}
+
+/// Extra members and headers some problems carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extra {
+    None,
+    Credits {
+        cost: u64,
+        available: u64,
+        retry_after_secs: Option<u64>,
+    },
+    Allow(String),
+    RetryAfter(u64),
+    Errors(Vec<String>),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {detail}", kind.code())]
+pub struct GatewayError {
+    pub kind: ErrorKind,
+    /// Shown to the client.
+    pub detail: Cow<'static, str>,
+    /// Logged, never shown.
+    pub internal: Option<String>,
+    pub extra: Extra,
+}
+
+impl GatewayError {
+    pub fn new(kind: ErrorKind, detail: impl Into<Cow<'static, str>>) -> Self {
+        GatewayError {
+            kind,
+            detail: detail.into(),
+            internal: None,
+            extra: Extra::None,
+        }
+    }
+
+    pub fn with_internal(mut self, internal: impl std::fmt::Display) -> Self {
+        self.internal = Some(internal.to_string());
+        self
+    }
+
+    pub fn with_extra(mut self, extra: Extra) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    pub fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::BadRequest, detail)
+    }
+
+    pub fn ledger_unavailable(internal: impl std::fmt::Display) -> Self {
+        Self::new(
+            ErrorKind::LedgerUnavailable,
+            "the credit ledger cannot be reached; retry shortly",
+        )
+        .with_internal(internal)
+        .with_extra(Extra::RetryAfter(1))
+    }
+
+    /// The RFC 9457 problem response.
+    pub fn to_response(&self) -> Response<Body> {
+        let status = self.kind.status();
+        let mut problem = serde_json::json!({
+            "type": format!("urn:creditgate:problem:{}", self.kind.code()),
+            "title": self.kind.title(),
+            "status": status.as_u16(),
+            "detail": self.detail,
+            "code": self.kind.code(),
+        });
+        let mut response = Response::builder().status(status);
+        match &self.extra {
+            Extra::None => {}
+            Extra::Credits {
+                cost,
+                available,
+                retry_after_secs,
+            } => {
+                problem["cost"] = (*cost).into();
+                problem["available"] = (*available).into();
+                if let Some(secs) = retry_after_secs {
+                    problem["retry_after"] = (*secs).into();
+                    response = response.header(header::RETRY_AFTER, *secs);
+                }
+            }
+            Extra::Allow(methods) => {
+                response = response.header(header::ALLOW, methods.as_str());
+            }
+            Extra::RetryAfter(secs) => {
+                problem["retry_after"] = (*secs).into();
+                response = response.header(header::RETRY_AFTER, *secs);
+            }
+            Extra::Errors(errors) => {
+                problem["errors"] = errors.clone().into();
+            }
+        }
+        let bytes = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = response
+            .body(body::full(bytes))
+            .unwrap_or_else(|_| Response::new(body::empty()));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn credits_problem_carries_cost_available_and_retry_after() {
+        let error = GatewayError::new(ErrorKind::CreditsExhausted, "need 10, have 3").with_extra(
+            Extra::Credits {
+                cost: 10,
+                available: 3,
+                retry_after_secs: Some(42),
+            },
+        );
+        let response = error.to_response();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "42");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["code"], "credits_exhausted");
+        assert_eq!(json["status"], 429);
+        assert_eq!(json["cost"], 10);
+        assert_eq!(json["available"], 3);
+        assert_eq!(json["retry_after"], 42);
+        assert!(json["type"].is_string() && json["title"].is_string());
+    }
+
+    #[test]
+    fn internal_detail_is_not_in_the_body() {
+        let error = GatewayError::ledger_unavailable("redis: connection refused 10.1.2.3");
+        let response = error.to_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert!(!format!("{:?}", response.body()).contains("10.1.2.3"));
+    }
+}

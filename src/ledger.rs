@@ -1,0 +1,241 @@
+//! The credit ledger: the contract both backends keep (SPEC §1–2).
+//!
+//! A debit `(account, at, cost, route, request_id)` counts at time `T` iff
+//! `at > T - window`. [`Ledger::debit`] checks and records in one atomic step;
+//! a rejected debit records nothing. Accounts and API keys live in the same
+//! store, so one backend holds everything an instance needs.
+//!
+//! Backends: [`memory::MemoryLedger`] (in-process, one instance) and
+//! [`redis::RedisLedger`] (shared by every instance; Lua scripts read Redis
+//! `TIME`). `ledger/keys.rs` is the only place that spells a Redis key.
+
+pub mod keys;
+pub mod memory;
+pub mod redis;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Plan name → monthly allowance, as configured.
+pub type PlanTable = BTreeMap<String, u64>;
+
+/// An account as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccountRecord {
+    pub plan: String,
+    pub suspended: bool,
+}
+
+/// Who an API key belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOwner {
+    pub account_id: String,
+    pub key_id: String,
+    /// The stored SHA-256 digest (compared in constant time by the caller).
+    pub digest: [u8; 32],
+    pub account: AccountRecord,
+}
+
+/// One debit to check and record.
+#[derive(Debug, Clone, Copy)]
+pub struct Debit<'a> {
+    pub account: &'a str,
+    /// Preferred id of the debit (the request id).
+    pub request_id: &'a str,
+    /// Used instead when `request_id` is already in this account's ledger
+    /// (a client reusing an `X-Request-Id`), so every debit stays unique.
+    pub fallback_request_id: &'a str,
+    pub route: &'a str,
+    pub cost: u64,
+    pub plans: &'a PlanTable,
+}
+
+/// The window as seen right after an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowState {
+    pub plan: String,
+    pub allowance: u64,
+    /// Credits counted in the window (after this debit, when admitted).
+    pub used: u64,
+    /// Milliseconds until the oldest counted debit leaves the window; `None`
+    /// when nothing is in the window.
+    pub next_release_in_ms: Option<u64>,
+}
+
+impl WindowState {
+    pub fn available(&self) -> u64 {
+        self.allowance.saturating_sub(self.used)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DebitOutcome {
+    Admitted {
+        /// The id the debit was recorded under (`request_id` or the fallback).
+        request_id: String,
+        window: WindowState,
+    },
+    /// Not enough credits; nothing recorded.
+    Rejected {
+        window: WindowState,
+        /// Milliseconds until enough debits have left the window for this
+        /// cost to fit; `None` when the cost exceeds the whole allowance.
+        retry_after_ms: Option<u64>,
+    },
+    NoAccount,
+    Suspended,
+    /// The account's plan is not in the plan table.
+    UnknownPlan(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundOutcome {
+    Refunded,
+    AlreadyRefunded,
+    Unknown,
+}
+
+/// When the oldest counted debit(s) leave the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// Unix milliseconds at which they stop counting.
+    pub at_ms: i64,
+    /// Sum of the costs of the debits leaving at that instant.
+    pub credits: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    pub account: AccountRecord,
+    /// `None` when the plan is not in the plan table.
+    pub allowance: Option<u64>,
+    pub used: u64,
+    /// The ledger clock's "now", unix milliseconds.
+    pub now_ms: i64,
+    pub window_ms: u64,
+    pub next_release: Option<Release>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryItem {
+    pub at_ms: i64,
+    pub route: String,
+    pub cost: u64,
+    pub request_id: String,
+    pub refunded: bool,
+}
+
+/// Position after which (older than) the next page starts. Opaque to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryCursor {
+    pub at_ms: i64,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// Newest first.
+    pub items: Vec<HistoryItem>,
+    pub next: Option<HistoryCursor>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger call timed out")]
+    Timeout,
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+    #[error("ledger returned an unexpected reply: {0}")]
+    Protocol(String),
+}
+
+/// The ledger an instance uses. An enum rather than a trait object: two
+/// backends, static dispatch, one conformance suite over both.
+#[derive(Clone)]
+pub enum Ledger {
+    Memory(Arc<memory::MemoryLedger>),
+    Redis(Arc<redis::RedisLedger>),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $l:ident => $e:expr) => {
+        match $self {
+            Ledger::Memory($l) => $e,
+            Ledger::Redis($l) => $e,
+        }
+    };
+}
+
+impl Ledger {
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Ledger::Memory(_) => "memory",
+            Ledger::Redis(_) => "redis",
+        }
+    }
+
+    pub async fn debit(&self, debit: &Debit<'_>) -> Result<DebitOutcome, LedgerError> {
+        dispatch!(self, l => l.debit(debit).await)
+    }
+
+    /// Removes one debit from the window; history keeps it, marked refunded.
+    pub async fn refund(
+        &self,
+        account: &str,
+        request_id: &str,
+    ) -> Result<RefundOutcome, LedgerError> {
+        dispatch!(self, l => l.refund(account, request_id).await)
+    }
+
+    /// `Ok(None)` when the account does not exist.
+    pub async fn balance(
+        &self,
+        account: &str,
+        plans: &PlanTable,
+    ) -> Result<Option<Balance>, LedgerError> {
+        dispatch!(self, l => l.balance(account, plans).await)
+    }
+
+    pub async fn history(
+        &self,
+        account: &str,
+        limit: usize,
+        before: Option<&HistoryCursor>,
+    ) -> Result<HistoryPage, LedgerError> {
+        dispatch!(self, l => l.history(account, limit, before).await)
+    }
+
+    /// Creates or replaces an account; `Ok(true)` when it was created.
+    pub async fn put_account(&self, id: &str, record: &AccountRecord) -> Result<bool, LedgerError> {
+        dispatch!(self, l => l.put_account(id, record).await)
+    }
+
+    pub async fn get_account(&self, id: &str) -> Result<Option<AccountRecord>, LedgerError> {
+        dispatch!(self, l => l.get_account(id).await)
+    }
+
+    /// Stores a key's digest for an existing account; `Ok(false)` when the
+    /// account does not exist.
+    pub async fn add_key(
+        &self,
+        account: &str,
+        key_id: &str,
+        digest: &[u8; 32],
+    ) -> Result<bool, LedgerError> {
+        dispatch!(self, l => l.add_key(account, key_id, digest).await)
+    }
+
+    /// `Ok(false)` when the account has no such key.
+    pub async fn revoke_key(&self, account: &str, key_id: &str) -> Result<bool, LedgerError> {
+        dispatch!(self, l => l.revoke_key(account, key_id).await)
+    }
+
+    pub async fn find_key(&self, digest: &[u8; 32]) -> Result<Option<KeyOwner>, LedgerError> {
+        dispatch!(self, l => l.find_key(digest).await)
+    }
+
+    /// Reachability check for `/readyz`.
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        dispatch!(self, l => l.ping().await)
+    }
+}

@@ -1,0 +1,72 @@
+//! The only place that spells a Redis key.
+//!
+//! Every key of an account carries the account id as its hash tag
+//! (`cg:{site-42}:w`), so each script touches one Redis Cluster slot. API key
+//! lookups are keyed by the key's digest and live in their own slots; no
+//! script ever needs one together with an account's keys.
+
+use crate::auth::hex;
+
+/// The keys of one account, in the order the scripts expect them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountKeys {
+    /// Hash: `plan`, `suspended` ("0"/"1").
+    pub account: String,
+    /// Sorted set of counted debits: member = debit id, score = unix ms.
+    pub window: String,
+    /// Sorted set of every debit within the history retention.
+    pub history: String,
+    /// Hash: debit id → `cost|at_ms|refunded(0/1)|route`.
+    pub debits: String,
+    /// String: the sum of the costs in `window` (kept by every script).
+    pub used: String,
+    /// Hash: API key id → hex SHA-256 digest of the key.
+    pub api_keys: String,
+}
+
+impl AccountKeys {
+    pub fn new(account: &str) -> AccountKeys {
+        debug_assert!(
+            !account.is_empty()
+                && account.len() <= 64
+                && account
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')),
+            "account ids are validated before they reach the ledger"
+        );
+        let key = |suffix: &str| format!("cg:{{{account}}}:{suffix}");
+        AccountKeys {
+            account: key("a"),
+            window: key("w"),
+            history: key("h"),
+            debits: key("d"),
+            used: key("u"),
+            api_keys: key("k"),
+        }
+    }
+}
+
+/// String: `<account>\t<key id>` for the API key with this digest.
+pub fn api_key_lookup(digest: &[u8; 32]) -> String {
+    format!("cg:key:{}", hex(digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_formats_are_pinned() {
+        let keys = AccountKeys::new("site-42");
+        assert_eq!(keys.account, "cg:{site-42}:a");
+        assert_eq!(keys.window, "cg:{site-42}:w");
+        assert_eq!(keys.history, "cg:{site-42}:h");
+        assert_eq!(keys.debits, "cg:{site-42}:d");
+        assert_eq!(keys.used, "cg:{site-42}:u");
+        assert_eq!(keys.api_keys, "cg:{site-42}:k");
+        assert_eq!(
+            api_key_lookup(&[0xab; 32]),
+            format!("cg:key:{}", "ab".repeat(32))
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! The embedded ledger: the same semantics as Redis, in one process.
+//!
+//! One mutex around all accounts; no operation awaits while holding it, and
+//! each is O(log n) amortised in the window size (expired debits are trimmed
+//! from the front of an ordered map, their costs subtracted from a running
+//! total). State is lost when the process exits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::{
+    AccountRecord, Balance, Debit, DebitOutcome, HistoryCursor, HistoryItem, HistoryPage, KeyOwner,
+    LedgerError, PlanTable, RefundOutcome, Release, WindowState,
+};
+use crate::clock::SharedClock;
+
+struct Record {
+    at: i64,
+    cost: u64,
+    route: String,
+    refunded: bool,
+}
+
+#[derive(Default)]
+struct AccountState {
+    record: Option<AccountRecord>,
+    /// Counted debits: (at, id) → cost.
+    window: BTreeMap<(i64, String), u64>,
+    used: u64,
+    /// Every debit still within the history retention, by id.
+    records: HashMap<String, Record>,
+    /// (at, id) of every debit in `records`, oldest first.
+    history: BTreeMap<(i64, String), ()>,
+    keys: HashMap<String, [u8; 32]>,
+}
+
+#[derive(Default)]
+struct State {
+    accounts: HashMap<String, AccountState>,
+    /// Key digest → (account, key id).
+    keys: HashMap<[u8; 32], (String, String)>,
+}
+
+pub struct MemoryLedger {
+    clock: SharedClock,
+    window_ms: i64,
+    retention_ms: i64,
+    state: Mutex<State>,
+}
+
+impl MemoryLedger {
+    pub fn new(clock: SharedClock, window: Duration, history_retention: Duration) -> MemoryLedger {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let retention_ms = i64::try_from(history_retention.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(window_ms);
+        MemoryLedger {
+            clock,
+            window_ms,
+            retention_ms,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops what has left the window (and the history) as of `now`.
+    fn trim(&self, account: &mut AccountState, now: i64) {
+        let cutoff = now.saturating_sub(self.window_ms);
+        while let Some(entry) = account.window.first_entry() {
+            if entry.key().0 > cutoff {
+                break;
+            }
+            let cost = entry.remove();
+            account.used -= cost;
+        }
+        let history_cutoff = now.saturating_sub(self.retention_ms);
+        while let Some(entry) = account.history.first_entry() {
+            if entry.key().0 > history_cutoff {
+                break;
+            }
+            let (_, id) = entry.remove_entry().0;
+            account.records.remove(&id);
+        }
+    }
+
+    fn window_state(
+        &self,
+        account: &AccountState,
+        plan: &str,
+        allowance: u64,
+        now: i64,
+    ) -> WindowState {
+        WindowState {
+            plan: plan.to_owned(),
+            allowance,
+            used: account.used,
+            next_release_in_ms: account
+                .window
+                .keys()
+                .next()
+                .map(|(at, _)| (at + self.window_ms - now).max(0) as u64),
+        }
+    }
+
+    pub async fn debit(&self, debit: &Debit<'_>) -> Result<DebitOutcome, LedgerError> {
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        let Some(account) = state.accounts.get_mut(debit.account) else {
+            return Ok(DebitOutcome::NoAccount);
+        };
+        let Some(record) = account.record.clone() else {
+            return Ok(DebitOutcome::NoAccount);
+        };
+        if record.suspended {
+            return Ok(DebitOutcome::Suspended);
+        }
+        let Some(&allowance) = debit.plans.get(&record.plan) else {
+            return Ok(DebitOutcome::UnknownPlan(record.plan));
+        };
+        self.trim(account, now);
+        if debit.cost == 0 {
+            let window = self.window_state(account, &record.plan, allowance, now);
+            return Ok(DebitOutcome::Admitted {
+                request_id: debit.request_id.to_owned(),
+                window,
+            });
+        }
+        if account.used + debit.cost > allowance {
+            let retry_after_ms = if debit.cost > allowance {
+                None
+            } else {
+                let mut remaining = account.used;
+                account.window.iter().find_map(|((at, _), cost)| {
+                    remaining -= cost;
+                    (remaining + debit.cost <= allowance)
+                        .then(|| (at + self.window_ms - now).max(1) as u64)
+                })
+            };
+            let window = self.window_state(account, &record.plan, allowance, now);
+            return Ok(DebitOutcome::Rejected {
+                window,
+                retry_after_ms,
+            });
+        }
+        let id = if account.records.contains_key(debit.request_id) {
+            debit.fallback_request_id
+        } else {
+            debit.request_id
+        };
+        account.window.insert((now, id.to_owned()), debit.cost);
+        account.used += debit.cost;
+        account.history.insert((now, id.to_owned()), ());
+        account.records.insert(
+            id.to_owned(),
+            Record {
+                at: now,
+                cost: debit.cost,
+                route: debit.route.to_owned(),
+                refunded: false,
+            },
+        );
+        let window = self.window_state(account, &record.plan, allowance, now);
+        Ok(DebitOutcome::Admitted {
+            request_id: id.to_owned(),
+            window,
+        })
+    }
+
+    pub async fn refund(
+        &self,
+        account: &str,
+        request_id: &str,
+    ) -> Result<RefundOutcome, LedgerError> {
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        let Some(account) = state.accounts.get_mut(account) else {
+            return Ok(RefundOutcome::Unknown);
+        };
+        self.trim(account, now);
+        let Some(record) = account.records.get_mut(request_id) else {
+            return Ok(RefundOutcome::Unknown);
+        };
+        if record.refunded {
+            return Ok(RefundOutcome::AlreadyRefunded);
+        }
+        record.refunded = true;
+        if let Some(cost) = account.window.remove(&(record.at, request_id.to_owned())) {
+            account.used -= cost;
+        }
+        Ok(RefundOutcome::Refunded)
+    }
+
+    pub async fn balance(
+        &self,
+        account: &str,
+        plans: &PlanTable,
+    ) -> Result<Option<Balance>, LedgerError> {
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        let Some(state) = state.accounts.get_mut(account) else {
+            return Ok(None);
+        };
+        let Some(record) = state.record.clone() else {
+            return Ok(None);
+        };
+        self.trim(state, now);
+        let next_release = state.window.iter().next().map(|((first, _), _)| {
+            let credits = state
+                .window
+                .range((*first, String::new())..)
+                .take_while(|((at, _), _)| at == first)
+                .map(|(_, cost)| cost)
+                .sum();
+            Release {
+                at_ms: first + self.window_ms,
+                credits,
+            }
+        });
+        Ok(Some(Balance {
+            allowance: plans.get(&record.plan).copied(),
+            account: record,
+            used: state.used,
+            now_ms: now,
+            window_ms: self.window_ms as u64,
+            next_release,
+        }))
+    }
+
+    pub async fn history(
+        &self,
+        account: &str,
+        limit: usize,
+        before: Option<&HistoryCursor>,
+    ) -> Result<HistoryPage, LedgerError> {
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        let Some(state) = state.accounts.get_mut(account) else {
+            return Ok(HistoryPage {
+                items: Vec::new(),
+                next: None,
+            });
+        };
+        self.trim(state, now);
+        let upper = before.map(|c| (c.at_ms, c.request_id.clone()));
+        let mut entries = state
+            .history
+            .keys()
+            .rev()
+            .filter(|key| upper.as_ref().is_none_or(|upper| *key < upper));
+        let mut items = Vec::with_capacity(limit.min(512));
+        for (at, id) in entries.by_ref().take(limit) {
+            if let Some(record) = state.records.get(id) {
+                items.push(HistoryItem {
+                    at_ms: *at,
+                    route: record.route.clone(),
+                    cost: record.cost,
+                    request_id: id.clone(),
+                    refunded: record.refunded,
+                });
+            }
+        }
+        let next = match (entries.next(), items.last()) {
+            (Some(_), Some(last)) => Some(HistoryCursor {
+                at_ms: last.at_ms,
+                request_id: last.request_id.clone(),
+            }),
+            _ => None,
+        };
+        Ok(HistoryPage { items, next })
+    }
+
+    pub async fn put_account(&self, id: &str, record: &AccountRecord) -> Result<bool, LedgerError> {
+        let mut state = self.lock();
+        let account = state.accounts.entry(id.to_owned()).or_default();
+        let created = account.record.is_none();
+        account.record = Some(record.clone());
+        Ok(created)
+    }
+
+    pub async fn get_account(&self, id: &str) -> Result<Option<AccountRecord>, LedgerError> {
+        Ok(self.lock().accounts.get(id).and_then(|a| a.record.clone()))
+    }
+
+    pub async fn add_key(
+        &self,
+        account: &str,
+        key_id: &str,
+        digest: &[u8; 32],
+    ) -> Result<bool, LedgerError> {
+        let mut state = self.lock();
+        let Some(state_account) = state
+            .accounts
+            .get_mut(account)
+            .filter(|a| a.record.is_some())
+        else {
+            return Ok(false);
+        };
+        state_account.keys.insert(key_id.to_owned(), *digest);
+        state
+            .keys
+            .insert(*digest, (account.to_owned(), key_id.to_owned()));
+        Ok(true)
+    }
+
+    pub async fn revoke_key(&self, account: &str, key_id: &str) -> Result<bool, LedgerError> {
+        let mut state = self.lock();
+        let Some(digest) = state
+            .accounts
+            .get_mut(account)
+            .and_then(|a| a.keys.remove(key_id))
+        else {
+            return Ok(false);
+        };
+        state.keys.remove(&digest);
+        Ok(true)
+    }
+
+    pub async fn find_key(&self, digest: &[u8; 32]) -> Result<Option<KeyOwner>, LedgerError> {
+        let state = self.lock();
+        let Some((account_id, key_id)) = state.keys.get(digest) else {
+            return Ok(None);
+        };
+        let Some(record) = state
+            .accounts
+            .get(account_id)
+            .and_then(|a| a.record.clone())
+        else {
+            return Ok(None);
+        };
+        Ok(Some(KeyOwner {
+            account_id: account_id.clone(),
+            key_id: key_id.clone(),
+            digest: *digest,
+            account: record,
+        }))
+    }
+
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
+}

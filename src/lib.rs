@@ -1,0 +1,199 @@
+//! # creditgate
+//!
+//! A credit-enforcing reverse proxy. Each route has a price in credits; each
+//! account may spend its plan's monthly allowance within any sliding window
+//! (30 days by default). The check and the debit are one atomic step in the
+//! ledger, so no interleaving of requests on any number of instances can
+//! spend past the allowance. `SPEC.md` (the product contract) is summarised
+//! in the README.
+//!
+//! ## One request's life
+//! ```text
+//! accept → read head → normalise path → authenticate key → match route
+//!        → admit body → debit (atomic) → forward (stream) → refund on failure
+//!        → respond → record
+//! ```
+//! [`proxy`] holds these phases in order; [`server`] owns the listeners.
+//!
+//! ## Layout (one concept per file)
+//! - [`config`]: the TOML file → validated [`config::Config`], every error with its key path.
+//! - [`error`]: [`error::GatewayError`] and its problem+json form; every failure is a response.
+//! - [`server`]: accept loop, TLS, HTTP/1.1 + HTTP/2, graceful drain.
+//! - [`path`]: request path normalisation (pure, property-tested).
+//! - [`routes`]: the route table compiled from config.
+//! - [`auth`]: API key extraction, hashing, the key → account cache.
+//! - [`request_id`], [`ratelimit`]: `X-Request-Id` and the credit headers.
+//! - [`proxy`]: the request phases; [`forward`]: upstream clients and header hygiene.
+//! - [`ledger`]: the `Ledger` contract and its `memory` and `redis` backends
+//!   (`ledger/keys.rs` spells every Redis key; `ledger/*.lua` are the scripts).
+//! - [`api`]: `/v1/credits*` (customers) and the admin listener.
+//! - [`state`]: shared state and the reloadable snapshot; [`reload`] swaps it.
+//! - [`metrics`]: every metric name and label; [`clock`]: the one place time is read.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod body;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod ledger;
+pub mod metrics;
+pub mod path;
+pub mod proxy;
+pub mod ratelimit;
+pub mod reload;
+pub mod request_id;
+pub mod routes;
+pub mod server;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, LedgerBackend};
+use crate::ledger::Ledger;
+use crate::server::{Plane, ServerOptions};
+use crate::state::{Gateway, Snapshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Tls(String),
+    #[error("{0}")]
+    Upstream(String),
+    #[error("ledger: {0}")]
+    Ledger(#[from] ledger::LedgerError),
+}
+
+/// A started gateway: both listeners bound and serving.
+pub struct RunningGateway {
+    pub data_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl RunningGateway {
+    /// Stops accepting, drains in-flight requests (bounded by
+    /// `server.drain_timeout`) and returns when both listeners are done.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for server in self.servers {
+            let _ = server.await;
+        }
+    }
+}
+
+/// Builds the ledger named by the config.
+pub async fn open_ledger(config: &Config, clock: SharedClock) -> Result<Ledger, StartError> {
+    let ledger = &config.ledger;
+    Ok(match &ledger.backend {
+        LedgerBackend::Memory => {
+            tracing::warn!(
+                "ledger backend is `memory`: accounts, keys and debits live in this process only \
+                 and are LOST ON RESTART; configure [ledger] redis_url for production"
+            );
+            Ledger::Memory(Arc::new(ledger::memory::MemoryLedger::new(
+                clock,
+                ledger.window,
+                ledger.history_retention,
+            )))
+        }
+        LedgerBackend::Redis { url } => Ledger::Redis(Arc::new(
+            ledger::redis::RedisLedger::connect(
+                url,
+                ledger.window,
+                ledger.history_retention,
+                ledger.timeout,
+            )
+            .await?,
+        )),
+    })
+}
+
+/// Starts a gateway for `config` (listening on the configured addresses;
+/// port 0 picks free ones, see [`RunningGateway::data_addr`]).
+pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+pub async fn start_with_clock(
+    config: Config,
+    clock: SharedClock,
+) -> Result<RunningGateway, StartError> {
+    // hyper-rustls builds its client config from the process default provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = match &config.server.tls {
+        Some(tls) => Some(server::tls_acceptor(&tls.cert, &tls.key).map_err(StartError::Tls)?),
+        None => None,
+    };
+    if config.admin.token.is_none() {
+        tracing::warn!("admin.token is not set: /admin/v1/* answers 403 until it is");
+    }
+    let ledger = open_ledger(&config, clock.clone()).await?;
+    let data_listener = bind(config.server.listen).await?;
+    let admin_listener = bind(config.admin.listen).await?;
+    let data_addr = local_addr(&data_listener, config.server.listen)?;
+    let admin_addr = local_addr(&admin_listener, config.admin.listen)?;
+    let header_read_timeout = config.server.header_read_timeout;
+    let drain_timeout = config.server.drain_timeout;
+    let config_path = config.source.clone();
+    let snapshot = Snapshot::build(config).map_err(StartError::Upstream)?;
+    let gateway = Arc::new(Gateway::new(snapshot, ledger, clock, config_path));
+    let (shutdown, watcher) = watch::channel(false);
+    let data = tokio::spawn(server::serve(
+        data_listener,
+        gateway.clone(),
+        ServerOptions {
+            plane: Plane::Data,
+            tls,
+            header_read_timeout,
+            drain_timeout,
+        },
+        watcher.clone(),
+    ));
+    let admin = tokio::spawn(server::serve(
+        admin_listener,
+        gateway.clone(),
+        ServerOptions {
+            plane: Plane::Admin,
+            tls: None,
+            header_read_timeout,
+            drain_timeout,
+        },
+        watcher,
+    ));
+    tracing::info!(%data_addr, %admin_addr, ledger = gateway.ledger.backend_name(), "creditgate listening");
+    Ok(RunningGateway {
+        data_addr,
+        admin_addr,
+        gateway,
+        shutdown,
+        servers: vec![data, admin],
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })
+}

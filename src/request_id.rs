@@ -1,0 +1,48 @@
+//! `X-Request-Id`: kept when the client sends a sane one, generated otherwise.
+
+use http::{HeaderMap, HeaderValue};
+
+const MAX_LEN: usize = 128;
+
+/// The client's id when it is 1–128 of `[A-Za-z0-9._:-]`, else a new one.
+pub fn from_headers(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get("x-request-id")
+        .filter(|value| is_acceptable(value.as_bytes()))
+        .cloned()
+        .unwrap_or_else(generate)
+}
+
+pub fn is_acceptable(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_LEN
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// 128 random bits as 32 lower-case hex digits.
+pub fn generate() -> HeaderValue {
+    let id = format!("{:032x}", rand::random::<u128>());
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sane_ids_are_kept_and_others_replaced() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-request-id", HeaderValue::from_static("abc-123_x.y:z"));
+        assert_eq!(from_headers(&headers), "abc-123_x.y:z");
+        headers.insert("x-request-id", HeaderValue::from_static("has space"));
+        assert_ne!(from_headers(&headers), "has space");
+        headers.insert(
+            "x-request-id",
+            HeaderValue::from_str(&"a".repeat(129)).unwrap(),
+        );
+        assert_eq!(from_headers(&headers).len(), 32);
+        assert_eq!(from_headers(&HeaderMap::new()).len(), 32);
+    }
+}

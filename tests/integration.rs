@@ -1,0 +1,5 @@
+//! One test binary for every integration test (one link step instead of many).
+mod support;
+
+mod ledger;
+mod proxy;

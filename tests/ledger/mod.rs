@@ -1,0 +1,521 @@
+//! The ledger conformance suite: written once, run against the memory
+//! backend (with a manual clock) and the Redis backend (real redis-server,
+//! Redis `TIME`, short windows and real sleeps).
+
+mod model;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use creditgate::clock::ManualClock;
+use creditgate::ledger::{
+    memory::MemoryLedger, redis::RedisLedger, AccountRecord, Debit, DebitOutcome, HistoryCursor,
+    Ledger, PlanTable, RefundOutcome,
+};
+
+use crate::support::redis::RedisServer;
+
+pub struct Harness {
+    pub ledger: Ledger,
+    clock: Option<Arc<ManualClock>>,
+    redis: Option<RedisServer>,
+    pub plans: PlanTable,
+}
+
+const T0: i64 = 1_795_521_600_000;
+
+impl Harness {
+    pub async fn memory(window: Duration) -> Harness {
+        let clock = ManualClock::new(T0);
+        let ledger = Ledger::Memory(Arc::new(MemoryLedger::new(
+            clock.clone(),
+            window,
+            window * 3,
+        )));
+        Harness::with(ledger, Some(clock), None).await
+    }
+
+    pub async fn redis(window: Duration) -> Harness {
+        let redis = RedisServer::start();
+        let ledger = Ledger::Redis(Arc::new(
+            RedisLedger::connect(&redis.url(), window, window * 3, Duration::from_millis(500))
+                .await
+                .expect("connect"),
+        ));
+        Harness::with(ledger, None, Some(redis)).await
+    }
+
+    async fn with(
+        ledger: Ledger,
+        clock: Option<Arc<ManualClock>>,
+        redis: Option<RedisServer>,
+    ) -> Harness {
+        let plans: PlanTable = [
+            ("free", 100),
+            ("small", 1000),
+            ("pro", 10_000),
+            ("tiny", 10),
+        ]
+        .into_iter()
+        .map(|(n, a)| (n.to_owned(), a))
+        .collect();
+        let harness = Harness {
+            ledger,
+            clock,
+            redis,
+            plans,
+        };
+        harness.account("acct", "small").await;
+        harness
+    }
+
+    pub async fn account(&self, id: &str, plan: &str) {
+        self.ledger
+            .put_account(
+                id,
+                &AccountRecord {
+                    plan: plan.to_owned(),
+                    suspended: false,
+                },
+            )
+            .await
+            .expect("put_account");
+    }
+
+    /// Moves time forward: the manual clock, or a real sleep for Redis.
+    pub async fn advance(&self, by: Duration) {
+        match &self.clock {
+            Some(clock) => clock.advance_ms(by.as_millis() as i64),
+            None => tokio::time::sleep(by).await,
+        }
+    }
+
+    pub fn is_redis(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    pub async fn debit_as(&self, account: &str, id: &str, cost: u64) -> DebitOutcome {
+        let fallback = format!("{id}-fallback");
+        self.ledger
+            .debit(&Debit {
+                account,
+                request_id: id,
+                fallback_request_id: &fallback,
+                route: "route-a",
+                cost,
+                plans: &self.plans,
+            })
+            .await
+            .expect("debit")
+    }
+
+    pub async fn debit(&self, id: &str, cost: u64) -> DebitOutcome {
+        self.debit_as("acct", id, cost).await
+    }
+
+    pub async fn used(&self, account: &str) -> u64 {
+        self.ledger
+            .balance(account, &self.plans)
+            .await
+            .expect("balance")
+            .expect("account")
+            .used
+    }
+}
+
+fn admitted(outcome: &DebitOutcome) -> bool {
+    matches!(outcome, DebitOutcome::Admitted { .. })
+}
+
+macro_rules! conformance {
+    ($($name:ident: $window_ms:ident;)*) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let harness = super::Harness::memory(std::time::Duration::from_millis(super::$window_ms)).await;
+                    super::$name(harness).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let harness = super::Harness::redis(std::time::Duration::from_millis(super::$window_ms)).await;
+                    super::$name(harness).await;
+                }
+            )*
+        }
+    };
+}
+
+const MONTH: u64 = 30 * 86_400_000;
+const TWO_SECONDS: u64 = 2_000;
+const THREE_SECONDS: u64 = 3_000;
+
+conformance! {
+    admits_up_to_the_allowance_and_rejected_debits_record_nothing: MONTH;
+    credits_return_when_debits_leave_the_window: TWO_SECONDS;
+    retry_after_points_at_the_first_moment_the_cost_fits: THREE_SECONDS;
+    cost_above_the_whole_allowance_has_no_retry_after: MONTH;
+    plan_changes_and_suspension_apply_at_once: MONTH;
+    refunds_remove_one_debit_once: MONTH;
+    a_reused_request_id_gets_the_fallback: MONTH;
+    history_pages_have_no_duplicates_or_gaps: MONTH;
+    concurrent_debits_admit_exactly_floor_allowance_over_cost: MONTH;
+    keys_are_added_found_and_revoked: MONTH;
+    zero_cost_debits_record_nothing: MONTH;
+}
+
+async fn admits_up_to_the_allowance_and_rejected_debits_record_nothing(h: Harness) {
+    h.account("t", "tiny").await;
+    for i in 0..3 {
+        assert!(admitted(&h.debit_as("t", &format!("r{i}"), 3).await));
+    }
+    match h.debit_as("t", "r3", 3).await {
+        DebitOutcome::Rejected {
+            window,
+            retry_after_ms,
+        } => {
+            assert_eq!(window.allowance, 10);
+            assert_eq!(window.used, 9);
+            assert_eq!(window.available(), 1);
+            assert!(retry_after_ms.is_some());
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // One credit left: a cost-1 debit still fits exactly.
+    match h.debit_as("t", "r4", 1).await {
+        DebitOutcome::Admitted { window, .. } => assert_eq!(window.used, 10),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.used("t").await, 10);
+    let history = h.ledger.history("t", 50, None).await.unwrap();
+    let ids: Vec<&str> = history
+        .items
+        .iter()
+        .map(|i| i.request_id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert!(!ids.contains(&"r3"), "a rejected debit is never recorded");
+}
+
+async fn credits_return_when_debits_leave_the_window(h: Harness) {
+    h.account("t", "tiny").await;
+    assert!(admitted(&h.debit_as("t", "a", 4).await));
+    h.advance(Duration::from_millis(1_000)).await;
+    assert!(admitted(&h.debit_as("t", "b", 6).await));
+    let balance = h.ledger.balance("t", &h.plans).await.unwrap().unwrap();
+    assert_eq!(balance.used, 10);
+    let release = balance.next_release.expect("next release");
+    assert_eq!(release.credits, 4);
+    let until = release.at_ms - balance.now_ms;
+    assert!((1..=1_000).contains(&until), "{until}");
+    assert!(!admitted(&h.debit_as("t", "c", 1).await));
+    h.advance(Duration::from_millis(1_100)).await;
+    assert_eq!(h.used("t").await, 6);
+    assert!(admitted(&h.debit_as("t", "c", 4).await));
+    h.advance(Duration::from_millis(2_100)).await;
+    let balance = h.ledger.balance("t", &h.plans).await.unwrap().unwrap();
+    assert_eq!(balance.used, 0);
+    assert!(balance.next_release.is_none());
+    // History outlives the window.
+    assert_eq!(
+        h.ledger.history("t", 10, None).await.unwrap().items.len(),
+        3
+    );
+}
+
+async fn retry_after_points_at_the_first_moment_the_cost_fits(h: Harness) {
+    h.account("t", "tiny").await;
+    assert!(admitted(&h.debit_as("t", "a", 3).await));
+    h.advance(Duration::from_millis(1_000)).await;
+    assert!(admitted(&h.debit_as("t", "b", 4).await));
+    h.advance(Duration::from_millis(500)).await;
+    // used 7 of 10; a cost-5 request fits once "a" (3 credits) has left,
+    // which is 3 s after it was made: 1.5 s from now.
+    let retry = match h.debit_as("t", "c", 5).await {
+        DebitOutcome::Rejected {
+            retry_after_ms,
+            window,
+        } => {
+            assert_eq!(window.used, 7);
+            retry_after_ms.expect("a retry time")
+        }
+        other => panic!("{other:?}"),
+    };
+    if h.is_redis() {
+        assert!((1_000..=1_500).contains(&retry), "{retry}");
+    } else {
+        assert_eq!(retry, 1_500);
+    }
+    // A cost-8 request needs both debits gone: "b" leaves 1 s after "a".
+    match h.debit_as("t", "d", 8).await {
+        DebitOutcome::Rejected { retry_after_ms, .. } => {
+            let retry8 = retry_after_ms.expect("a retry time");
+            if h.is_redis() {
+                assert!((2_000..=2_500).contains(&retry8), "{retry8}");
+            } else {
+                assert_eq!(retry8, 2_500);
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    h.advance(Duration::from_millis(retry - 400)).await;
+    assert!(!admitted(&h.debit_as("t", "e", 5).await), "too early");
+    h.advance(Duration::from_millis(if h.is_redis() { 450 } else { 400 }))
+        .await;
+    assert!(
+        admitted(&h.debit_as("t", "f", 5).await),
+        "at the promised time"
+    );
+}
+
+async fn cost_above_the_whole_allowance_has_no_retry_after(h: Harness) {
+    h.account("t", "tiny").await;
+    match h.debit_as("t", "big", 11).await {
+        DebitOutcome::Rejected {
+            retry_after_ms,
+            window,
+        } => {
+            assert_eq!(retry_after_ms, None);
+            assert_eq!(window.used, 0);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn plan_changes_and_suspension_apply_at_once(h: Harness) {
+    h.account("t", "tiny").await;
+    assert!(admitted(&h.debit_as("t", "a", 10).await));
+    assert!(!admitted(&h.debit_as("t", "b", 10).await));
+    h.account("t", "free").await;
+    assert!(admitted(&h.debit_as("t", "c", 10).await));
+    h.ledger
+        .put_account(
+            "t",
+            &AccountRecord {
+                plan: "free".into(),
+                suspended: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.debit_as("t", "d", 1).await, DebitOutcome::Suspended);
+    h.ledger
+        .put_account(
+            "t",
+            &AccountRecord {
+                plan: "gold".into(),
+                suspended: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        h.debit_as("t", "e", 1).await,
+        DebitOutcome::UnknownPlan("gold".into())
+    );
+    assert_eq!(h.debit_as("nobody", "f", 1).await, DebitOutcome::NoAccount);
+    assert_eq!(h.used("t").await, 20, "no counter was reset");
+    let balance = h.ledger.balance("t", &h.plans).await.unwrap().unwrap();
+    assert_eq!(balance.allowance, None);
+    assert!(h
+        .ledger
+        .balance("nobody", &h.plans)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn refunds_remove_one_debit_once(h: Harness) {
+    assert!(admitted(&h.debit("a", 7).await));
+    assert!(admitted(&h.debit("b", 5).await));
+    assert_eq!(
+        h.ledger.refund("acct", "a").await.unwrap(),
+        RefundOutcome::Refunded
+    );
+    assert_eq!(h.used("acct").await, 5);
+    assert_eq!(
+        h.ledger.refund("acct", "a").await.unwrap(),
+        RefundOutcome::AlreadyRefunded
+    );
+    assert_eq!(h.used("acct").await, 5);
+    assert_eq!(
+        h.ledger.refund("acct", "zzz").await.unwrap(),
+        RefundOutcome::Unknown
+    );
+    assert_eq!(
+        h.ledger.refund("nobody", "a").await.unwrap(),
+        RefundOutcome::Unknown
+    );
+    let history = h.ledger.history("acct", 10, None).await.unwrap();
+    let a = history.items.iter().find(|i| i.request_id == "a").unwrap();
+    assert!(a.refunded);
+    assert_eq!(a.cost, 7);
+    let balance = h.ledger.balance("acct", &h.plans).await.unwrap().unwrap();
+    assert_eq!(balance.next_release.unwrap().credits, 5);
+}
+
+async fn a_reused_request_id_gets_the_fallback(h: Harness) {
+    match h.debit("same", 1).await {
+        DebitOutcome::Admitted { request_id, .. } => assert_eq!(request_id, "same"),
+        other => panic!("{other:?}"),
+    }
+    match h.debit("same", 2).await {
+        DebitOutcome::Admitted { request_id, .. } => assert_eq!(request_id, "same-fallback"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.used("acct").await, 3);
+    // Refunding the first leaves the second.
+    h.ledger.refund("acct", "same").await.unwrap();
+    assert_eq!(h.used("acct").await, 2);
+}
+
+async fn history_pages_have_no_duplicates_or_gaps(h: Harness) {
+    let mut expected = Vec::new();
+    for i in 0..37 {
+        let id = format!("req-{i:02}");
+        assert!(admitted(&h.debit(&id, 1).await));
+        expected.push(id);
+        // Ties in `at`: several debits per clock tick.
+        if i % 4 == 3 {
+            h.advance(Duration::from_millis(2)).await;
+        }
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<HistoryCursor> = None;
+    let mut pages = 0;
+    loop {
+        let page = h.ledger.history("acct", 5, cursor.as_ref()).await.unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 5);
+        for pair in page.items.windows(2) {
+            assert!(
+                (pair[0].at_ms, &pair[0].request_id) > (pair[1].at_ms, &pair[1].request_id),
+                "newest first"
+            );
+        }
+        seen.extend(page.items.iter().map(|i| i.request_id.clone()));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(pages < 20);
+    }
+    assert_eq!(pages, 8);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 37, "no duplicates");
+    expected.sort();
+    assert_eq!(sorted, expected, "no gaps");
+    let last_page = h.ledger.history("acct", 37, None).await.unwrap();
+    assert_eq!(last_page.items.len(), 37);
+    assert!(last_page.next.is_none());
+}
+
+async fn concurrent_debits_admit_exactly_floor_allowance_over_cost(h: Harness) {
+    let h = Arc::new(h);
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(
+            async move { h.debit(&format!("c{i}"), 7).await },
+        ));
+    }
+    let mut count = 0;
+    for task in tasks {
+        if admitted(&task.await.unwrap()) {
+            count += 1;
+        }
+    }
+    assert_eq!(count, 142);
+    assert_eq!(h.used("acct").await, 994);
+}
+
+async fn keys_are_added_found_and_revoked(h: Harness) {
+    let digest = [7u8; 32];
+    assert!(!h.ledger.add_key("nobody", "k1", &digest).await.unwrap());
+    assert!(h.ledger.add_key("acct", "k1", &digest).await.unwrap());
+    let owner = h.ledger.find_key(&digest).await.unwrap().expect("owner");
+    assert_eq!(owner.account_id, "acct");
+    assert_eq!(owner.key_id, "k1");
+    assert_eq!(owner.digest, digest);
+    assert_eq!(owner.account.plan, "small");
+    assert!(h.ledger.find_key(&[8u8; 32]).await.unwrap().is_none());
+    assert!(h.ledger.revoke_key("acct", "k1").await.unwrap());
+    assert!(!h.ledger.revoke_key("acct", "k1").await.unwrap());
+    assert!(h.ledger.find_key(&digest).await.unwrap().is_none());
+    assert!(h.ledger.get_account("acct").await.unwrap().is_some());
+    assert!(h.ledger.get_account("nobody").await.unwrap().is_none());
+}
+
+async fn zero_cost_debits_record_nothing(h: Harness) {
+    assert!(admitted(&h.debit("free", 0).await));
+    assert_eq!(h.used("acct").await, 0);
+    assert!(h
+        .ledger
+        .history("acct", 10, None)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+// ---- Redis only: the script cache and the server can go away. ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_debits_survive_script_flush() {
+    let h = Harness::redis(Duration::from_secs(60)).await;
+    assert!(admitted(&h.debit("a", 1).await));
+    let redis = h.redis.as_ref().unwrap();
+    assert!(redis.cli(&["SCRIPT", "FLUSH"]).eq_ignore_ascii_case("ok"));
+    assert!(admitted(&h.debit("b", 1).await));
+    assert!(h.ledger.history("acct", 5, None).await.is_ok());
+    assert_eq!(
+        h.ledger.refund("acct", "a").await.unwrap(),
+        RefundOutcome::Refunded
+    );
+    assert_eq!(h.used("acct").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_calls_fail_fast_while_down_and_recover_after_restart() {
+    let mut h = Harness::redis(Duration::from_secs(60)).await;
+    assert!(admitted(&h.debit("a", 1).await));
+    h.redis.as_mut().unwrap().kill();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let result = h
+            .ledger
+            .debit(&Debit {
+                account: "acct",
+                request_id: "x",
+                fallback_request_id: "y",
+                route: "r",
+                cost: 1,
+                plans: &h.plans,
+            })
+            .await;
+        assert!(result.is_err(), "{result:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    h.redis.as_mut().unwrap().restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if h.ledger.ping().await.is_ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no recovery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The restarted Redis is empty: no account, no scripts.
+    h.account("acct", "small").await;
+    assert!(admitted(&h.debit("b", 1).await));
+}

@@ -1,0 +1,261 @@
+//! The admin plane: token, accounts, keys, health.
+
+use serde_json::json;
+
+use super::assert_problem;
+use crate::support::gateway::{Setup, TestGateway, ADMIN_TOKEN};
+use crate::support::upstream::RecordingUpstream;
+
+fn admin_auth() -> String {
+    format!("Bearer {ADMIN_TOKEN}")
+}
+
+#[tokio::test]
+async fn admin_calls_need_the_token_and_change_nothing_without_it() {
+    let upstream = RecordingUpstream::start().await;
+    let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
+    let url = gateway.admin_url("/admin/v1/accounts/site-1");
+    let none = gateway
+        .client
+        .put_json(&url, &[], json!({"plan": "pro"}))
+        .await;
+    assert_problem(&none, 401, "unauthorized");
+    let wrong = gateway
+        .client
+        .put_json(
+            &url,
+            &[("authorization", "Bearer wrong")],
+            json!({"plan": "pro"}),
+        )
+        .await;
+    assert_problem(&wrong, 401, "unauthorized");
+    let missing = gateway.admin_get("/admin/v1/accounts/site-1").await;
+    assert_problem(&missing, 404, "not_found");
+    assert_eq!(
+        gateway
+            .client
+            .get(&gateway.admin_url("/healthz"), &[])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        gateway
+            .client
+            .get(&gateway.admin_url("/readyz"), &[])
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn without_a_configured_token_the_admin_api_is_403() {
+    let upstream = RecordingUpstream::start().await;
+    let toml = crate::support::gateway::config_toml(&Setup::new(&upstream.url()))
+        .replace(&format!("token = \"{ADMIN_TOKEN}\""), "");
+    let gateway = TestGateway::start_toml(&toml).await;
+    let response = gateway.admin_get("/admin/v1/accounts/site-1").await;
+    assert_problem(&response, 403, "admin_disabled");
+    assert_eq!(
+        gateway
+            .client
+            .get(&gateway.admin_url("/healthz"), &[])
+            .await
+            .status,
+        200
+    );
+    let metrics = gateway
+        .client
+        .get(&gateway.admin_url("/metrics"), &[])
+        .await;
+    assert_eq!(metrics.status, 200);
+}
+
+#[tokio::test]
+async fn accounts_are_created_updated_and_validated() {
+    let upstream = RecordingUpstream::start().await;
+    let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
+    let created = gateway.admin_put_account("site-1", "free").await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.json()["plan"], "free");
+    assert_eq!(created.json()["monthly_allowance"], 100);
+    let updated = gateway.admin_put_account("site-1", "pro").await;
+    assert_eq!(updated.status, 200);
+    assert_eq!(updated.json()["monthly_allowance"], 10000);
+    assert_eq!(updated.json()["suspended"], false);
+
+    let unknown_plan = gateway.admin_put_account("site-1", "platinum").await;
+    assert_problem(&unknown_plan, 422, "unknown_plan");
+    let bad_id = gateway.admin_put_account("bad%20id", "pro").await;
+    assert_problem(&bad_id, 400, "bad_request");
+    let too_long = gateway.admin_put_account(&"a".repeat(65), "pro").await;
+    assert_problem(&too_long, 400, "bad_request");
+    let no_plan = gateway
+        .client
+        .put_json(
+            &gateway.admin_url("/admin/v1/accounts/site-2"),
+            &[("authorization", &admin_auth())],
+            json!({"suspended": false}),
+        )
+        .await;
+    assert_problem(&no_plan, 400, "bad_request");
+    let account = gateway.admin_get("/admin/v1/accounts/site-1").await.json();
+    assert_eq!(account["plan"], "pro");
+}
+
+#[tokio::test]
+async fn plan_changes_apply_to_the_next_request() {
+    let upstream = RecordingUpstream::start().await;
+    let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
+    let key = gateway.account_with_key("site-1", "free").await;
+    let auth = format!("Bearer {key}");
+    for _ in 0..10 {
+        gateway
+            .client
+            .post(
+                &gateway.url("/v1/images/generate"),
+                &[("authorization", &auth)],
+                "x",
+            )
+            .await;
+    }
+    let rejected = gateway
+        .client
+        .post(
+            &gateway.url("/v1/images/generate"),
+            &[("authorization", &auth)],
+            "x",
+        )
+        .await;
+    assert_eq!(rejected.status, 429);
+    gateway.admin_put_account("site-1", "pro").await;
+    let admitted = gateway
+        .client
+        .post(
+            &gateway.url("/v1/images/generate"),
+            &[("authorization", &auth)],
+            "x",
+        )
+        .await;
+    assert_eq!(admitted.status, 200);
+    assert_eq!(admitted.header("x-credits-remaining"), Some("9890"));
+}
+
+#[tokio::test]
+async fn keys_are_shown_once_and_revoked_keys_stop_working() {
+    let upstream = RecordingUpstream::start().await;
+    let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
+    gateway.admin_put_account("site-1", "pro").await;
+    let created = gateway
+        .client
+        .post(
+            &gateway.admin_url("/admin/v1/accounts/site-1/keys"),
+            &[("authorization", &admin_auth())],
+            "",
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let body = created.json();
+    let key = body["key"].as_str().unwrap().to_owned();
+    let key_id = body["key_id"].as_str().unwrap().to_owned();
+    let account = gateway.admin_get("/admin/v1/accounts/site-1").await.text();
+    assert!(!account.contains(&key), "the key is shown only once");
+
+    let auth = format!("Bearer {key}");
+    assert_eq!(
+        gateway
+            .client
+            .get(&gateway.url("/v1/free"), &[("authorization", &auth)])
+            .await
+            .status,
+        200
+    );
+    let revoked = gateway
+        .client
+        .delete(
+            &gateway.admin_url(&format!("/admin/v1/accounts/site-1/keys/{key_id}")),
+            &[("authorization", &admin_auth())],
+        )
+        .await;
+    assert_eq!(revoked.status, 204);
+    let after = gateway
+        .client
+        .get(&gateway.url("/v1/free"), &[("authorization", &auth)])
+        .await;
+    assert_problem(&after, 401, "unauthenticated");
+    let again = gateway
+        .client
+        .delete(
+            &gateway.admin_url(&format!("/admin/v1/accounts/site-1/keys/{key_id}")),
+            &[("authorization", &admin_auth())],
+        )
+        .await;
+    assert_problem(&again, 404, "not_found");
+    let no_account = gateway
+        .client
+        .post(
+            &gateway.admin_url("/admin/v1/accounts/nobody/keys"),
+            &[("authorization", &admin_auth())],
+            "",
+        )
+        .await;
+    assert_problem(&no_account, 404, "not_found");
+}
+
+#[tokio::test]
+async fn refunds_return_credits_once_and_unknown_ids_are_404() {
+    let upstream = RecordingUpstream::start().await;
+    let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
+    let key = gateway.account_with_key("site-1", "pro").await;
+    let paid = gateway
+        .client
+        .post(
+            &gateway.url("/v1/paid"),
+            &[
+                ("authorization", &format!("Bearer {key}")),
+                ("x-request-id", "req-1"),
+            ],
+            "x",
+        )
+        .await;
+    assert_eq!(paid.status, 200);
+    assert_eq!(gateway.used("site-1").await, 7);
+    let url = gateway.admin_url("/admin/v1/accounts/site-1/refunds");
+    let auth = admin_auth();
+    let first = gateway
+        .client
+        .post(
+            &url,
+            &[("authorization", &auth)],
+            r#"{"request_id":"req-1"}"#,
+        )
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(gateway.used("site-1").await, 0);
+    let second = gateway
+        .client
+        .post(
+            &url,
+            &[("authorization", &auth)],
+            r#"{"request_id":"req-1"}"#,
+        )
+        .await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.json()["already_refunded"], true);
+    assert_eq!(gateway.used("site-1").await, 0);
+    let unknown = gateway
+        .client
+        .post(
+            &url,
+            &[("authorization", &auth)],
+            r#"{"request_id":"nope"}"#,
+        )
+        .await;
+    assert_problem(&unknown, 404, "not_found");
+    let history = gateway
+        .admin_get("/admin/v1/accounts/site-1/history")
+        .await
+        .json();
+    assert_eq!(history["items"][0]["refunded"], true);
+}

@@ -1,0 +1,105 @@
+//! Redis going away and coming back, without restarting the gateway.
+
+use std::time::{Duration, Instant};
+
+use super::assert_problem;
+use crate::support::gateway::{Setup, TestGateway};
+use crate::support::redis::RedisServer;
+use crate::support::upstream::RecordingUpstream;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_a_quick_503_and_service_resumes_when_it_returns() {
+    let mut redis = RedisServer::start();
+    let upstream = RecordingUpstream::start().await;
+    let url = redis.url();
+    let gateway = TestGateway::start(&Setup::new(&upstream.url()).redis(&url)).await;
+    let key = gateway.account_with_key("site-1", "pro").await;
+    let auth = format!("Bearer {key}");
+    let ok = gateway
+        .client
+        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
+        .await;
+    assert_eq!(ok.status, 200);
+
+    redis.kill();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let down = gateway
+            .client
+            .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
+            .await;
+        assert_problem(&down, 503, "ledger_unavailable");
+        assert!(down.header("retry-after").is_some());
+        // Bounded by the ledger timeout (250 ms) per call, with generous slack.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(
+        upstream.count(),
+        1,
+        "nothing is forwarded while the ledger is down"
+    );
+    let ready = gateway.client.get(&gateway.admin_url("/readyz"), &[]).await;
+    assert_eq!(ready.status, 503);
+
+    // A fresh, empty Redis on the same port: the script cache is gone too.
+    redis.restart();
+    let key = gateway.account_with_key("site-2", "pro").await;
+    let auth = format!("Bearer {key}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = gateway
+            .client
+            .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
+            .await;
+        if response.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery: {}",
+            response.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gateway.used("site-2").await, 7);
+    let ready = gateway.client.get(&gateway.admin_url("/readyz"), &[]).await;
+    assert_eq!(ready.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_unavailable_allow_forwards_without_debit() {
+    let mut redis = RedisServer::start();
+    let upstream = RecordingUpstream::start().await;
+    let url = redis.url();
+    let mut setup = Setup::new(&upstream.url()).redis(&url);
+    setup.on_unavailable = "allow";
+    let gateway = TestGateway::start(&setup).await;
+    let key = gateway.account_with_key("site-1", "pro").await;
+    let auth = format!("Bearer {key}");
+    // Warm the key cache, then lose Redis within the cache's lifetime.
+    let ok = gateway
+        .client
+        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
+        .await;
+    assert_eq!(ok.status, 200);
+    redis.kill();
+    let allowed = gateway
+        .client
+        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
+        .await;
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    assert_eq!(upstream.count(), 2);
+    let metrics = gateway
+        .client
+        .get(&gateway.admin_url("/metrics"), &[])
+        .await
+        .text();
+    assert!(
+        metrics.contains("creditgate_unmetered_requests_total{route=\"paid\"} 1"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,180 @@
+//! A small HTTP client for tests, plus raw-socket and h2c helpers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+#[derive(Clone)]
+pub struct TestClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for TestClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestClient {
+    pub fn new() -> TestClient {
+        TestClient {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub async fn try_send(&self, request: http::Request<Full<Bytes>>) -> Result<Response, String> {
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("reading the body: {e}"))?
+            .to_bytes();
+        Ok(Response {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    pub async fn send(&self, request: http::Request<Full<Bytes>>) -> Response {
+        let what = format!("{} {}", request.method(), request.uri());
+        self.try_send(request)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    fn build(
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> http::Request<Full<Bytes>> {
+        let mut builder = http::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(Full::new(body)).expect("valid test request")
+    }
+
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Response {
+        self.send(Self::build(http::Method::GET, url, headers, Bytes::new()))
+            .await
+    }
+
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Response {
+        self.send(Self::build(http::Method::POST, url, headers, body.into()))
+            .await
+    }
+
+    pub async fn put_json(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        json: serde_json::Value,
+    ) -> Response {
+        let mut all = headers.to_vec();
+        all.push(("content-type", "application/json"));
+        self.send(Self::build(
+            http::Method::PUT,
+            url,
+            &all,
+            Bytes::from(json.to_string()),
+        ))
+        .await
+    }
+
+    pub async fn delete(&self, url: &str, headers: &[(&str, &str)]) -> Response {
+        self.send(Self::build(
+            http::Method::DELETE,
+            url,
+            headers,
+            Bytes::new(),
+        ))
+        .await
+    }
+}
+
+/// Writes `bytes` on a fresh connection and reads until the server closes
+/// it or `timeout` passes; returns everything read.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Vec<u8> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(timeout, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    out
+}
+
+/// An HTTP/2 prior-knowledge (h2c) GET.
+pub async fn h2c_get(url: &str, headers: &[(&str, &str)]) -> Response {
+    let uri: http::Uri = url.parse().expect("url");
+    let authority = uri.authority().expect("authority").as_str().to_owned();
+    let stream = tokio::net::TcpStream::connect(&authority)
+        .await
+        .expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut builder = http::Request::get(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = sender
+        .send_request(builder.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .expect("h2 request");
+    let (parts, body) = response.into_parts();
+    Response {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.expect("h2 body").to_bytes(),
+    }
+}
