@@ -2,4 +2,5 @@
 mod support;
 
 mod ledger;
+mod operator;
 mod proxy;

@@ -259,3 +259,145 @@ async fn refunds_return_credits_once_and_unknown_ids_are_404() {
         .json();
     assert_eq!(history["items"][0]["refunded"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_is_rejected_by_every_instance_within_five_seconds() {
+    let redis = crate::support::redis::RedisServer::start();
+    let upstream = RecordingUpstream::start().await;
+    let url = redis.url();
+    let setup = Setup::new(&upstream.url()).redis(&url);
+    let first = TestGateway::start(&setup).await;
+    let second = TestGateway::start(&setup).await;
+    gateway_put(&first, "site-1").await;
+    let created = first
+        .client
+        .post(
+            &first.admin_url("/admin/v1/accounts/site-1/keys"),
+            &[("authorization", &admin_auth())],
+            "",
+        )
+        .await
+        .json();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let key_id = created["key_id"].as_str().unwrap().to_owned();
+    let auth = format!("Bearer {key}");
+    // Both instances have the key cached.
+    for gateway in [&first, &second] {
+        assert_eq!(
+            gateway
+                .client
+                .get(&gateway.url("/v1/free"), &[("authorization", &auth)])
+                .await
+                .status,
+            200
+        );
+    }
+    let revoked_at = std::time::Instant::now();
+    let revoked = first
+        .client
+        .delete(
+            &first.admin_url(&format!("/admin/v1/accounts/site-1/keys/{key_id}")),
+            &[("authorization", &admin_auth())],
+        )
+        .await;
+    assert_eq!(revoked.status, 204);
+    assert_eq!(
+        first
+            .client
+            .get(&first.url("/v1/free"), &[("authorization", &auth)])
+            .await
+            .status,
+        401
+    );
+    loop {
+        let status = second
+            .client
+            .get(&second.url("/v1/free"), &[("authorization", &auth)])
+            .await
+            .status;
+        if status == 401 {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < std::time::Duration::from_secs(5),
+            "still accepted after 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn gateway_put(gateway: &TestGateway, id: &str) {
+    let put = gateway.admin_put_account(id, "pro").await;
+    assert_eq!(put.status, 201, "{}", put.text());
+}
+
+#[tokio::test]
+async fn metrics_count_requests_credits_and_latency_by_route_never_by_account() {
+    let upstream = RecordingUpstream::start().await;
+    let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
+    let key = gateway.account_with_key("secret-account-id", "free").await;
+    let auth = format!("Bearer {key}");
+    for _ in 0..11 {
+        gateway
+            .client
+            .post(
+                &gateway.url("/v1/images/generate"),
+                &[("authorization", &auth)],
+                "x",
+            )
+            .await;
+    }
+    gateway
+        .client
+        .get(&gateway.url("/v1/nothing"), &[("authorization", &auth)])
+        .await;
+    let text = gateway
+        .client
+        .get(&gateway.admin_url("/metrics"), &[])
+        .await
+        .text();
+    let mut samples = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = line.rsplit_once(' ').expect("`name value`");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad sample {line}"));
+        samples.insert(name.to_owned(), value);
+    }
+    let get = |name: &str| {
+        samples
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert_eq!(
+        get("creditgate_requests_total{route=\"image\",outcome=\"forwarded\",status=\"200\"}"),
+        10.0
+    );
+    assert_eq!(get("creditgate_requests_total{route=\"image\",outcome=\"credits_exhausted\",status=\"429\"}"), 1.0);
+    assert_eq!(
+        get("creditgate_rejections_total{reason=\"route_not_found\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("creditgate_credits_debited_total{route=\"image\"}"),
+        100.0
+    );
+    assert_eq!(
+        get("creditgate_upstream_duration_seconds_count{route=\"image\"}"),
+        10.0
+    );
+    assert_eq!(
+        get("creditgate_upstream_duration_seconds_bucket{route=\"image\",le=\"+Inf\"}"),
+        10.0
+    );
+    assert!(get("creditgate_open_connections{listener=\"data\"}") >= 0.0);
+    assert!(text.contains("creditgate_ledger_duration_seconds_count{op=\"debit\"}"));
+    assert!(
+        !text.contains("secret-account-id"),
+        "account ids never label metrics"
+    );
+}

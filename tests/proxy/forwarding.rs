@@ -183,3 +183,53 @@ async fn usage_api_reports_balance_and_next_release() {
     super::assert_problem(&unauthenticated, 401, "unauthenticated");
     assert_eq!(upstream.count(), 1);
 }
+
+#[tokio::test]
+async fn history_api_pages_with_opaque_cursors_and_validates_limit() {
+    let upstream = RecordingUpstream::start().await;
+    let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
+    let key = gateway.account_with_key("site-1", "pro").await;
+    let auth = format!("Bearer {key}");
+    for i in 0..7 {
+        let id = format!("page-{i}");
+        let r = gateway
+            .client
+            .post(
+                &gateway.url("/v1/paid"),
+                &[("authorization", &auth), ("x-request-id", &id)],
+                "x",
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let mut seen = Vec::new();
+    let mut url = gateway.url("/v1/credits/history?limit=3");
+    loop {
+        let page = gateway.client.get(&url, &[("authorization", &auth)]).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let body = page.json();
+        for item in body["items"].as_array().unwrap() {
+            seen.push(item["request_id"].as_str().unwrap().to_owned());
+            assert_eq!(item["cost"], 7);
+            assert_eq!(item["route"], "paid");
+        }
+        match body["next"].as_str() {
+            Some(cursor) => {
+                url = gateway.url(&format!("/v1/credits/history?limit=3&before={cursor}"))
+            }
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..7).rev().map(|i| format!("page-{i}")).collect();
+    assert_eq!(seen, expected, "newest first, no duplicates, no gaps");
+    for bad in ["limit=0", "limit=501", "limit=ten", "before=zz"] {
+        let response = gateway
+            .client
+            .get(
+                &gateway.url(&format!("/v1/credits/history?{bad}")),
+                &[("authorization", &auth)],
+            )
+            .await;
+        super::assert_problem(&response, 400, "bad_request");
+    }
+}

@@ -3,5 +3,6 @@
 
 pub mod gateway;
 pub mod http;
+pub mod process;
 pub mod redis;
 pub mod upstream;

@@ -1,0 +1,341 @@
+//! The binary as operators run it: `check`, `serve` with signals and reload,
+//! the `account` CLI, and what its logs contain.
+
+use std::time::{Duration, Instant};
+
+use crate::support::gateway::VENDOR_KEY;
+use crate::support::http::TestClient;
+use crate::support::process::{run, GatewayProcess, TempDir};
+use crate::support::upstream::{unused_addr, Behavior, RecordingUpstream};
+
+const TOKEN: &str = "operator-token";
+
+fn config(upstream: &str, cost: u64, dead_upstream: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{DATA}}"
+header_read_timeout = "2s"
+drain_timeout = "5s"
+[admin]
+listen = "{{ADMIN}}"
+token = "${{TEST_ADMIN_TOKEN}}"
+[plans.pro]
+monthly_allowance = 1000
+[upstreams.vendor]
+url = "{upstream}"
+timeout = "500ms"
+headers = {{ Authorization = "Bearer ${{TEST_VENDOR_KEY}}" }}
+[upstreams.dead]
+url = "{dead_upstream}"
+[[routes]]
+name = "paid"
+path = "/v1/paid"
+upstream = "vendor"
+cost = {cost}
+[[routes]]
+name = "dead"
+path = "/v1/dead"
+upstream = "dead"
+cost = 3
+"#
+    )
+}
+
+/// Starts a gateway process with its secrets in the environment.
+fn start(dir: &TempDir, toml: &str) -> GatewayProcess {
+    GatewayProcess::start(
+        dir,
+        toml,
+        &[("TEST_ADMIN_TOKEN", TOKEN), ("TEST_VENDOR_KEY", VENDOR_KEY)],
+    )
+}
+
+fn cli(gateway: &GatewayProcess, args: &[&str]) -> std::process::Output {
+    let admin_url = gateway.admin_url("");
+    let mut all = vec!["account", "--admin-url", &admin_url, "--token", TOKEN];
+    all.extend_from_slice(args);
+    run(&all, &[])
+}
+
+fn stdout_json(output: &std::process::Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+#[test]
+fn check_lists_every_error_with_its_key_path() {
+    let dir = TempDir::new("check");
+    let good = config("http://127.0.0.1:1", 7, "http://127.0.0.1:2")
+        .replace("{DATA}", "127.0.0.1:8080")
+        .replace("{ADMIN}", "127.0.0.1:9090");
+    let good = dir.write("good.toml", &good);
+    let ok = run(
+        &["check", "--config", good.to_str().unwrap()],
+        &[("TEST_ADMIN_TOKEN", "t"), ("TEST_VENDOR_KEY", "k")],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = dir.write(
+        "bad.toml",
+        "[server]\nlisten = \"nowhere\"\nbogus = 1\n[ledger]\nwindow = \"soon\"\n[[routes]]\nname = \"x\"\npath = \"/x\"\nupstream = \"missing\"\n",
+    );
+    let failed = run(&["check", "--config", bad.to_str().unwrap()], &[]);
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    for expected in [
+        "bad.toml: server.listen:",
+        "bad.toml: server.bogus: unknown key",
+        "bad.toml: ledger.window:",
+        "bad.toml: routes[0].upstream: unknown upstream `missing`",
+        "bad.toml: routes[0].cost: missing required key",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_cli_manages_accounts_keys_history_and_refunds() {
+    let upstream = RecordingUpstream::start().await;
+    let dir = TempDir::new("cli");
+    let dead = format!("http://{}", unused_addr().await);
+    let gateway = start(&dir, &config(&upstream.url(), 7, &dead));
+    let put = stdout_json(&cli(&gateway, &["put", "site-42", "--plan", "pro"]));
+    assert_eq!(put["monthly_allowance"], 1000);
+    let key = stdout_json(&cli(&gateway, &["key-add", "site-42"]));
+    let secret = key["key"].as_str().unwrap().to_owned();
+    let key_id = key["key_id"].as_str().unwrap().to_owned();
+
+    let client = TestClient::new();
+    let auth = format!("Bearer {secret}");
+    let paid = client
+        .post(
+            &gateway.url("/v1/paid"),
+            &[("authorization", &auth), ("x-request-id", "cli-req-1")],
+            "x",
+        )
+        .await;
+    assert_eq!(paid.status, 200);
+    let show = stdout_json(&cli(&gateway, &["show", "site-42"]));
+    assert_eq!(show["used"], 7);
+    let history = stdout_json(&cli(&gateway, &["history", "site-42", "--limit", "5"]));
+    assert_eq!(history["items"][0]["request_id"], "cli-req-1");
+    let refund = stdout_json(&cli(&gateway, &["refund", "site-42", "cli-req-1"]));
+    assert_eq!(refund["refunded"], true);
+    assert_eq!(stdout_json(&cli(&gateway, &["show", "site-42"]))["used"], 0);
+    let unknown = cli(&gateway, &["refund", "site-42", "nope"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("404"));
+    let suspended = stdout_json(&cli(&gateway, &["put", "site-42", "--suspended", "true"]));
+    assert_eq!(suspended["suspended"], true);
+    assert_eq!(suspended["plan"], "pro");
+    let revoke = cli(&gateway, &["key-revoke", "site-42", &key_id]);
+    assert!(revoke.status.success());
+    let after = client
+        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
+        .await;
+    assert_eq!(after.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_by_sighup_and_endpoint_and_an_invalid_file_changes_nothing() {
+    let upstream = RecordingUpstream::start().await;
+    let dir = TempDir::new("reload");
+    let dead = format!("http://{}", unused_addr().await);
+    let gateway = start(&dir, &config(&upstream.url(), 7, &dead));
+    let client = TestClient::new();
+    let admin = format!("Bearer {TOKEN}");
+    stdout_json(&cli(&gateway, &["put", "site-1", "--plan", "pro"]));
+    let key = stdout_json(&cli(&gateway, &["key-add", "site-1"]))["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let auth = format!("Bearer {key}");
+    let cost_now = || async {
+        let r = client
+            .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.header("x-credits-cost").unwrap().to_owned()
+    };
+    assert_eq!(cost_now().await, "7");
+
+    // SIGHUP with a new cost.
+    let config_text = std::fs::read_to_string(&gateway.config_path).unwrap();
+    std::fs::write(
+        &gateway.config_path,
+        config_text.replace("cost = 7", "cost = 11"),
+    )
+    .unwrap();
+    gateway.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if cost_now().await == "11" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP reload not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The endpoint, with an invalid file: 400 with every error, old config serving.
+    let good = std::fs::read_to_string(&gateway.config_path).unwrap();
+    std::fs::write(
+        &gateway.config_path,
+        good.replace("cost = 11", "cost = -1\nbogus = true"),
+    )
+    .unwrap();
+    let rejected = client
+        .post(
+            &gateway.admin_url("/admin/v1/reload"),
+            &[("authorization", &admin)],
+            "",
+        )
+        .await;
+    assert_eq!(rejected.status, 400, "{}", rejected.text());
+    let body = rejected.json();
+    assert_eq!(body["code"], "invalid_config");
+    let errors = body["errors"].to_string();
+    assert!(
+        errors.contains("routes[0].cost") && errors.contains("routes[0].bogus"),
+        "{errors}"
+    );
+    assert_eq!(cost_now().await, "11");
+
+    // And a valid file through the endpoint.
+    std::fs::write(&gateway.config_path, good.replace("cost = 11", "cost = 2")).unwrap();
+    let accepted = client
+        .post(
+            &gateway.admin_url("/admin/v1/reload"),
+            &[("authorization", &admin)],
+            "",
+        )
+        .await;
+    assert_eq!(accepted.status, 200, "{}", accepted.text());
+    assert_eq!(cost_now().await, "2");
+    let metrics = client.get(&gateway.admin_url("/metrics"), &[]).await.text();
+    assert!(
+        metrics.contains("creditgate_config_reloads_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("creditgate_config_reloads_total{result=\"success\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_have_one_line_per_request_and_never_a_key() {
+    let upstream = RecordingUpstream::start().await;
+    let dir = TempDir::new("logs");
+    let dead = format!("http://{}", unused_addr().await);
+    let gateway = start(&dir, &config(&upstream.url(), 7, &dead));
+    stdout_json(&cli(&gateway, &["put", "site-1", "--plan", "pro"]));
+    let key = stdout_json(&cli(&gateway, &["key-add", "site-1"]))["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let client = TestClient::new();
+    let auth = format!("Bearer {key}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("x-request-id", "log-req"),
+    ];
+    let mut seen_ids = Vec::new();
+    // Success, upstream 5xx (refund), upstream timeout (refund), unreachable (refund), 401, 404.
+    for behavior in [
+        Behavior::Ok,
+        Behavior::Status(500),
+        Behavior::Delay(Duration::from_secs(2)),
+    ] {
+        upstream.set_behavior(behavior);
+        let response = client
+            .post(&gateway.url("/v1/paid"), &headers, "body-canary")
+            .await;
+        seen_ids.push(response.header("x-request-id").unwrap().to_owned());
+        assert!(!response.text().contains(VENDOR_KEY) && !response.text().contains(&key));
+    }
+    let dead_route = client.post(&gateway.url("/v1/dead"), &headers, "x").await;
+    assert_eq!(dead_route.status, 502);
+    let wrong_key = client
+        .post(
+            &gateway.url("/v1/paid"),
+            &[("authorization", "Bearer cg_wrong-key-canary")],
+            "x",
+        )
+        .await;
+    assert_eq!(wrong_key.status, 401);
+    let missing = client
+        .get(&gateway.url("/v1/missing"), &[("x-api-key", &key)])
+        .await;
+    assert_eq!(missing.status, 404);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logs = gateway.logs();
+    assert!(!logs.contains(&key), "the client key is in the logs");
+    assert!(!logs.contains(VENDOR_KEY), "the vendor key is in the logs");
+    assert!(
+        !logs.contains("cg_wrong-key-canary"),
+        "a presented key is in the logs"
+    );
+    assert!(!logs.contains("body-canary"), "a body is in the logs");
+    let access: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["target"] == "creditgate::access")
+        .collect();
+    assert_eq!(access.len(), 6, "one line per request:\n{logs}");
+    let first = &access[0];
+    assert_eq!(first["route"], "paid");
+    assert_eq!(first["account"], "site-1");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["cost"], 7);
+    assert_eq!(first["request_id"], "log-req");
+    assert!(first["total_ms"].is_number());
+    assert_eq!(access[1]["status"], 500);
+    assert_eq!(access[1]["refunded"], true);
+    assert_eq!(access[2]["outcome"], "upstream_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let upstream = RecordingUpstream::start().await;
+    upstream.set_behavior(Behavior::Delay(Duration::from_millis(300)));
+    let dir = TempDir::new("sigterm");
+    let dead = format!("http://{}", unused_addr().await);
+    let toml = config(&upstream.url(), 7, &dead).replace("timeout = \"500ms\"", "timeout = \"5s\"");
+    let mut gateway = start(&dir, &toml);
+    stdout_json(&cli(&gateway, &["put", "site-1", "--plan", "pro"]));
+    let key = stdout_json(&cli(&gateway, &["key-add", "site-1"]))["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = gateway.url("/v1/paid");
+    let mut in_flight = Vec::new();
+    for _ in 0..8 {
+        let url = url.clone();
+        let auth = format!("Bearer {key}");
+        in_flight.push(tokio::spawn(async move {
+            TestClient::new()
+                .post(&url, &[("authorization", &auth)], "x")
+                .await
+                .status
+        }));
+    }
+    upstream.wait_for(8, Duration::from_secs(5)).await;
+    gateway.signal("TERM");
+    for request in in_flight {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert_eq!(gateway.wait_exit(Duration::from_secs(10)), Some(0));
+}
