@@ -77,6 +77,9 @@ pub struct LedgerConfig {
     /// How long a debit stays in the history after it was made (never less than
     /// `window`). Default 90 days.
     pub history_retention: Duration,
+    /// Refuse to start on a Redis that could lose debits (AOF off) or evict
+    /// them (`maxmemory-policy` other than `noeviction`). Default false: warn.
+    pub require_durable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -503,6 +506,7 @@ fn parse_ledger(section: Option<Section<'_>>) -> LedgerConfig {
         timeout: Duration::from_millis(250),
         on_unavailable: OnUnavailable::Reject,
         history_retention: Duration::from_secs(90 * DAY),
+        require_durable: false,
     };
     let Some(mut s) = section else {
         return ledger;
@@ -568,6 +572,9 @@ fn parse_ledger(section: Option<Section<'_>>) -> LedgerConfig {
         ledger.history_retention = d;
     }
     ledger.history_retention = ledger.history_retention.max(ledger.window);
+    if let Some(flag) = s.bool("require_durable") {
+        ledger.require_durable = flag;
+    }
     s.finish();
     ledger
 }

@@ -75,6 +75,8 @@ pub enum StartError {
     Upstream(String),
     #[error("ledger: {0}")]
     Ledger(#[from] ledger::LedgerError),
+    #[error("ledger.require_durable is set and {0}")]
+    NotDurable(String),
 }
 
 /// A started gateway: both listeners bound and serving.
@@ -144,6 +146,7 @@ pub async fn start_with_clock(
         tracing::warn!("admin.token is not set: /admin/v1/* answers 403 until it is");
     }
     let ledger = open_ledger(&config, clock.clone()).await?;
+    check_durability(&ledger, config.ledger.require_durable).await?;
     let data_listener = bind(config.server.listen).await?;
     let admin_listener = bind(config.admin.listen).await?;
     let data_addr = local_addr(&data_listener, config.server.listen)?;
@@ -184,6 +187,31 @@ pub async fn start_with_clock(
         shutdown,
         servers: vec![data, admin],
     })
+}
+
+/// Warns loudly (or, with `require_durable`, refuses to start) when Redis
+/// could lose or evict debits.
+async fn check_durability(ledger: &Ledger, require_durable: bool) -> Result<(), StartError> {
+    let Ledger::Redis(redis) = ledger else {
+        return Ok(());
+    };
+    let problem = match redis.durability().await {
+        Ok(Some(durability)) => {
+            let risks = durability.risks();
+            if risks.is_empty() {
+                tracing::info!("redis durability: appendonly yes, maxmemory-policy noeviction");
+                return Ok(());
+            }
+            risks.join("; ")
+        }
+        Ok(None) => "Redis does not allow CONFIG GET, so durability cannot be verified".to_owned(),
+        Err(error) => format!("Redis durability cannot be checked ({error})"),
+    };
+    if require_durable {
+        return Err(StartError::NotDurable(problem));
+    }
+    tracing::warn!("DEBITS MAY BE LOST: {problem}");
+    Ok(())
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -100,7 +100,20 @@ async fn serve(
 async fn readiness(gateway: &Gateway) -> Response<Body> {
     let backend = gateway.ledger.backend_name();
     match gateway.ledger.ping().await {
-        Ok(()) => body::json(&json!({"status": "ready", "ledger": backend})),
+        Ok(()) => {
+            let mut ready = json!({"status": "ready", "ledger": backend});
+            if let crate::ledger::Ledger::Redis(redis) = &gateway.ledger {
+                ready["durability"] = match redis.durability().await {
+                    Ok(Some(durability)) => json!({
+                        "appendonly": durability.appendonly,
+                        "maxmemory_policy": durability.maxmemory_policy,
+                        "risks": durability.risks(),
+                    }),
+                    _ => json!("unknown"),
+                };
+            }
+            body::json(&ready)
+        }
         Err(error) => {
             let mut response = body::json(&json!({
                 "status": "unavailable",

@@ -103,3 +103,50 @@ async fn on_unavailable_allow_forwards_without_debit() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_durable_refuses_a_redis_that_could_lose_debits() {
+    let redis = RedisServer::start();
+    let upstream = RecordingUpstream::start().await;
+    let url = redis.url();
+    let mut setup = Setup::new(&upstream.url()).redis(&url);
+    setup.extra = "";
+    let toml = crate::support::gateway::config_toml(&setup).replace(
+        "on_unavailable = \"reject\"",
+        "on_unavailable = \"reject\"\nrequire_durable = true",
+    );
+    let config = crate::support::gateway::parse(&toml);
+    let refused = creditgate::start(config.clone()).await;
+    let Err(error) = refused else {
+        panic!("started on a Redis without AOF");
+    };
+    assert!(error.to_string().contains("appendonly is off"), "{error}");
+
+    redis.cli(&["CONFIG", "SET", "appendonly", "yes"]);
+    let running = creditgate::start(config)
+        .await
+        .expect("durable Redis is accepted");
+    let ready = crate::support::http::TestClient::new()
+        .get(&format!("http://{}/readyz", running.admin_addr), &[])
+        .await
+        .json();
+    assert_eq!(ready["durability"]["appendonly"], true);
+    assert_eq!(ready["durability"]["maxmemory_policy"], "noeviction");
+    assert_eq!(ready["durability"]["risks"].as_array().unwrap().len(), 0);
+    running.shutdown().await;
+
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let gateway = TestGateway::start(&setup).await;
+    let ready = gateway
+        .client
+        .get(&gateway.admin_url("/readyz"), &[])
+        .await
+        .json();
+    assert!(
+        ready["durability"]["risks"][0]
+            .as_str()
+            .unwrap()
+            .contains("allkeys-lru"),
+        "{ready}"
+    );
+}

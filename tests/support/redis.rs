@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Its working directory (AOF files, if a test turns AOF on).
+    dir: std::path::PathBuf,
 }
 
 pub fn redis_available() -> bool {
@@ -34,9 +36,14 @@ impl RedisServer {
             "redis-server is not installed: `apt-get install redis-server` (CI's .ci/run does)"
         );
         for _ in 0..5 {
+            let port = free_port();
+            let dir = std::env::temp_dir()
+                .join(format!("creditgate-redis-{port}-{}", rand::random::<u32>()));
+            std::fs::create_dir_all(&dir).expect("redis dir");
             let mut server = RedisServer {
-                port: free_port(),
+                port,
                 child: None,
+                dir,
             };
             if server.spawn() {
                 return server;
@@ -59,6 +66,7 @@ impl RedisServer {
                 "--daemonize",
                 "no",
             ])
+            .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -141,5 +149,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
