@@ -117,6 +117,43 @@ pub struct RouteConfig {
     pub cost: u64,
     /// Default true.
     pub refund_on_failure: bool,
+    /// Price per unit of work read from the request body (SPEC §3a):
+    /// admission cost = `cost × ceil(units / per)`.
+    pub units: Option<UnitsConfig>,
+    /// Replace the admission cost (a reservation) by what the response reports.
+    pub settle: Option<SettleConfig>,
+}
+
+/// `units = { json = "/n", default = 1, max = 10, per = 1 }`
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitsConfig {
+    /// JSON pointer into the request body.
+    pub pointer: String,
+    /// Used when the field is absent; without one, an absent field is a 400.
+    pub default: Option<f64>,
+    /// Larger values are a 400 `invalid_units`.
+    pub max: Option<f64>,
+    /// Units per credit step (default 1).
+    pub per: u64,
+}
+
+/// `settle = { json = "/usage/total_tokens", per = 1000, max = 64 }` or
+/// `settle = { header = "x-usage-tokens", per = 1000 }`
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettleConfig {
+    pub source: SettleSource,
+    /// Reported units per credit step (default 1).
+    pub per: u64,
+    /// Most credits a settlement may charge; default: the reservation.
+    pub max_credits: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleSource {
+    /// JSON pointer into the response body (or into each SSE event's data).
+    Json(String),
+    /// A response header (lower-cased name).
+    Header(String),
 }
 
 /// A route path: exact (`/v1/images/generate`) or prefix (`/v1/agents/*`).
@@ -287,6 +324,22 @@ impl<'a> Section<'a> {
                 self.issue(
                     key,
                     format!("expected a non-negative integer, found {found}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A non-negative integer or float.
+    fn number(&mut self, key: &str) -> Option<f64> {
+        match self.take(key)? {
+            toml::Value::Integer(n) if n >= 0 => Some(n as f64),
+            toml::Value::Float(f) if f.is_finite() && f >= 0.0 => Some(f),
+            other => {
+                let found = Self::type_name(&other);
+                self.issue(
+                    key,
+                    format!("expected a non-negative number, found {found}"),
                 );
                 None
             }
@@ -739,14 +792,8 @@ fn parse_routes(
             issues: root.issues,
             env: root.env,
         };
-        for reserved in ["units", "settle"] {
-            if r.take(reserved).is_some() {
-                r.issue(
-                    reserved,
-                    "per-unit pricing (`units`/`settle`) is not supported by this version",
-                );
-            }
-        }
+        let units = r.table("units").and_then(parse_units);
+        let settle = r.table("settle").and_then(parse_settle);
         let name = r.string("name");
         let name = r.require("name", name);
         if let Some(name) = &name {
@@ -815,10 +862,89 @@ fn parse_routes(
                 upstream,
                 cost,
                 refund_on_failure,
+                units,
+                settle,
             });
         }
     }
     routes
+}
+
+fn json_pointer(s: &mut Section<'_>, key: &str) -> Option<String> {
+    let pointer = s.string(key)?;
+    if pointer.is_empty() || pointer.starts_with('/') {
+        Some(pointer)
+    } else {
+        s.issue(
+            key,
+            format!("`{pointer}` is not a JSON pointer (it must start with '/')"),
+        );
+        None
+    }
+}
+
+fn per(s: &mut Section<'_>) -> u64 {
+    match s.u64("per") {
+        Some(0) => {
+            s.issue("per", "must be at least 1");
+            1
+        }
+        Some(per) => per,
+        None => 1,
+    }
+}
+
+fn parse_units(mut s: Section<'_>) -> Option<UnitsConfig> {
+    let pointer = json_pointer(&mut s, "json");
+    let pointer = s.require("json", pointer);
+    let default = s.number("default");
+    let max = s.number("max");
+    let per = per(&mut s);
+    if let (Some(default), Some(max)) = (default, max) {
+        if default > max {
+            s.issue("default", "is larger than `max`");
+        }
+    }
+    s.finish();
+    Some(UnitsConfig {
+        pointer: pointer?,
+        default,
+        max,
+        per,
+    })
+}
+
+fn parse_settle(mut s: Section<'_>) -> Option<SettleConfig> {
+    let json = json_pointer(&mut s, "json");
+    let header = s.string("header");
+    let source = match (json, header) {
+        (Some(pointer), None) => Some(SettleSource::Json(pointer)),
+        (None, Some(name)) => {
+            let lower = name.to_ascii_lowercase();
+            if http::HeaderName::from_bytes(lower.as_bytes()).is_ok() {
+                Some(SettleSource::Header(lower))
+            } else {
+                s.issue("header", "not a valid header name");
+                None
+            }
+        }
+        (Some(_), Some(_)) => {
+            s.issue("json", "give either `json` or `header`, not both");
+            None
+        }
+        (None, None) => {
+            s.issue("json", "missing: give `json` (a JSON pointer) or `header`");
+            None
+        }
+    };
+    let per = per(&mut s);
+    let max_credits = s.u64("max");
+    s.finish();
+    Some(SettleConfig {
+        source: source?,
+        per,
+        max_credits,
+    })
 }
 
 fn parse_pattern(path: &str) -> Result<PathPattern, String> {
@@ -1020,6 +1146,60 @@ cots = 2
         let error = parse("[server\nlisten = 1").unwrap_err();
         assert_eq!(error.issues.len(), 1);
         assert!(error.to_string().starts_with("test.toml: invalid TOML"));
+    }
+
+    #[test]
+    fn per_unit_pricing_and_settlement_parse_and_validate() {
+        let config = parse(
+            r#"
+[upstreams.a]
+url = "http://127.0.0.1:1"
+[[routes]]
+name = "img"
+path = "/img"
+upstream = "a"
+cost = 4
+units = { json = "/n", default = 1, max = 10 }
+[[routes]]
+name = "chat"
+path = "/chat"
+upstream = "a"
+cost = 1
+units = { json = "/max_tokens", default = 1000, max = 32000, per = 1000 }
+settle = { header = "X-Usage-Tokens", per = 1000, max = 64 }
+"#,
+        )
+        .unwrap();
+        let units = config.routes[0].units.as_ref().unwrap();
+        assert_eq!((units.default, units.max, units.per), (Some(1.0), Some(10.0), 1));
+        let settle = config.routes[1].settle.as_ref().unwrap();
+        assert_eq!(settle.source, SettleSource::Header("x-usage-tokens".into()));
+        assert_eq!((settle.per, settle.max_credits), (1000, Some(64)));
+
+        let error = parse(
+            r#"
+[upstreams.a]
+url = "http://127.0.0.1:1"
+[[routes]]
+name = "bad"
+path = "/bad"
+upstream = "a"
+cost = 1
+units = { json = "n", per = 0, default = 5, max = 2, extra = 1 }
+settle = { json = "/u", header = "x-u" }
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys(&error),
+            vec![
+                "routes[0].units.json",
+                "routes[0].units.per",
+                "routes[0].units.default",
+                "routes[0].units.extra",
+                "routes[0].settle.json",
+            ]
+        );
     }
 
     #[test]

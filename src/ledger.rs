@@ -95,6 +95,17 @@ pub enum RefundOutcome {
     Unknown,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// The debit now costs the settled amount; `used` is the window's total after.
+    Settled {
+        used: u64,
+    },
+    /// The debit was refunded meanwhile; nothing changes.
+    Refunded,
+    Unknown,
+}
+
 /// When the oldest counted debit(s) leave the window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
@@ -185,6 +196,16 @@ impl Ledger {
         request_id: &str,
     ) -> Result<RefundOutcome, LedgerError> {
         dispatch!(self, l => l.refund(account, request_id).await)
+    }
+
+    /// Replaces a debit's cost (a reservation) by its settled cost.
+    pub async fn settle(
+        &self,
+        account: &str,
+        request_id: &str,
+        final_cost: u64,
+    ) -> Result<SettleOutcome, LedgerError> {
+        dispatch!(self, l => l.settle(account, request_id, final_cost).await)
     }
 
     /// `Ok(None)` when the account does not exist.

@@ -41,12 +41,14 @@ pub mod forward;
 pub mod ledger;
 pub mod metrics;
 pub mod path;
+pub mod pricing;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod request_id;
 pub mod routes;
 pub mod server;
+pub mod settle;
 pub mod state;
 
 use std::net::SocketAddr;

@@ -21,14 +21,16 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::body::{self, Body};
-use crate::config::OnUnavailable;
+use crate::config::{OnUnavailable, SettleSource};
 use crate::error::{ErrorKind, Extra, GatewayError};
 use crate::forward::{self, ClientContext, ForwardError};
 use crate::ledger::{Debit, DebitOutcome, KeyOwner, RefundOutcome, WindowState};
 use crate::path;
+use crate::pricing;
 use crate::ratelimit::CreditHeaders;
 use crate::request_id;
 use crate::routes::RouteMatch;
+use crate::settle;
 use crate::state::{Gateway, Snapshot};
 
 /// The client side of a connection.
@@ -54,6 +56,9 @@ pub struct RequestRecord {
     pub error: Option<ErrorKind>,
     pub credit_headers: Option<CreditHeaders>,
     pub upstream_started: Option<Instant>,
+    /// The cost is settled when the response stream ends; credits are
+    /// counted then, not here.
+    pub settle_later: bool,
     pub upstream_elapsed: Option<std::time::Duration>,
 }
 
@@ -78,6 +83,7 @@ pub async fn handle(
         credit_headers: None,
         upstream_started: None,
         upstream_elapsed: None,
+        settle_later: false,
     };
     let mut response = match serve(&gateway, &snapshot, request, conn, &mut record).await {
         Ok(response) => response,
@@ -99,7 +105,7 @@ pub async fn handle(
 }
 
 async fn serve(
-    gateway: &Gateway,
+    gateway: &Arc<Gateway>,
     snapshot: &Snapshot,
     request: Request<Incoming>,
     conn: ConnInfo,
@@ -152,12 +158,22 @@ async fn serve(
         return Err(suspended());
     }
 
-    // Phase: admit body — before any debit, so a 413 never costs anything.
-    let body = admit_body(body, snapshot.config.server.max_body_bytes).await?;
+    // Phase: admit body and price — before any debit, so a 413 or a 400
+    // never costs anything. Only per-unit routes read the body whole.
+    let max_body = snapshot.config.server.max_body_bytes;
+    let (body, cost) = match &route.units {
+        None => (admit_body(body, max_body).await?, route.cost),
+        Some(units) => {
+            let bytes = read_body(body, max_body).await?;
+            let cost = pricing::admission_cost(route.cost, units, &bytes)
+                .map_err(|detail| GatewayError::new(ErrorKind::InvalidUnits, detail))?;
+            (body::full(bytes), cost)
+        }
+    };
 
     // Phase: debit.
-    if route.cost > 0 {
-        debit(gateway, snapshot, &owner, &route.name, route.cost, record).await?;
+    if cost > 0 {
+        debit(gateway, snapshot, &owner, &route.name, cost, record).await?;
     }
 
     // Phase: forward.
@@ -181,13 +197,30 @@ async fn serve(
     let refund_on_failure = route.refund_on_failure;
     match result {
         Ok(response) => {
-            if response.status().is_server_error() && refund_on_failure {
+            let failed = response.status().is_server_error();
+            if failed && refund_on_failure {
                 refund(gateway, &owner.account_id, record).await;
             }
             let (mut head, incoming) = response.into_parts();
             forward::clean_response_headers(&mut head.headers);
             head.version = Version::HTTP_11;
-            Ok(Response::from_parts(head, body::stream(incoming)))
+            let body = match &route.settle {
+                Some(settle) if record.cost > 0 && !record.refunded => {
+                    let pending = settle::Pending {
+                        gateway: gateway.clone(),
+                        account: owner.account_id.clone(),
+                        request_id: record.request_id.to_str().unwrap_or_default().to_owned(),
+                        route: route.name.clone(),
+                        route_cost: route.cost,
+                        settle: settle.clone(),
+                        reservation: record.cost,
+                        drain_timeout: upstream.config.timeout,
+                    };
+                    settle_response(&head, incoming, pending, record).await
+                }
+                _ => body::stream(incoming),
+            };
+            Ok(Response::from_parts(head, body))
         }
         Err(error) => {
             if refund_on_failure {
@@ -203,6 +236,50 @@ async fn serve(
             };
             Err(GatewayError::new(kind, detail)
                 .with_internal(format_args!("upstream {}: {error}", upstream.name)))
+        }
+    }
+}
+
+/// Settles a reservation from the response: at once when the figure is in
+/// the head or a small JSON body, else as the event stream ends.
+async fn settle_response(
+    head: &http::response::Parts,
+    incoming: Incoming,
+    pending: settle::Pending,
+    record: &mut RequestRecord,
+) -> Body {
+    let settle_now = |record: &mut RequestRecord, (charged, used): (u64, Option<u64>)| {
+        record.cost = charged;
+        if let Some(headers) = &mut record.credit_headers {
+            headers.settled(charged, used);
+        }
+    };
+    match &pending.settle.source {
+        SettleSource::Header(name) => {
+            let reported = head
+                .headers
+                .get(name.as_str())
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .filter(|n| n.is_finite() && *n >= 0.0);
+            settle_now(record, pending.settle(reported).await);
+            body::stream(incoming)
+        }
+        SettleSource::Json(pointer) => {
+            let event_stream = head
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.trim_start().starts_with("text/event-stream"));
+            if event_stream {
+                // Counted when the stream ends, with the settled cost.
+                record.settle_later = true;
+                let pointer = pointer.clone();
+                return body::stream(settle::SettlingBody::new(incoming, &pointer, pending));
+            }
+            let (body, reported) = settle::read_json_usage(incoming, pointer).await;
+            settle_now(record, pending.settle(reported).await);
+            body
         }
     }
 }
@@ -231,6 +308,30 @@ pub(crate) async fn authenticate(
 
 fn suspended() -> GatewayError {
     GatewayError::new(ErrorKind::AccountSuspended, "this account is suspended")
+}
+
+/// Reads a whole request body within the limit (per-unit pricing needs it).
+async fn read_body(body: Incoming, max_bytes: u64) -> Result<bytes::Bytes, GatewayError> {
+    let limit = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    if body.size_hint().lower() > max_bytes {
+        return Err(payload_too_large(max_bytes));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(payload_too_large(max_bytes))
+        }
+        Err(error) => Err(
+            GatewayError::bad_request("the request body could not be read").with_internal(error),
+        ),
+    }
+}
+
+fn payload_too_large(max_bytes: u64) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::PayloadTooLarge,
+        format!("request bodies are limited to {max_bytes} bytes"),
+    )
 }
 
 /// Streams a body of known length (hyper enforces `Content-Length`); buffers
@@ -386,7 +487,7 @@ fn record_request(
     let outcome = record.error.map(ErrorKind::code).unwrap_or("forwarded");
     let charged = if record.refunded { 0 } else { record.cost };
     gateway.metrics.request(route, outcome, status);
-    if record.cost > 0 {
+    if record.cost > 0 && !record.settle_later {
         gateway.metrics.credits_debited(route, record.cost);
         if record.refunded {
             gateway.metrics.credits_refunded(route, record.cost);

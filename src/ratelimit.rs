@@ -34,6 +34,19 @@ impl CreditHeaders {
         self.cost = 0;
     }
 
+    /// The reservation was settled at `cost`; `used` is the window's total
+    /// after settlement when the ledger reported it.
+    pub fn settled(&mut self, cost: u64, used: Option<u64>) {
+        if let Some(used) = used {
+            self.remaining = self.limit.saturating_sub(used);
+        } else {
+            self.remaining = (self.remaining + self.cost)
+                .saturating_sub(cost)
+                .min(self.limit);
+        }
+        self.cost = cost;
+    }
+
     pub fn apply(&self, headers: &mut HeaderMap) {
         let mut set = |name: &'static str, value: String| {
             if let Ok(value) = HeaderValue::from_str(&value) {

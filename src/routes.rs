@@ -166,6 +166,8 @@ mod tests {
             upstream: "up".to_owned(),
             cost: 1,
             refund_on_failure: true,
+            units: None,
+            settle: None,
         }
     }
 

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::SettleOutcome;
 use super::{
     AccountRecord, Balance, Debit, DebitOutcome, HistoryCursor, HistoryItem, HistoryPage, KeyOwner,
     LedgerError, PlanTable, RefundOutcome, Release, WindowState,
@@ -192,6 +193,30 @@ impl MemoryLedger {
             account.used -= cost;
         }
         Ok(RefundOutcome::Refunded)
+    }
+
+    pub async fn settle(
+        &self,
+        account: &str,
+        request_id: &str,
+        final_cost: u64,
+    ) -> Result<SettleOutcome, LedgerError> {
+        let mut state = self.lock();
+        let Some(account) = state.accounts.get_mut(account) else {
+            return Ok(SettleOutcome::Unknown);
+        };
+        let Some(record) = account.records.get_mut(request_id) else {
+            return Ok(SettleOutcome::Unknown);
+        };
+        if record.refunded {
+            return Ok(SettleOutcome::Refunded);
+        }
+        record.cost = final_cost;
+        if let Some(cost) = account.window.get_mut(&(record.at, request_id.to_owned())) {
+            account.used = account.used - *cost + final_cost;
+            *cost = final_cost;
+        }
+        Ok(SettleOutcome::Settled { used: account.used })
     }
 
     pub async fn balance(

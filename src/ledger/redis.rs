@@ -13,6 +13,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, IntoConnectionInfo, Script, Value};
 
 use super::keys::{api_key_lookup, AccountKeys};
+use super::SettleOutcome;
 use super::{
     AccountRecord, Balance, Debit, DebitOutcome, HistoryCursor, HistoryItem, HistoryPage, KeyOwner,
     LedgerError, PlanTable, RefundOutcome, Release, WindowState,
@@ -24,6 +25,7 @@ struct Scripts {
     debit: Script,
     balance: Script,
     refund: Script,
+    settle: Script,
     history: Script,
     put_account: Script,
 }
@@ -66,6 +68,7 @@ impl RedisLedger {
                 debit: with_prelude(include_str!("debit.lua")),
                 balance: with_prelude(include_str!("balance.lua")),
                 refund: Script::new(include_str!("refund.lua")),
+                settle: Script::new(include_str!("settle.lua")),
                 history: Script::new(include_str!("history.lua")),
                 put_account: Script::new(include_str!("put_account.lua")),
             },
@@ -136,6 +139,32 @@ impl RedisLedger {
             "already" => Ok(RefundOutcome::AlreadyRefunded),
             "unknown" => Ok(RefundOutcome::Unknown),
             other => Err(LedgerError::Protocol(format!("refund replied {other}"))),
+        }
+    }
+
+    pub async fn settle(
+        &self,
+        account: &str,
+        request_id: &str,
+        final_cost: u64,
+    ) -> Result<SettleOutcome, LedgerError> {
+        let keys = AccountKeys::new(account);
+        let mut conn = self.conn();
+        let mut invocation = self.scripts.settle.prepare_invoke();
+        invocation
+            .key(&keys.window)
+            .key(&keys.debits)
+            .key(&keys.used)
+            .arg(request_id)
+            .arg(final_cost);
+        let reply: Vec<Value> = self.call(invocation.invoke_async(&mut conn)).await?;
+        match text(&reply, 0)?.as_str() {
+            "settled" => Ok(SettleOutcome::Settled {
+                used: unsigned(&reply, 1)?,
+            }),
+            "refunded" => Ok(SettleOutcome::Refunded),
+            "unknown" => Ok(SettleOutcome::Unknown),
+            other => Err(LedgerError::Protocol(format!("settle replied {other}"))),
         }
     }
 

@@ -6,6 +6,7 @@ mod concurrency;
 mod errors;
 mod forwarding;
 mod outage;
+mod pricing;
 mod transport;
 mod window;
 

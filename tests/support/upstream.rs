@@ -57,6 +57,12 @@ pub enum Behavior {
         content_type: String,
         body: Vec<u8>,
     },
+    /// Like `Body`, with extra response headers.
+    BodyWithHeaders {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
     /// Streams each chunk after its pause.
     Chunks {
         status: u16,
@@ -283,6 +289,20 @@ async fn respond(behavior: Behavior) -> Response<BoxBody> {
             content_type,
             body,
         } => simple(status, &content_type, body),
+        Behavior::BodyWithHeaders {
+            status,
+            headers,
+            body,
+        } => {
+            let mut response = simple(status, "application/json", body);
+            for (name, value) in headers {
+                response.headers_mut().insert(
+                    http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    http::HeaderValue::from_str(&value).unwrap(),
+                );
+            }
+            response
+        }
         Behavior::Chunks {
             status,
             content_type,
