@@ -36,6 +36,14 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM. Default 30s.
     pub drain_timeout: Duration,
+    /// The whole request body must arrive within this. Default 60s.
+    pub body_read_timeout: Duration,
+    /// More header fields than this → 431. Default 100.
+    pub max_headers: usize,
+    /// A request head larger than this → 431 (min 8192). Default 65536.
+    pub max_header_bytes: usize,
+    /// Open connections per listener beyond this are closed at once. Default 10000.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -501,6 +509,10 @@ fn parse_server(section: Option<Section<'_>>, base_dir: &Path) -> ServerConfig {
         max_body_bytes: 10 * 1024 * 1024,
         header_read_timeout: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(30),
+        body_read_timeout: Duration::from_secs(60),
+        max_headers: 100,
+        max_header_bytes: 64 * 1024,
+        max_connections: 10_000,
     };
     let Some(mut s) = section else {
         return server;
@@ -531,6 +543,24 @@ fn parse_server(section: Option<Section<'_>>, base_dir: &Path) -> ServerConfig {
     }
     if let Some(d) = s.duration("drain_timeout") {
         server.drain_timeout = d;
+    }
+    if let Some(d) = s.duration("body_read_timeout") {
+        server.body_read_timeout = d;
+    }
+    match s.u64("max_headers") {
+        Some(n @ 1..=10_000) => server.max_headers = n as usize,
+        Some(_) => s.issue("max_headers", "must be between 1 and 10000"),
+        None => {}
+    }
+    match s.u64("max_header_bytes") {
+        Some(n @ 8192..=16_777_216) => server.max_header_bytes = n as usize,
+        Some(_) => s.issue("max_header_bytes", "must be between 8192 and 16777216"),
+        None => {}
+    }
+    match s.u64("max_connections") {
+        Some(0) => s.issue("max_connections", "must be at least 1"),
+        Some(n) => server.max_connections = n as usize,
+        None => {}
     }
     s.finish();
     server
@@ -1171,7 +1201,10 @@ settle = { header = "X-Usage-Tokens", per = 1000, max = 64 }
         )
         .unwrap();
         let units = config.routes[0].units.as_ref().unwrap();
-        assert_eq!((units.default, units.max, units.per), (Some(1.0), Some(10.0), 1));
+        assert_eq!(
+            (units.default, units.max, units.per),
+            (Some(1.0), Some(10.0), 1)
+        );
         let settle = config.routes[1].settle.as_ref().unwrap();
         assert_eq!(settle.source, SettleSource::Header("x-usage-tokens".into()));
         assert_eq!((settle.per, settle.max_credits), (1000, Some(64)));

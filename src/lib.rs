@@ -36,6 +36,7 @@ pub mod auth;
 pub mod body;
 pub mod clock;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod forward;
 pub mod ledger;
@@ -153,8 +154,7 @@ pub async fn start_with_clock(
     let admin_listener = bind(config.admin.listen).await?;
     let data_addr = local_addr(&data_listener, config.server.listen)?;
     let admin_addr = local_addr(&admin_listener, config.admin.listen)?;
-    let header_read_timeout = config.server.header_read_timeout;
-    let drain_timeout = config.server.drain_timeout;
+    let server_config = config.server.clone();
     let config_path = config.source.clone();
     let snapshot = Snapshot::build(config).map_err(StartError::Upstream)?;
     let gateway = Arc::new(Gateway::new(snapshot, ledger, clock, config_path));
@@ -165,8 +165,11 @@ pub async fn start_with_clock(
         ServerOptions {
             plane: Plane::Data,
             tls,
-            header_read_timeout,
-            drain_timeout,
+            header_read_timeout: server_config.header_read_timeout,
+            drain_timeout: server_config.drain_timeout,
+            max_headers: server_config.max_headers,
+            max_header_bytes: server_config.max_header_bytes,
+            max_connections: server_config.max_connections,
         },
         watcher.clone(),
     ));
@@ -176,8 +179,12 @@ pub async fn start_with_clock(
         ServerOptions {
             plane: Plane::Admin,
             tls: None,
-            header_read_timeout,
-            drain_timeout,
+            header_read_timeout: server_config.header_read_timeout,
+            drain_timeout: server_config.drain_timeout,
+            max_headers: server_config.max_headers,
+            max_header_bytes: server_config.max_header_bytes,
+            // The admin plane serves operators and probes: a small cap.
+            max_connections: 256,
         },
         watcher,
     ));

@@ -12,6 +12,7 @@
 //! [`record_request`] exactly once.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +23,7 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body};
 use crate::config::{OnUnavailable, SettleSource};
+use crate::deadline::{BodyTimedOut, DeadlineBody};
 use crate::error::{ErrorKind, Extra, GatewayError};
 use crate::forward::{self, ClientContext, ForwardError};
 use crate::ledger::{Debit, DebitOutcome, KeyOwner, RefundOutcome, WindowState};
@@ -161,6 +163,8 @@ async fn serve(
     // Phase: admit body and price — before any debit, so a 413 or a 400
     // never costs anything. Only per-unit routes read the body whole.
     let max_body = snapshot.config.server.max_body_bytes;
+    let body = DeadlineBody::new(body, snapshot.config.server.body_read_timeout);
+    let body_expired = body.expired_flag();
     let (body, cost) = match &route.units {
         None => (admit_body(body, max_body).await?, route.cost),
         Some(units) => {
@@ -221,6 +225,12 @@ async fn serve(
                 _ => body::stream(incoming),
             };
             Ok(Response::from_parts(head, body))
+        }
+        Err(_) if body_expired.load(Ordering::SeqCst) => {
+            // The client's body stalled mid-forward: its fault, but nothing
+            // was delivered, so nothing is charged.
+            refund(gateway, &owner.account_id, record).await;
+            Err(body_timed_out())
         }
         Err(error) => {
             if refund_on_failure {
@@ -311,7 +321,7 @@ fn suspended() -> GatewayError {
 }
 
 /// Reads a whole request body within the limit (per-unit pricing needs it).
-async fn read_body(body: Incoming, max_bytes: u64) -> Result<bytes::Bytes, GatewayError> {
+async fn read_body(body: DeadlineBody, max_bytes: u64) -> Result<bytes::Bytes, GatewayError> {
     let limit = usize::try_from(max_bytes).unwrap_or(usize::MAX);
     if body.size_hint().lower() > max_bytes {
         return Err(payload_too_large(max_bytes));
@@ -321,10 +331,18 @@ async fn read_body(body: Incoming, max_bytes: u64) -> Result<bytes::Bytes, Gatew
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
             Err(payload_too_large(max_bytes))
         }
+        Err(error) if error.is::<BodyTimedOut>() => Err(body_timed_out()),
         Err(error) => Err(
             GatewayError::bad_request("the request body could not be read").with_internal(error),
         ),
     }
+}
+
+fn body_timed_out() -> GatewayError {
+    GatewayError::new(
+        ErrorKind::RequestTimeout,
+        "the request body did not arrive in time",
+    )
 }
 
 fn payload_too_large(max_bytes: u64) -> GatewayError {
@@ -337,7 +355,7 @@ fn payload_too_large(max_bytes: u64) -> GatewayError {
 /// Streams a body of known length (hyper enforces `Content-Length`); buffers
 /// one of unknown length (chunked) up to the limit, so that an oversized body
 /// is refused before anything is forwarded or debited.
-async fn admit_body(body: Incoming, max_bytes: u64) -> Result<Body, GatewayError> {
+async fn admit_body(body: DeadlineBody, max_bytes: u64) -> Result<Body, GatewayError> {
     let too_large = || {
         GatewayError::new(
             ErrorKind::PayloadTooLarge,
@@ -355,6 +373,7 @@ async fn admit_body(body: Incoming, max_bytes: u64) -> Result<Body, GatewayError
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(body::full(collected.to_bytes())),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(error) if error.is::<BodyTimedOut>() => Err(body_timed_out()),
         Err(error) => Err(
             GatewayError::bad_request("the request body could not be read").with_internal(error),
         ),

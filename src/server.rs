@@ -32,6 +32,9 @@ pub struct ServerOptions {
     pub tls: Option<TlsAcceptor>,
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
 }
 
 /// A rustls acceptor for a PEM certificate chain and private key.
@@ -67,20 +70,32 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper answers 431 itself when a head has too many fields or bytes.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
+        .header_read_timeout(options.header_read_timeout)
+        .max_headers(options.max_headers)
+        .max_buf_size(options.max_header_bytes.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
     let options = Arc::new(options);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Over the cap, a connection is closed before it costs
+                    // anything more than the accept.
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        tracing::warn!(plane = ?options.plane, %peer, "connection limit reached; closing");
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let watcher = graceful.watcher();
                     let builder = builder.clone();
@@ -92,6 +107,7 @@ pub async fn serve(
                         gateway.metrics.connection_opened(admin);
                         serve_connection(stream, conn, &builder, watcher, gateway.clone(), &options).await;
                         gateway.metrics.connection_closed(admin);
+                        drop(slot);
                     });
                 }
                 Err(error) => {

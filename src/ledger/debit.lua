@@ -1,16 +1,17 @@
 -- Check and record one debit atomically.
 -- KEYS: account hash, window zset, history zset, debits hash, used total.
 -- ARGV: cost, window_ms, retention_ms, request_id, fallback_id, route,
+--       deadline_ms (Redis clock; 0 = none),
 --       then plan name / allowance pairs.
--- Returns {status, plan, allowance, used, next_release_in_ms, extra} where
--- extra is the debit id (admitted) or retry-after ms / -1 (rejected).
+-- Returns {status, plan, allowance, used, next_release_in_ms, extra, now}
+-- where extra is the debit id (admitted) or retry-after ms / -1 (rejected).
 
 local account = redis.call('HMGET', KEYS[1], 'plan', 'suspended')
 if not account[1] then return {'no_account'} end
 if account[2] == '1' then return {'suspended'} end
 local plan = account[1]
 local allowance = nil
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   if ARGV[i] == plan then allowance = tonumber(ARGV[i + 1]) break end
 end
 if not allowance then return {'unknown_plan', plan} end
@@ -19,6 +20,10 @@ local cost = tonumber(ARGV[1])
 local window_ms = tonumber(ARGV[2])
 local retention_ms = tonumber(ARGV[3])
 local now = ledger_now()
+-- A call that waited too long (a frozen or overloaded Redis) may already be
+-- abandoned by the gateway, which answered 503: it must not debit.
+local deadline = tonumber(ARGV[7])
+if deadline > 0 and now > deadline then return {'expired', now} end
 local used = trim_window(now, window_ms)
 
 -- History past its retention goes a bounded batch at a time.
@@ -29,7 +34,7 @@ if #old > 0 then
 end
 
 if cost == 0 then
-  return {'admitted', plan, allowance, used, next_release_in(now, window_ms), ARGV[4]}
+  return {'admitted', plan, allowance, used, next_release_in(now, window_ms), ARGV[4], now}
 end
 
 if used + cost > allowance then
@@ -57,7 +62,7 @@ if used + cost > allowance then
       offset = offset + 256
     end
   end
-  return {'rejected', plan, allowance, used, next_release_in(now, window_ms), retry}
+  return {'rejected', plan, allowance, used, next_release_in(now, window_ms), retry, now}
 end
 
 -- A client that reuses a request id must not overwrite an earlier debit.
@@ -68,4 +73,4 @@ redis.call('ZADD', KEYS[3], now, id)
 redis.call('HSET', KEYS[4], id, ARGV[1] .. '|' .. int(now) .. '|0|' .. ARGV[6])
 used = used + cost
 redis.call('SET', KEYS[5], int(used))
-return {'admitted', plan, allowance, used, next_release_in(now, window_ms), id}
+return {'admitted', plan, allowance, used, next_release_in(now, window_ms), id, now}

@@ -36,6 +36,56 @@ pub struct RedisLedger {
     window_ms: u64,
     retention_ms: u64,
     timeout: Duration,
+    deadline: DebitDeadline,
+}
+
+/// Keeps a debit that Redis runs after the gateway gave up on it from
+/// recording anything.
+///
+/// A frozen Redis (SIGSTOP, a long fork, a slow script) still holds the
+/// debits queued on its socket; when it wakes it would run them, charging
+/// requests the gateway already answered with 503. So each debit carries a
+/// deadline on the Redis clock — half the call timeout after it was sent —
+/// past which the script refuses. The Redis clock is estimated from the
+/// `TIME` every debit reply carries (offset error ≤ half a round trip). What
+/// remains is a script that ran in time but whose reply was held up for more
+/// than half the timeout; that window is a Redis stall between running a
+/// script and writing its reply.
+struct DebitDeadline {
+    /// Redis clock minus local clock, in ms; `i64::MIN` until first observed.
+    offset_ms: std::sync::atomic::AtomicI64,
+    budget_ms: i64,
+}
+
+impl DebitDeadline {
+    fn new(timeout: Duration) -> DebitDeadline {
+        DebitDeadline {
+            offset_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+            budget_ms: i64::try_from(timeout.as_millis() / 2)
+                .unwrap_or(i64::MAX)
+                .max(1),
+        }
+    }
+
+    fn local_now(&self) -> i64 {
+        crate::clock::Clock::now_ms(&crate::clock::SystemClock)
+    }
+
+    /// The deadline for a call sent now, on the Redis clock; 0 before the
+    /// clocks were compared once.
+    fn for_call_sent_now(&self) -> i64 {
+        match self.offset_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            i64::MIN => 0,
+            offset => self.local_now() + offset + self.budget_ms,
+        }
+    }
+
+    fn observe(&self, sent_local: i64, redis_now: i64) {
+        let received_local = self.local_now();
+        let midpoint = sent_local + (received_local - sent_local) / 2;
+        self.offset_ms
+            .store(redis_now - midpoint, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl RedisLedger {
@@ -77,6 +127,7 @@ impl RedisLedger {
                 .unwrap_or(u64::MAX)
                 .max(window_ms),
             timeout,
+            deadline: DebitDeadline::new(timeout),
         })
     }
 
@@ -91,6 +142,32 @@ impl RedisLedger {
             Ok(Err(error)) => Err(LedgerError::Unavailable(error.to_string())),
             Ok(Ok(value)) => Ok(value),
         }
+    }
+
+    /// Runs a script by SHA. redis-rs reloads it once after NOSCRIPT; a
+    /// cache flushed again in between (failover, repeated `SCRIPT FLUSH`)
+    /// gets a few more tries — NOSCRIPT means nothing ran, so retrying is safe.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, LedgerError> {
+        let mut conn = self.conn();
+        self.call(async {
+            let mut attempts = 0;
+            loop {
+                match invocation.invoke_async(&mut conn).await {
+                    Err(error)
+                        if attempts < 3
+                            && error.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        attempts += 1;
+                    }
+                    result => return result,
+                }
+            }
+        })
+        .await
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -111,12 +188,19 @@ impl RedisLedger {
             .arg(self.retention_ms)
             .arg(debit.request_id)
             .arg(debit.fallback_request_id)
-            .arg(debit.route);
+            .arg(debit.route)
+            .arg(self.deadline.for_call_sent_now());
         for (plan, allowance) in debit.plans {
             invocation.arg(plan).arg(*allowance);
         }
-        let mut conn = self.conn();
-        let reply: Vec<Value> = self.call(invocation.invoke_async(&mut conn)).await?;
+        let sent = self.deadline.local_now();
+        let reply: Vec<Value> = self.invoke(&invocation).await?;
+        if let Some(redis_now) = reply.last().and_then(|v| match v {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        }) {
+            self.deadline.observe(sent, redis_now);
+        }
         parse_debit(&reply)
     }
 
@@ -126,14 +210,13 @@ impl RedisLedger {
         request_id: &str,
     ) -> Result<RefundOutcome, LedgerError> {
         let keys = AccountKeys::new(account);
-        let mut conn = self.conn();
         let mut invocation = self.scripts.refund.prepare_invoke();
         invocation
             .key(&keys.window)
             .key(&keys.debits)
             .key(&keys.used)
             .arg(request_id);
-        let reply: String = self.call(invocation.invoke_async(&mut conn)).await?;
+        let reply: String = self.invoke(&invocation).await?;
         match reply.as_str() {
             "refunded" => Ok(RefundOutcome::Refunded),
             "already" => Ok(RefundOutcome::AlreadyRefunded),
@@ -149,7 +232,6 @@ impl RedisLedger {
         final_cost: u64,
     ) -> Result<SettleOutcome, LedgerError> {
         let keys = AccountKeys::new(account);
-        let mut conn = self.conn();
         let mut invocation = self.scripts.settle.prepare_invoke();
         invocation
             .key(&keys.window)
@@ -157,7 +239,7 @@ impl RedisLedger {
             .key(&keys.used)
             .arg(request_id)
             .arg(final_cost);
-        let reply: Vec<Value> = self.call(invocation.invoke_async(&mut conn)).await?;
+        let reply: Vec<Value> = self.invoke(&invocation).await?;
         match text(&reply, 0)?.as_str() {
             "settled" => Ok(SettleOutcome::Settled {
                 used: unsigned(&reply, 1)?,
@@ -174,7 +256,6 @@ impl RedisLedger {
         plans: &PlanTable,
     ) -> Result<Option<Balance>, LedgerError> {
         let keys = AccountKeys::new(account);
-        let mut conn = self.conn();
         let mut invocation = self.scripts.balance.prepare_invoke();
         invocation
             .key(&keys.account)
@@ -183,7 +264,7 @@ impl RedisLedger {
             .key(&keys.debits)
             .key(&keys.used)
             .arg(self.window_ms);
-        let reply: Vec<Value> = self.call(invocation.invoke_async(&mut conn)).await?;
+        let reply: Vec<Value> = self.invoke(&invocation).await?;
         if reply.is_empty() {
             return Ok(None);
         }
@@ -212,14 +293,13 @@ impl RedisLedger {
         before: Option<&HistoryCursor>,
     ) -> Result<HistoryPage, LedgerError> {
         let keys = AccountKeys::new(account);
-        let mut conn = self.conn();
         let mut invocation = self.scripts.history.prepare_invoke();
         invocation.key(&keys.history).key(&keys.debits).arg(limit);
         match before {
             Some(cursor) => invocation.arg(cursor.at_ms).arg(&cursor.request_id),
             None => invocation.arg("").arg(""),
         };
-        let reply: Vec<Value> = self.call(invocation.invoke_async(&mut conn)).await?;
+        let reply: Vec<Value> = self.invoke(&invocation).await?;
         let more = int(&reply, 0)? == 1;
         let mut items = Vec::with_capacity(reply.len() / 2);
         for pair in 0..(reply.len() - 1) / 2 {
@@ -243,13 +323,12 @@ impl RedisLedger {
 
     pub async fn put_account(&self, id: &str, record: &AccountRecord) -> Result<bool, LedgerError> {
         let keys = AccountKeys::new(id);
-        let mut conn = self.conn();
         let mut invocation = self.scripts.put_account.prepare_invoke();
         invocation
             .key(&keys.account)
             .arg(&record.plan)
             .arg(if record.suspended { "1" } else { "0" });
-        let created: i64 = self.call(invocation.invoke_async(&mut conn)).await?;
+        let created: i64 = self.invoke(&invocation).await?;
         Ok(created == 1)
     }
 
@@ -401,6 +480,7 @@ fn parse_debit(reply: &[Value]) -> Result<DebitOutcome, LedgerError> {
     let status = text(reply, 0)?;
     match status.as_str() {
         "no_account" => return Ok(DebitOutcome::NoAccount),
+        "expired" => return Err(LedgerError::Timeout),
         "suspended" => return Ok(DebitOutcome::Suspended),
         "unknown_plan" => return Ok(DebitOutcome::UnknownPlan(text(reply, 1)?)),
         _ => {}

@@ -4,7 +4,9 @@
 mod admin;
 mod concurrency;
 mod errors;
+mod faults;
 mod forwarding;
+mod limits;
 mod outage;
 mod pricing;
 mod transport;

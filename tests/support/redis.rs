@@ -94,6 +94,16 @@ impl RedisServer {
             .is_ok()
     }
 
+    /// Sends a signal (`STOP`, `CONT`, …) to the server process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -148,6 +158,12 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // A stopped process ignores SIGKILL until continued on some systems.
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

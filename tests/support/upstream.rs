@@ -76,6 +76,7 @@ pub enum Behavior {
 #[derive(Default)]
 struct State {
     requests: Vec<RecordedRequest>,
+    aborted: usize,
     default: Option<Behavior>,
     by_prefix: Vec<(String, Behavior)>,
 }
@@ -134,6 +135,11 @@ impl RecordingUpstream {
 
     pub fn clear(&self) {
         self.state.lock().unwrap().requests.clear();
+    }
+
+    /// Requests whose body broke off before it was complete.
+    pub fn aborted(&self) -> usize {
+        self.state.lock().unwrap().aborted
     }
 
     pub fn connections(&self) -> usize {
@@ -206,11 +212,15 @@ async fn accept_loop(
 
 async fn record(state: &Mutex<State>, request: Request<hyper::body::Incoming>) -> Behavior {
     let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes().to_vec())
-        .unwrap_or_default();
+    // A request whose body broke off never reached the vendor as a request:
+    // it is counted apart, not recorded.
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(_) => {
+            state.lock().unwrap().aborted += 1;
+            return Behavior::CloseWithoutResponse;
+        }
+    };
     let path = parts.uri.path().to_owned();
     let recorded = RecordedRequest {
         method: parts.method.to_string(),

@@ -1,0 +1,141 @@
+//! Redis misbehaving under load: frozen, flushed, out of memory, read-only.
+//! After each: the ledger equals what reached the upstream minus refunds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::assert_problem;
+use crate::support::gateway::{Setup, TestGateway};
+use crate::support::redis::RedisServer;
+use crate::support::upstream::RecordingUpstream;
+
+async fn gateway_on(redis: &RedisServer, upstream: &RecordingUpstream) -> (TestGateway, String) {
+    let url = redis.url();
+    let gateway = TestGateway::start(&Setup::new(&upstream.url()).redis(&url)).await;
+    let key = gateway.account_with_key("site-1", "pro").await;
+    (gateway, key)
+}
+
+async fn paid(gateway: &TestGateway, key: &str) -> crate::support::http::Response {
+    gateway
+        .client
+        .post(
+            &gateway.url("/v1/paid"),
+            &[("authorization", &format!("Bearer {key}"))],
+            "x",
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_gives_bounded_503s_and_service_resumes_after_sigcont() {
+    let redis = RedisServer::start();
+    let upstream = RecordingUpstream::start().await;
+    let (gateway, key) = gateway_on(&redis, &upstream).await;
+    assert_eq!(paid(&gateway, &key).await.status, 200);
+
+    redis.signal("STOP");
+    let mut slowest = Duration::ZERO;
+    for _ in 0..6 {
+        let started = Instant::now();
+        let response = paid(&gateway, &key).await;
+        let elapsed = started.elapsed();
+        slowest = slowest.max(elapsed);
+        assert_problem(&response, 503, "ledger_unavailable");
+        assert!(response.header("retry-after").is_some());
+        // ledger.timeout is 250 ms; generous slack for a loaded machine.
+        assert!(elapsed < Duration::from_secs(2), "503 took {elapsed:?}");
+    }
+    eprintln!("SIGSTOP: slowest 503 took {slowest:?} (ledger.timeout 250ms)");
+    assert_eq!(
+        upstream.count(),
+        1,
+        "nothing forwarded while Redis is frozen"
+    );
+
+    redis.signal("CONT");
+    let resumed = Instant::now();
+    loop {
+        if paid(&gateway, &key).await.status == 200 {
+            break;
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(5),
+            "no recovery after SIGCONT"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("SIGCONT: serving again after {:?}", resumed.elapsed());
+    let forwarded = upstream.count() as u64;
+    assert_eq!(
+        gateway.used("site-1").await,
+        forwarded * 7,
+        "ledger == upstream hits × cost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn script_flush_under_load_fails_no_request() {
+    let redis = Arc::new(RedisServer::start());
+    let upstream = RecordingUpstream::start().await;
+    let (gateway, key) = gateway_on(&redis, &upstream).await;
+    let gateway = Arc::new(gateway);
+    let flusher = {
+        let redis = redis.clone();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..40 {
+                redis.cli(&["SCRIPT", "FLUSH"]);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let gateway = gateway.clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..25 {
+                statuses.push(paid(&gateway, &key).await.status);
+            }
+            statuses
+        }));
+    }
+    let mut failed = 0;
+    for task in tasks {
+        failed += task.await.unwrap().iter().filter(|s| **s != 200).count();
+    }
+    flusher.await.unwrap();
+    assert_eq!(failed, 0, "requests failed while scripts were flushed");
+    assert_eq!(upstream.count(), 400);
+    assert_eq!(gateway.used("site-1").await, 400 * 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_error_replies_oom_and_readonly_are_503_with_nothing_forwarded() {
+    let redis = RedisServer::start();
+    let upstream = RecordingUpstream::start().await;
+    let (gateway, key) = gateway_on(&redis, &upstream).await;
+    assert_eq!(paid(&gateway, &key).await.status, 200);
+
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    let oom = paid(&gateway, &key).await;
+    assert_problem(&oom, 503, "ledger_unavailable");
+    assert!(
+        !oom.text().to_lowercase().contains("oom"),
+        "Redis detail stays internal"
+    );
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert_eq!(paid(&gateway, &key).await.status, 200);
+
+    // A replica of a master that does not exist answers writes with READONLY.
+    let nowhere = crate::support::process::free_port().to_string();
+    redis.cli(&["REPLICAOF", "127.0.0.1", &nowhere]);
+    let readonly = paid(&gateway, &key).await;
+    assert_problem(&readonly, 503, "ledger_unavailable");
+    redis.cli(&["REPLICAOF", "NO", "ONE"]);
+    assert_eq!(paid(&gateway, &key).await.status, 200);
+
+    assert_eq!(upstream.count(), 3);
+    assert_eq!(gateway.used("site-1").await, 21);
+}
