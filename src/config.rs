@@ -238,7 +238,7 @@ impl Config {
         let root: toml::Table = toml::from_str(text).map_err(|e| {
             fail(vec![ConfigIssue {
                 key: String::new(),
-                message: format!("invalid TOML: {}", e.to_string().trim()),
+                message: toml_error_line(text, &e),
             }])
         })?;
         let mut issues = Vec::new();
@@ -429,6 +429,20 @@ impl<'a> Section<'a> {
                 message: "unknown key".to_owned(),
             });
         }
+    }
+}
+
+/// A TOML syntax error as one line: where, then what.
+fn toml_error_line(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("invalid TOML at line {line}, column {column}: {message}")
+        }
+        None => format!("invalid TOML: {message}"),
     }
 }
 

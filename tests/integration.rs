@@ -1,6 +1,7 @@
 //! One test binary for every integration test (one link step instead of many).
 mod support;
 
+mod fuzz;
 mod ledger;
 mod operator;
 mod proxy;
