@@ -308,12 +308,18 @@ async fn logs_have_one_line_per_request_and_never_a_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+async fn sigterm_under_load_drains_in_flight_requests_exits_zero_and_keeps_the_ledger_exact() {
+    let redis = crate::support::redis::RedisServer::start();
     let upstream = RecordingUpstream::start().await;
-    upstream.set_behavior(Behavior::Delay(Duration::from_millis(300)));
+    upstream.set_behavior(Behavior::Delay(Duration::from_millis(400)));
     let dir = TempDir::new("sigterm");
     let dead = format!("http://{}", unused_addr().await);
-    let toml = config(&upstream.url(), 7, &dead).replace("timeout = \"500ms\"", "timeout = \"5s\"");
+    let toml = config(&upstream.url(), 7, &dead)
+        .replace("timeout = \"500ms\"", "timeout = \"5s\"")
+        .replace(
+            "[plans.pro]",
+            &format!("[ledger]\nredis_url = \"{}\"\n[plans.pro]", redis.url()),
+        );
     let mut gateway = start(&dir, &toml);
     stdout_json(&cli(&gateway, &["put", "site-1", "--plan", "pro"]));
     let key = stdout_json(&cli(&gateway, &["key-add", "site-1"]))["key"]
@@ -321,21 +327,60 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         .unwrap()
         .to_owned();
     let url = gateway.url("/v1/paid");
-    let mut in_flight = Vec::new();
-    for _ in 0..8 {
+    // Load: 4 clients sending back to back until the gateway goes away.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
         let url = url.clone();
         let auth = format!("Bearer {key}");
-        in_flight.push(tokio::spawn(async move {
-            TestClient::new()
-                .post(&url, &[("authorization", &auth)], "x")
-                .await
-                .status
+        clients.push(tokio::spawn(async move {
+            let client = TestClient::new();
+            let (mut ok, mut refused) = (0u64, 0u64);
+            for _ in 0..50 {
+                let request = http::Request::post(&url)
+                    .header("authorization", &auth)
+                    .body(http_body_util::Full::new(bytes::Bytes::from_static(b"x")))
+                    .unwrap();
+                match client.try_send(request).await {
+                    Ok(response) => {
+                        assert_eq!(response.status, 200, "{}", response.text());
+                        ok += 1;
+                    }
+                    Err(_) => {
+                        refused += 1;
+                        break;
+                    }
+                }
+            }
+            (ok, refused)
         }));
     }
-    upstream.wait_for(8, Duration::from_secs(5)).await;
+    upstream.wait_for(4, Duration::from_secs(5)).await;
     gateway.signal("TERM");
-    for request in in_flight {
-        assert_eq!(request.await.unwrap(), 200);
+    let terminated = Instant::now();
+    let mut completed = 0;
+    for client in clients {
+        completed += client.await.unwrap().0;
     }
     assert_eq!(gateway.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(
+        terminated.elapsed() < Duration::from_secs(8),
+        "drain took {:?}",
+        terminated.elapsed()
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", gateway.data_port)).is_err(),
+        "no new connections after shutdown"
+    );
+    // Every request that got its 200 reached the vendor and was debited once.
+    assert_eq!(upstream.count() as u64, completed);
+    let url = redis.url();
+    let check = crate::support::gateway::TestGateway::start(
+        &crate::support::gateway::Setup::new(&upstream.url()).redis(&url),
+    )
+    .await;
+    assert_eq!(
+        check.used("site-1").await,
+        completed * 7,
+        "ledger == Σ cost of forwarded requests"
+    );
 }
