@@ -64,7 +64,13 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LedgerBackend {
     Memory,
-    Redis { url: String },
+    Redis {
+        url: String,
+    },
+    /// Redis Cluster: seed node URLs (the rest is discovered).
+    RedisCluster {
+        urls: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -610,42 +616,62 @@ fn parse_ledger(section: Option<Section<'_>>) -> LedgerConfig {
     };
     let backend = s.string("backend");
     let redis_url = s.string("redis_url");
-    if let Some(value) = s.take("cluster") {
-        let all_strings =
-            matches!(&value, toml::Value::Array(items) if items.iter().all(toml::Value::is_str));
-        if all_strings {
-            s.issue(
-                "cluster",
-                "Redis Cluster support is not available in this version; use redis_url",
-            );
-        } else {
-            s.issue("cluster", "expected an array of redis:// URLs");
+    let cluster = match s.take("cluster") {
+        None => None,
+        Some(toml::Value::Array(items)) => {
+            let mut urls = Vec::new();
+            for (i, item) in items.into_iter().enumerate() {
+                match item {
+                    toml::Value::String(raw) => match substitute(&raw, s.env) {
+                        Ok(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                            urls.push(url)
+                        }
+                        Ok(_) => s.issue(
+                            &format!("cluster[{i}]"),
+                            "must start with redis:// or rediss://",
+                        ),
+                        Err(message) => s.issue(&format!("cluster[{i}]"), message),
+                    },
+                    _ => s.issue(&format!("cluster[{i}]"), "expected a redis:// URL string"),
+                }
+            }
+            if urls.is_empty() {
+                s.issue("cluster", "needs at least one node URL");
+            }
+            Some(urls)
         }
-    }
+        Some(_) => {
+            s.issue("cluster", "expected an array of redis:// URLs");
+            None
+        }
+    };
     if let Some(url) = &redis_url {
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
             s.issue("redis_url", "must start with redis:// or rediss://");
         }
     }
-    match backend.as_deref() {
-        None => {
-            if let Some(url) = redis_url {
-                ledger.backend = LedgerBackend::Redis { url };
+    match (backend.as_deref(), redis_url, cluster) {
+        (_, Some(_), Some(_)) => s.issue(
+            "cluster",
+            "give either redis_url (one Redis) or cluster (Redis Cluster), not both",
+        ),
+        (None | Some("redis"), None, Some(urls)) => {
+            if !urls.is_empty() {
+                ledger.backend = LedgerBackend::RedisCluster { urls };
             }
         }
-        Some("memory") => {
-            if redis_url.is_some() {
-                s.issue(
-                    "backend",
-                    "is \"memory\" but redis_url is set; remove one of them",
-                );
-            }
-        }
-        Some("redis") => match redis_url {
-            Some(url) => ledger.backend = LedgerBackend::Redis { url },
-            None => s.issue("redis_url", "missing: required when backend = \"redis\""),
-        },
-        Some(other) => s.issue(
+        (None | Some("redis"), Some(url), None) => ledger.backend = LedgerBackend::Redis { url },
+        (None, None, None) => {}
+        (Some("redis"), None, None) => s.issue(
+            "redis_url",
+            "missing: required when backend = \"redis\" (or give cluster)",
+        ),
+        (Some("memory"), None, None) => {}
+        (Some("memory"), _, _) => s.issue(
+            "backend",
+            "is \"memory\" but redis_url or cluster is set; remove one of them",
+        ),
+        (Some(other), _, _) => s.issue(
             "backend",
             format!("unknown backend `{other}`; use \"redis\" or \"memory\""),
         ),
@@ -1254,7 +1280,20 @@ settle = { json = "/u", header = "x-u" }
         assert!(parse("[ledger]\nbackend = \"redis\"").is_err());
         assert!(parse("[ledger]\nbackend = \"memory\"\nredis_url = \"redis://x\"").is_err());
         assert!(parse("[ledger]\nredis_url = \"http://x\"").is_err());
-        assert!(parse("[ledger]\ncluster = [\"redis://a:1\"]").is_err());
+        assert_eq!(
+            parse("[ledger]\ncluster = [\"redis://a:1\", \"redis://b:2\"]")
+                .unwrap()
+                .ledger
+                .backend,
+            LedgerBackend::RedisCluster {
+                urls: vec!["redis://a:1".into(), "redis://b:2".into()]
+            }
+        );
+        assert!(
+            parse("[ledger]\ncluster = [\"redis://a:1\"]\nredis_url = \"redis://b:2\"").is_err()
+        );
+        assert!(parse("[ledger]\ncluster = []").is_err());
+        assert!(parse("[ledger]\ncluster = [\"http://a:1\"]").is_err());
         assert_eq!(
             parse("[ledger]\nbackend = \"memory\"")
                 .unwrap()

@@ -9,6 +9,7 @@
 //! [`redis::RedisLedger`] (shared by every instance; Lua scripts read Redis
 //! `TIME`). `ledger/keys.rs` is the only place that spells a Redis key.
 
+pub mod connection;
 pub mod keys;
 pub mod memory;
 pub mod redis;

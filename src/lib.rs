@@ -119,7 +119,16 @@ pub async fn open_ledger(config: &Config, clock: SharedClock) -> Result<Ledger, 
         }
         LedgerBackend::Redis { url } => Ledger::Redis(Arc::new(
             ledger::redis::RedisLedger::connect(
-                url,
+                ledger::redis::Target::Single(url),
+                ledger.window,
+                ledger.history_retention,
+                ledger.timeout,
+            )
+            .await?,
+        )),
+        LedgerBackend::RedisCluster { urls } => Ledger::Redis(Arc::new(
+            ledger::redis::RedisLedger::connect(
+                ledger::redis::Target::Cluster(urls),
                 ledger.window,
                 ledger.history_retention,
                 ledger.timeout,

@@ -107,6 +107,7 @@ fn main() -> ExitCode {
                     match config.ledger.backend {
                         creditgate::config::LedgerBackend::Memory => "memory",
                         creditgate::config::LedgerBackend::Redis { .. } => "redis",
+                        creditgate::config::LedgerBackend::RedisCluster { .. } => "redis cluster",
                     }
                 );
                 ExitCode::SUCCESS

@@ -9,8 +9,9 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, IntoConnectionInfo, Script, Value};
+use redis::{AsyncCommands, Script, Value};
+
+use super::connection::{Handle, Redis};
 
 use super::keys::{api_key_lookup, AccountKeys};
 use super::SettleOutcome;
@@ -30,8 +31,15 @@ struct Scripts {
     put_account: Script,
 }
 
+/// Where the ledger lives.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Single(&'a str),
+    Cluster(&'a [String]),
+}
+
 pub struct RedisLedger {
-    connection: ConnectionManager,
+    connection: Redis,
     scripts: Scripts,
     window_ms: u64,
     retention_ms: u64,
@@ -92,24 +100,15 @@ impl RedisLedger {
     /// Connects lazily: the gateway starts (and answers 503) while Redis is
     /// down, and serves as soon as it is reachable.
     pub async fn connect(
-        url: &str,
+        target: Target<'_>,
         window: Duration,
         history_retention: Duration,
         timeout: Duration,
     ) -> Result<RedisLedger, LedgerError> {
-        let info = url
-            .into_connection_info()
-            .map_err(|e| LedgerError::Unavailable(format!("bad redis url: {e}")))?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info)
-            .map_err(|e| LedgerError::Unavailable(format!("bad redis url: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(timeout))
-            .set_connection_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        let connection = match target {
+            Target::Single(url) => Redis::single(url, timeout)?,
+            Target::Cluster(urls) => Redis::cluster(urls, timeout)?,
+        };
         let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         Ok(RedisLedger {
@@ -151,7 +150,7 @@ impl RedisLedger {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, LedgerError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         self.call(async {
             let mut attempts = 0;
             loop {
@@ -170,8 +169,13 @@ impl RedisLedger {
         .await
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.connection.clone()
+    /// A connection for one operation; creating a cluster connection is
+    /// bounded by the ledger timeout like every call.
+    async fn conn(&self) -> Result<Handle, LedgerError> {
+        match tokio::time::timeout(self.timeout, self.connection.handle()).await {
+            Ok(result) => result,
+            Err(_) => Err(LedgerError::Timeout),
+        }
     }
 
     pub async fn debit(&self, debit: &Debit<'_>) -> Result<DebitOutcome, LedgerError> {
@@ -334,7 +338,7 @@ impl RedisLedger {
 
     pub async fn get_account(&self, id: &str) -> Result<Option<AccountRecord>, LedgerError> {
         let keys = AccountKeys::new(id);
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         let (plan, suspended): (Option<String>, Option<String>) = self
             .call(
                 redis::cmd("HMGET")
@@ -363,7 +367,7 @@ impl RedisLedger {
             return Ok(false);
         }
         let keys = AccountKeys::new(account);
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         let hex_digest = crate::auth::hex(digest);
         let _: i64 = self
             .call(conn.hset(&keys.api_keys, key_id, &hex_digest))
@@ -378,7 +382,7 @@ impl RedisLedger {
     /// write fails.
     pub async fn revoke_key(&self, account: &str, key_id: &str) -> Result<bool, LedgerError> {
         let keys = AccountKeys::new(account);
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         let stored: Option<String> = self.call(conn.hget(&keys.api_keys, key_id)).await?;
         let Some(digest) = stored.as_deref().and_then(parse_hex_digest) else {
             return Ok(false);
@@ -389,7 +393,7 @@ impl RedisLedger {
     }
 
     pub async fn find_key(&self, digest: &[u8; 32]) -> Result<Option<KeyOwner>, LedgerError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         let owner: Option<String> = self.call(conn.get(api_key_lookup(digest))).await?;
         let Some((account_id, key_id)) = owner.as_deref().and_then(|o| o.split_once('\t')) else {
             return Ok(None);
@@ -421,7 +425,7 @@ impl RedisLedger {
     }
 
     async fn config_get(&self, name: &str) -> Result<Option<String>, LedgerError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         match self
             .call(
                 redis::cmd("CONFIG")
@@ -443,7 +447,7 @@ impl RedisLedger {
     }
 
     pub async fn ping(&self) -> Result<(), LedgerError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         let _: String = self.call(redis::cmd("PING").query_async(&mut conn)).await?;
         Ok(())
     }

@@ -9,16 +9,19 @@ use std::time::Duration;
 
 use creditgate::clock::ManualClock;
 use creditgate::ledger::{
-    memory::MemoryLedger, redis::RedisLedger, AccountRecord, Debit, DebitOutcome, HistoryCursor,
-    Ledger, PlanTable, RefundOutcome,
+    memory::MemoryLedger,
+    redis::{RedisLedger, Target},
+    AccountRecord, Debit, DebitOutcome, HistoryCursor, Ledger, PlanTable, RefundOutcome,
 };
 
+use crate::support::cluster::RedisCluster;
 use crate::support::redis::RedisServer;
 
 pub struct Harness {
     pub ledger: Ledger,
     clock: Option<Arc<ManualClock>>,
     redis: Option<RedisServer>,
+    cluster: Option<RedisCluster>,
     pub plans: PlanTable,
 }
 
@@ -38,11 +41,33 @@ impl Harness {
     pub async fn redis(window: Duration) -> Harness {
         let redis = RedisServer::start();
         let ledger = Ledger::Redis(Arc::new(
-            RedisLedger::connect(&redis.url(), window, window * 3, Duration::from_millis(500))
-                .await
-                .expect("connect"),
+            RedisLedger::connect(
+                Target::Single(&redis.url()),
+                window,
+                window * 3,
+                Duration::from_millis(500),
+            )
+            .await
+            .expect("connect"),
         ));
         Harness::with(ledger, None, Some(redis)).await
+    }
+
+    pub async fn cluster(window: Duration) -> Harness {
+        let cluster = RedisCluster::start();
+        let ledger = Ledger::Redis(Arc::new(
+            RedisLedger::connect(
+                Target::Cluster(&cluster.urls()),
+                window,
+                window * 3,
+                Duration::from_millis(1000),
+            )
+            .await
+            .expect("connect"),
+        ));
+        let mut harness = Harness::with(ledger, None, None).await;
+        harness.cluster = Some(cluster);
+        harness
     }
 
     async fn with(
@@ -63,6 +88,7 @@ impl Harness {
             ledger,
             clock,
             redis,
+            cluster: None,
             plans,
         };
         harness.account("acct", "small").await;
@@ -90,8 +116,9 @@ impl Harness {
         }
     }
 
+    /// Real time (Redis `TIME`) rather than the manual clock.
     pub fn is_redis(&self) -> bool {
-        self.redis.is_some()
+        self.clock.is_none()
     }
 
     pub async fn debit_as(&self, account: &str, id: &str, cost: u64) -> DebitOutcome {
@@ -143,6 +170,15 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let harness = super::Harness::redis(std::time::Duration::from_millis(super::$window_ms)).await;
+                    super::$name(harness).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let harness = super::Harness::cluster(std::time::Duration::from_millis(super::$window_ms)).await;
                     super::$name(harness).await;
                 }
             )*

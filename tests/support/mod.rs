@@ -1,6 +1,7 @@
 //! Real processes for tests: redis-server on a free port, recording upstreams, gateways.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod gateway;
 pub mod http;
 pub mod process;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    extra_args: Vec<String>,
     /// Its working directory (AOF files, if a test turns AOF on).
     dir: std::path::PathBuf,
 }
@@ -43,6 +44,7 @@ impl RedisServer {
             let mut server = RedisServer {
                 port,
                 child: None,
+                extra_args: Vec::new(),
                 dir,
             };
             if server.spawn() {
@@ -50,6 +52,21 @@ impl RedisServer {
             }
         }
         panic!("could not start redis-server on a free port");
+    }
+
+    /// A Redis on a given port with extra arguments (cluster nodes).
+    pub fn start_on(port: u16, extra_args: &[&str]) -> RedisServer {
+        let dir =
+            std::env::temp_dir().join(format!("creditgate-redis-{port}-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut server = RedisServer {
+            port,
+            child: None,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            dir,
+        };
+        assert!(server.spawn(), "redis-server did not start on port {port}");
+        server
     }
 
     fn spawn(&mut self) -> bool {
@@ -66,6 +83,7 @@ impl RedisServer {
                 "--daemonize",
                 "no",
             ])
+            .args(&self.extra_args)
             .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -131,6 +149,35 @@ impl RedisServer {
                 self.port
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs one command and returns its raw reply.
+    pub fn cli_raw(&self, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(self.url()).expect("client");
+        let mut connection = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .expect("connect");
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command
+            .query::<redis::Value>(&mut connection)
+            .expect("command")
+    }
+
+    /// Runs one command whose reply is a list of strings.
+    pub fn cli_list(&self, args: &[&str]) -> Vec<String> {
+        match self.cli_raw(args) {
+            redis::Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                    other => format!("{other:?}"),
+                })
+                .collect(),
+            other => panic!("expected a list, got {other:?}"),
         }
     }
 
