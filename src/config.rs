@@ -646,8 +646,10 @@ fn parse_ledger(section: Option<Section<'_>>) -> LedgerConfig {
         }
     };
     if let Some(url) = &redis_url {
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            s.issue("redis_url", "must start with redis:// or rediss://");
+        if url.starts_with("rediss://") {
+            s.issue("redis_url", "TLS to Redis (rediss://) is not built into this version; use redis:// over a private network or a TLS tunnel");
+        } else if !url.starts_with("redis://") {
+            s.issue("redis_url", "must start with redis://");
         }
     }
     match (backend.as_deref(), redis_url, cluster) {
