@@ -24,8 +24,14 @@ fn tcp() -> redis::io::tcp::TcpSettings {
 }
 
 pub enum Redis {
-    Single(ConnectionManager),
+    Single(Box<Single>),
     Cluster(Box<Cluster>),
+}
+
+pub struct Single {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    manager: std::sync::RwLock<ConnectionManager>,
 }
 
 pub struct Cluster {
@@ -47,9 +53,13 @@ impl Redis {
             .set_connection_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
-        Ok(Redis::Single(manager))
+        Ok(Redis::Single(Box::new(Single {
+            client,
+            config,
+            manager: std::sync::RwLock::new(manager),
+        })))
     }
 
     pub fn cluster(urls: &[String], timeout: Duration) -> Result<Redis, LedgerError> {
@@ -71,7 +81,13 @@ impl Redis {
     /// A handle for one operation (cheap: both kinds are multiplexed clones).
     pub async fn handle(&self) -> Result<Handle, LedgerError> {
         match self {
-            Redis::Single(manager) => Ok(Handle::Single(manager.clone())),
+            Redis::Single(single) => Ok(Handle::Single(
+                single
+                    .manager
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            )),
             Redis::Cluster(cluster) => {
                 let mut slot = cluster.connection.lock().await;
                 if let Some(existing) = slot.as_ref() {
@@ -85,6 +101,26 @@ impl Redis {
                 *slot = Some(created.clone());
                 Ok(Handle::Cluster(created))
             }
+        }
+    }
+}
+
+impl Redis {
+    /// Drops the connection and starts a new one. The client reconnects by
+    /// itself after I/O errors, but a server that vanished without a reset
+    /// (host gone, network partition) only ever times out; the ledger calls
+    /// this when timeouts have lasted a while.
+    pub async fn reset(&self) {
+        match self {
+            Redis::Single(single) => {
+                if let Ok(fresh) = ConnectionManager::new_lazy_with_config(
+                    single.client.clone(),
+                    single.config.clone(),
+                ) {
+                    *single.manager.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                }
+            }
+            Redis::Cluster(cluster) => *cluster.connection.lock().await = None,
         }
     }
 }

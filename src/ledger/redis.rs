@@ -45,7 +45,12 @@ pub struct RedisLedger {
     retention_ms: u64,
     timeout: Duration,
     deadline: DebitDeadline,
+    timing_out_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long calls may time out back to back before the connection is
+/// replaced.
+const RECONNECT_AFTER: Duration = Duration::from_secs(3);
 
 /// Keeps a debit that Redis runs after the gateway gave up on it from
 /// recording anything.
@@ -127,6 +132,7 @@ impl RedisLedger {
                 .max(window_ms),
             timeout,
             deadline: DebitDeadline::new(timeout),
+            timing_out_since: std::sync::Mutex::new(None),
         })
     }
 
@@ -135,12 +141,41 @@ impl RedisLedger {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        match tokio::time::timeout(self.timeout, operation).await {
+        let result = match tokio::time::timeout(self.timeout, operation).await {
             Err(_) => Err(LedgerError::Timeout),
             Ok(Err(error)) if error.is_timeout() => Err(LedgerError::Timeout),
             Ok(Err(error)) => Err(LedgerError::Unavailable(error.to_string())),
             Ok(Ok(value)) => Ok(value),
-        }
+        };
+        self.track_timeouts(matches!(result, Err(LedgerError::Timeout)))
+            .await;
+        result
+    }
+
+    /// After [`RECONNECT_AFTER`] of nothing but timeouts, starts a fresh
+    /// connection (see `Redis::reset`).
+    async fn track_timeouts(&self, timed_out: bool) {
+        let since = {
+            let mut first = self
+                .timing_out_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !timed_out {
+                *first = None;
+                return;
+            }
+            let since = *first.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() < RECONNECT_AFTER {
+                return;
+            }
+            *first = None;
+            since
+        };
+        tracing::warn!(
+            "redis has not answered for {:?}; reconnecting",
+            since.elapsed()
+        );
+        self.connection.reset().await;
     }
 
     /// Runs a script by SHA. redis-rs reloads it once after NOSCRIPT; a
