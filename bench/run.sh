@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Throughput and latency of the gateway against a local stub upstream, all on
-# loopback: direct to the stub, through the gateway on a free route (cost 0),
-# and through the gateway on a priced route (Redis debit per request).
+# loopback, in one run and in turn:
+#   direct         the stub upstream alone
+#   free           through the gateway, a cost-0 route (auth, no debit)
+#   priced         through the gateway, a cost-1 route (one Redis debit script)
+#   nginx_proxy    plain nginx proxy_pass to the same stub (peer)
+#   nginx_lua      nginx + Lua access phase running the same debit script (peer)
 #
 #   bash bench/run.sh            # DURATION=10s CONNECTIONS=64 ACCOUNTS=1000 to tune
 #
-# Needs wrk and redis-server (installed with apt-get when missing, as root).
-# Exits non-zero if any run saw errors or non-2xx answers.
+# Needs wrk, redis-server, nginx, libnginx-mod-http-lua and lua-nginx-redis
+# (installed with apt-get when missing, as root). Exits non-zero if any run
+# saw errors or non-2xx answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,14 +23,17 @@ BASE_PORT=${BASE_PORT:-18000}
 REDIS_PORT=$((BASE_PORT + 379))
 STUB_PORT=$((BASE_PORT + 1))
 DATA_PORT=$((BASE_PORT + 80))
+NGINX_PROXY_PORT=$((BASE_PORT + 81))
+NGINX_LUA_PORT=$((BASE_PORT + 82))
 ADMIN_PORT=$((BASE_PORT + 90))
 TOKEN=bench-admin-token
 
-for tool in wrk redis-server curl; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq wrk redis-server curl >/dev/null
-  fi
-done
+if ! command -v wrk >/dev/null || ! command -v redis-server >/dev/null || ! command -v nginx >/dev/null \
+   || [ ! -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || [ ! -f /usr/share/lua/5.1/nginx/redis.lua ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk redis-server curl nginx \
+    libnginx-mod-http-lua lua-nginx-redis >/dev/null
+fi
 
 cargo build --release --quiet --bin creditgate --example stub_upstream
 BIN=target/release/creditgate
@@ -33,7 +41,11 @@ STUB=target/release/examples/stub_upstream
 
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
@@ -74,22 +86,82 @@ for _ in $(seq 100); do curl -fs "127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 
 
 echo "creating $ACCOUNTS accounts with keys …"
 : >"$WORK/keys.txt"
+: >"$WORK/accounts.txt"
 for i in $(seq "$ACCOUNTS"); do
+  echo "bench-$i" >>"$WORK/accounts.txt"
   curl -fs -X PUT "127.0.0.1:$ADMIN_PORT/admin/v1/accounts/bench-$i" \
     -H "Authorization: Bearer $TOKEN" -d '{"plan":"bench"}' >/dev/null
   curl -fs -X POST "127.0.0.1:$ADMIN_PORT/admin/v1/accounts/bench-$i/keys" \
     -H "Authorization: Bearer $TOKEN" | sed 's/.*"key":"\([^"]*\)".*/\1/' >>"$WORK/keys.txt"
 done
 
-cat >"$WORK/keys.lua" <<'LUA'
-local keys = {}
-for line in io.lines(os.getenv("KEYS_FILE")) do keys[#keys + 1] = line end
+# wrk rotates over the keys (gateway) or account ids (nginx peer).
+cat >"$WORK/rotate.lua" <<'LUA'
+local tokens = {}
+for line in io.lines(os.getenv("KEYS_FILE")) do tokens[#tokens + 1] = line end
 local n = 0
 request = function()
   n = n + 1
-  return wrk.format("GET", wrk.path, { ["Authorization"] = "Bearer " .. keys[(n % #keys) + 1] })
+  return wrk.format("GET", wrk.path, { ["Authorization"] = "Bearer " .. tokens[(n % #tokens) + 1] })
 end
 LUA
+
+# The peer: nginx with a Lua access phase that runs the gateway's own debit
+# script (same key layout, same Redis) before proxy_pass; its account is the
+# bearer token itself (no key lookup), which only flatters the peer.
+cat src/ledger/trim.lua src/ledger/debit.lua >"$WORK/debit.lua"
+mkdir -p "$WORK/nginx-tmp"
+cat >"$WORK/nginx.conf" <<NGINX
+worker_processes auto;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx-tmp;
+  proxy_temp_path $WORK/nginx-tmp;
+  lua_package_path "/usr/share/lua/5.1/?.lua;;";
+  upstream stub { server 127.0.0.1:$STUB_PORT; keepalive 64; }
+  init_by_lua_block {
+    local f = io.open("$WORK/debit.lua")
+    DEBIT = f:read("*a")
+    f:close()
+    DEBIT_SHA = (ngx.sha1_bin(DEBIT):gsub(".", function(c) return string.format("%02x", c:byte()) end))
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PROXY_PORT;
+    location / { proxy_pass http://stub; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_LUA_PORT;
+    location / {
+      access_by_lua_block {
+        local redis = require "nginx.redis"
+        local red = redis:new()
+        red:set_timeout(1000)
+        local ok = red:connect("127.0.0.1", $REDIS_PORT)
+        if not ok then return ngx.exit(503) end
+        local account = string.sub(ngx.var.http_authorization or "", 8)
+        local k = "cg:{" .. account .. "}:"
+        local id = ngx.var.request_id
+        local res, err = red:evalsha(DEBIT_SHA, 5, k .. "a", k .. "w", k .. "h", k .. "d", k .. "u",
+          1, 2592000000, 7776000000, id, id .. "-f", "priced", 0, "bench", 1000000000)
+        if not res and err and string.find(err, "NOSCRIPT", 1, true) then
+          res, err = red:eval(DEBIT, 5, k .. "a", k .. "w", k .. "h", k .. "d", k .. "u",
+            1, 2592000000, 7776000000, id, id .. "-f", "priced", 0, "bench", 1000000000)
+        end
+        red:set_keepalive(10000, 256)
+        if not res then return ngx.exit(503) end
+        if res[1] ~= "admitted" then return ngx.exit(429) end
+      }
+      proxy_pass http://stub; proxy_http_version 1.1; proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log"
 
 FAILED=0
 declare -A RPS P50 P99
@@ -108,21 +180,29 @@ load() {
 }
 
 echo "warming up …"
-KEYS_FILE="$WORK/keys.txt" wrk -t1 -c8 -d2s -s "$WORK/keys.lua" "http://127.0.0.1:$DATA_PORT/bench/priced" >/dev/null
-load direct "http://127.0.0.1:$STUB_PORT/bench/direct"
-KEYS_FILE="$WORK/keys.txt" load free "http://127.0.0.1:$DATA_PORT/bench/free" -s "$WORK/keys.lua"
-KEYS_FILE="$WORK/keys.txt" load priced "http://127.0.0.1:$DATA_PORT/bench/priced" -s "$WORK/keys.lua"
-RSS_KB=$(awk '/VmHWM/ { print $2 }' "/proc/$GATEWAY_PID/status")
+KEYS_FILE="$WORK/keys.txt" wrk -t1 -c8 -d2s -s "$WORK/rotate.lua" "http://127.0.0.1:$DATA_PORT/bench/priced" >/dev/null
+KEYS_FILE="$WORK/accounts.txt" wrk -t1 -c8 -d2s -s "$WORK/rotate.lua" "http://127.0.0.1:$NGINX_LUA_PORT/bench/priced" >/dev/null
 
+load direct "http://127.0.0.1:$STUB_PORT/bench/direct"
+KEYS_FILE="$WORK/keys.txt" load free "http://127.0.0.1:$DATA_PORT/bench/free" -s "$WORK/rotate.lua"
+KEYS_FILE="$WORK/keys.txt" load priced "http://127.0.0.1:$DATA_PORT/bench/priced" -s "$WORK/rotate.lua"
+RSS_KB=$(awk '/VmHWM/ { print $2 }' "/proc/$GATEWAY_PID/status")
+load nginx_proxy "http://127.0.0.1:$NGINX_PROXY_PORT/bench/direct"
+KEYS_FILE="$WORK/accounts.txt" load nginx_lua "http://127.0.0.1:$NGINX_LUA_PORT/bench/priced" -s "$WORK/rotate.lua"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ACCOUNTS accounts"
-printf '%-28s %12s %10s %10s %12s\n' run req/s p50_ms p99_ms vs_direct
-for name in direct free priced; do
-  ratio=$(awk -v a="${RPS[$name]}" -v b="${RPS[direct]}" 'BEGIN { printf "%.2f", a / b }')
-  printf '%-28s %12s %10s %10s %12s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "$ratio"
+printf '| %-12s | %10s | %8s | %8s | %9s |\n' run req/s p50_ms p99_ms vs_direct
+printf '|%s|%s|%s|%s|%s|\n' -------------- ------------ ---------- ---------- -----------
+for name in direct free priced nginx_proxy nginx_lua; do
+  printf '| %-12s | %10s | %8s | %8s | %9s |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
+    "$(ratio "${RPS[$name]}" "${RPS[direct]}")"
 done
-echo "gateway peak RSS: $((RSS_KB / 1024)) MB"
-used=$(curl -fs "127.0.0.1:$ADMIN_PORT/admin/v1/accounts/bench-1" -H "Authorization: Bearer $TOKEN")
-echo "account bench-1 after the run: $used"
+echo
+echo "gateway peak RSS: $((RSS_KB / 1024)) MB (target <= 64)"
+echo "priced / nginx_lua req/s: $(ratio "${RPS[priced]}" "${RPS[nginx_lua]}") (target >= 2.0)"
+echo "priced / nginx_lua p99:   $(ratio "${P99[priced]}" "${P99[nginx_lua]}") (target <= 0.5)"
+echo "free / nginx_proxy req/s: $(ratio "${RPS[free]}" "${RPS[nginx_proxy]}") (target >= 1.0)"
 exit $FAILED
