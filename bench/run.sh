@@ -91,8 +91,9 @@ for i in $(seq "$ACCOUNTS"); do
   echo "bench-$i" >>"$WORK/accounts.txt"
   curl -fs -X PUT "127.0.0.1:$ADMIN_PORT/admin/v1/accounts/bench-$i" \
     -H "Authorization: Bearer $TOKEN" -d '{"plan":"bench"}' >/dev/null
-  curl -fs -X POST "127.0.0.1:$ADMIN_PORT/admin/v1/accounts/bench-$i/keys" \
-    -H "Authorization: Bearer $TOKEN" | sed 's/.*"key":"\([^"]*\)".*/\1/' >>"$WORK/keys.txt"
+  key=$(curl -fs -X POST "127.0.0.1:$ADMIN_PORT/admin/v1/accounts/bench-$i/keys" \
+    -H "Authorization: Bearer $TOKEN" | sed 's/.*"key":"\([^"]*\)".*/\1/')
+  printf '%s\n' "$key" >>"$WORK/keys.txt"
 done
 
 # wrk rotates over the keys (gateway) or account ids (nginx peer).

@@ -1,0 +1,153 @@
+//! No overspend, ever: many gateway instances on one Redis admit exactly
+//! `floor(allowance / cost)`, each request id debited at most once, and the
+//! ledger equals what reached the vendor.
+
+use std::sync::Arc;
+
+use crate::support::gateway::{Setup, TestGateway};
+use crate::support::http::TestClient;
+use crate::support::process::{GatewayProcess, TempDir};
+use crate::support::redis::RedisServer;
+use crate::support::upstream::RecordingUpstream;
+
+fn process_config(redis_url: &str, upstream_url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{DATA}}"
+[admin]
+listen = "{{ADMIN}}"
+token = "t"
+[ledger]
+redis_url = "{redis_url}"
+timeout = "2s"
+[plans.small]
+monthly_allowance = 1000
+[upstreams.vendor]
+url = "{upstream_url}"
+[[routes]]
+name = "paid"
+path = "/v1/paid"
+upstream = "vendor"
+cost = 7
+"#
+    )
+}
+
+/// Sends `total` requests, `in_flight` at a time, round-robin over `urls`;
+/// returns the statuses.
+async fn flood(urls: Vec<String>, auth: String, total: usize, in_flight: usize) -> Vec<u16> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let client = TestClient::new();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        let permit = permits.clone().acquire_owned().await.unwrap();
+        let client = client.clone();
+        let url = urls[i % urls.len()].clone();
+        let auth = auth.clone();
+        tasks.push(tokio::spawn(async move {
+            let status = client.post(&url, &[("authorization", &auth)], "x").await.status;
+            drop(permit);
+            status
+        }));
+    }
+    let mut statuses = Vec::with_capacity(total);
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_gateway_processes_admit_exactly_142_of_2000() {
+    let redis = RedisServer::start();
+    let upstream = RecordingUpstream::start().await;
+    let config = process_config(&redis.url(), &upstream.url());
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("fleet{i}"))).collect();
+    let fleet: Vec<GatewayProcess> = dirs.iter().map(|dir| GatewayProcess::start(dir, &config, &[])).collect();
+    let client = TestClient::new();
+    let admin = [("authorization", "Bearer t")];
+    let put = client
+        .put_json(&fleet[0].admin_url("/admin/v1/accounts/busy"), &admin, serde_json::json!({"plan": "small"}))
+        .await;
+    assert_eq!(put.status, 201);
+    let key = client.post(&fleet[1].admin_url("/admin/v1/accounts/busy/keys"), &admin, "").await.json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let urls = fleet.iter().map(|g| g.url("/v1/paid")).collect();
+    let statuses = flood(urls, format!("Bearer {key}"), 2000, 64).await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let rejected = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((admitted, rejected), (142, 1858), "only 200 and 429");
+    assert_eq!(upstream.count(), 142);
+    let account = client.get(&fleet[2].admin_url("/admin/v1/accounts/busy"), &admin).await.json();
+    assert_eq!(account["used"], 994);
+    let history = client.get(&fleet[0].admin_url("/admin/v1/accounts/busy/history?limit=500"), &admin).await.json();
+    let mut ids: Vec<String> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["request_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 142, "each request id debited once");
+    let mut seen: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.header("x-request-id").unwrap().to_owned())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ids, "the debits are exactly the requests the vendor saw");
+}
+
+/// A small deterministic generator, so a failure names its seed.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn range(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next() % (high - low + 1)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn randomized_allowances_costs_and_instance_counts_admit_exactly_floor() {
+    let redis = RedisServer::start();
+    let upstream = RecordingUpstream::start().await;
+    let url = redis.url();
+    let mut rng = SplitMix(0x5eed_c4ed_17a7_e000);
+    for round in 0..6 {
+        let allowance = rng.range(50, 2000);
+        let cost = rng.range(1, 60);
+        let instances = rng.range(1, 3) as usize;
+        let mut setup = Setup::new(&upstream.url()).redis(&url);
+        let extra = format!(
+            "[plans.round{round}]\nmonthly_allowance = {allowance}\n[[routes]]\nname = \"r{round}\"\nmethod = \"POST\"\npath = \"/v1/round/{round}\"\nupstream = \"vendor\"\ncost = {cost}\n"
+        );
+        setup.extra = &extra;
+        let mut gateways = Vec::new();
+        for _ in 0..instances {
+            gateways.push(TestGateway::start(&setup).await);
+        }
+        let account = format!("acct-{round}");
+        let key = gateways[0].account_with_key(&account, &format!("round{round}")).await;
+        let fits = (allowance / cost) as usize;
+        let urls = gateways.iter().map(|g| g.url(&format!("/v1/round/{round}"))).collect();
+        let statuses = flood(urls, format!("Bearer {key}"), fits + 25, 32).await;
+        let admitted = statuses.iter().filter(|s| **s == 200).count();
+        assert_eq!(
+            admitted, fits,
+            "round {round}: allowance {allowance}, cost {cost}, {instances} instances"
+        );
+        assert_eq!(gateways[0].used(&account).await, fits as u64 * cost, "round {round}");
+    }
+}

@@ -1,0 +1,8 @@
+//! Hostile clients and many instances: smuggling and path-confusion corpora,
+//! slow clients, secrets, and exact admission across gateway processes.
+
+mod instances;
+mod paths;
+mod secrets;
+mod slow_clients;
+mod smuggling;

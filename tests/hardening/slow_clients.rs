@@ -1,0 +1,58 @@
+//! Slow clients: many connections that never finish their request head are
+//! closed by `header_read_timeout` while normal clients keep being served.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::gateway::{Setup, TestGateway};
+use crate::support::upstream::RecordingUpstream;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_slow_heads_are_closed_and_normal_clients_are_served() {
+    let upstream = RecordingUpstream::start().await;
+    let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
+    let key = gateway.account_with_key("site-1", "pro").await;
+    let addr = gateway.running().data_addr;
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    for i in 0..200 {
+        slow.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            stream
+                .write_all(format!("GET /v1/free HTTP/1.1\r\nHost: x\r\nX-Slow-{i}: 1\r\n").as_bytes())
+                .await
+                .expect("write");
+            // Never finish the head; wait for the gateway to hang up.
+            let mut buf = [0u8; 256];
+            let closed = tokio::time::timeout(Duration::from_secs(15), async {
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            closed.is_ok()
+        }));
+    }
+    // Meanwhile, normal requests succeed.
+    let auth = format!("Bearer {key}");
+    for _ in 0..10 {
+        let response = gateway.client.get(&gateway.url("/v1/free"), &[("authorization", &auth)]).await;
+        assert_eq!(response.status, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut closed = 0;
+    for task in slow {
+        if task.await.unwrap() {
+            closed += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    eprintln!("slow clients: {closed}/200 closed by header_read_timeout (2 s) after {elapsed:?}");
+    assert_eq!(closed, 200, "every slow connection was closed");
+    assert!(elapsed < Duration::from_secs(12), "took {elapsed:?}");
+    assert_eq!(upstream.count(), 10);
+}
