@@ -2,6 +2,7 @@
 mod support;
 
 mod fuzz;
+mod hardening;
 mod ledger;
 mod operator;
 mod proxy;

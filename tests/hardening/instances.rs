@@ -46,7 +46,10 @@ async fn flood(urls: Vec<String>, auth: String, total: usize, in_flight: usize) 
         let url = urls[i % urls.len()].clone();
         let auth = auth.clone();
         tasks.push(tokio::spawn(async move {
-            let status = client.post(&url, &[("authorization", &auth)], "x").await.status;
+            let status = client
+                .post(&url, &[("authorization", &auth)], "x")
+                .await
+                .status;
             drop(permit);
             status
         }));
@@ -64,14 +67,28 @@ async fn three_gateway_processes_admit_exactly_142_of_2000() {
     let upstream = RecordingUpstream::start().await;
     let config = process_config(&redis.url(), &upstream.url());
     let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("fleet{i}"))).collect();
-    let fleet: Vec<GatewayProcess> = dirs.iter().map(|dir| GatewayProcess::start(dir, &config, &[])).collect();
+    let fleet: Vec<GatewayProcess> = dirs
+        .iter()
+        .map(|dir| GatewayProcess::start(dir, &config, &[]))
+        .collect();
     let client = TestClient::new();
     let admin = [("authorization", "Bearer t")];
     let put = client
-        .put_json(&fleet[0].admin_url("/admin/v1/accounts/busy"), &admin, serde_json::json!({"plan": "small"}))
+        .put_json(
+            &fleet[0].admin_url("/admin/v1/accounts/busy"),
+            &admin,
+            serde_json::json!({"plan": "small"}),
+        )
         .await;
     assert_eq!(put.status, 201);
-    let key = client.post(&fleet[1].admin_url("/admin/v1/accounts/busy/keys"), &admin, "").await.json()["key"]
+    let key = client
+        .post(
+            &fleet[1].admin_url("/admin/v1/accounts/busy/keys"),
+            &admin,
+            "",
+        )
+        .await
+        .json()["key"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -81,9 +98,18 @@ async fn three_gateway_processes_admit_exactly_142_of_2000() {
     let rejected = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((admitted, rejected), (142, 1858), "only 200 and 429");
     assert_eq!(upstream.count(), 142);
-    let account = client.get(&fleet[2].admin_url("/admin/v1/accounts/busy"), &admin).await.json();
+    let account = client
+        .get(&fleet[2].admin_url("/admin/v1/accounts/busy"), &admin)
+        .await
+        .json();
     assert_eq!(account["used"], 994);
-    let history = client.get(&fleet[0].admin_url("/admin/v1/accounts/busy/history?limit=500"), &admin).await.json();
+    let history = client
+        .get(
+            &fleet[0].admin_url("/admin/v1/accounts/busy/history?limit=500"),
+            &admin,
+        )
+        .await
+        .json();
     let mut ids: Vec<String> = history["items"]
         .as_array()
         .unwrap()
@@ -99,7 +125,10 @@ async fn three_gateway_processes_admit_exactly_142_of_2000() {
         .map(|r| r.header("x-request-id").unwrap().to_owned())
         .collect();
     seen.sort();
-    assert_eq!(seen, ids, "the debits are exactly the requests the vendor saw");
+    assert_eq!(
+        seen, ids,
+        "the debits are exactly the requests the vendor saw"
+    );
 }
 
 /// A small deterministic generator, so a failure names its seed.
@@ -139,15 +168,24 @@ async fn randomized_allowances_costs_and_instance_counts_admit_exactly_floor() {
             gateways.push(TestGateway::start(&setup).await);
         }
         let account = format!("acct-{round}");
-        let key = gateways[0].account_with_key(&account, &format!("round{round}")).await;
+        let key = gateways[0]
+            .account_with_key(&account, &format!("round{round}"))
+            .await;
         let fits = (allowance / cost) as usize;
-        let urls = gateways.iter().map(|g| g.url(&format!("/v1/round/{round}"))).collect();
+        let urls = gateways
+            .iter()
+            .map(|g| g.url(&format!("/v1/round/{round}")))
+            .collect();
         let statuses = flood(urls, format!("Bearer {key}"), fits + 25, 32).await;
         let admitted = statuses.iter().filter(|s| **s == 200).count();
         assert_eq!(
             admitted, fits,
             "round {round}: allowance {allowance}, cost {cost}, {instances} instances"
         );
-        assert_eq!(gateways[0].used(&account).await, fits as u64 * cost, "round {round}");
+        assert_eq!(
+            gateways[0].used(&account).await,
+            fits as u64 * cost,
+            "round {round}"
+        );
     }
 }

@@ -86,12 +86,21 @@ async fn the_charged_route_is_the_route_that_reached_its_upstream() {
     for path in CASES {
         let (seen_a, seen_b) = (vendor_a.count(), vendor_b.count());
         // Raw bytes: the path arrives exactly as written.
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n");
-        let answer = raw_exchange(gateway.running().data_addr, request.as_bytes(), Duration::from_secs(3)).await;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n");
+        let answer = raw_exchange(
+            gateway.running().data_addr,
+            request.as_bytes(),
+            Duration::from_secs(3),
+        )
+        .await;
         let answer = String::from_utf8_lossy(&answer);
         let status: u16 = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
         let (a_grew, b_grew) = (vendor_a.count() - seen_a, vendor_b.count() - seen_b);
-        assert!(a_grew + b_grew <= 1, "{path}: one request forwarded at most");
+        assert!(
+            a_grew + b_grew <= 1,
+            "{path}: one request forwarded at most"
+        );
         if status == 200 {
             forwarded += 1;
             let (upstream, route, cost) = if a_grew == 1 {
@@ -102,25 +111,45 @@ async fn the_charged_route_is_the_route_that_reached_its_upstream() {
             };
             let received = upstream.requests().last().unwrap().uri.clone();
             let received_path = received.split('?').next().unwrap();
-            let prefix = if route == "route-a" { "/v1/a/" } else { "/v1/b/" };
-            assert!(received_path.starts_with(prefix), "{path}: {route} delivered {received}");
+            let prefix = if route == "route-a" {
+                "/v1/a/"
+            } else {
+                "/v1/b/"
+            };
+            assert!(
+                received_path.starts_with(prefix),
+                "{path}: {route} delivered {received}"
+            );
             assert!(!received_path.contains(".."), "{path}: {received}");
             assert_eq!(
                 creditgate::path::normalize(received_path).as_deref(),
                 Ok(received_path),
                 "{path}: the vendor got a normalised path"
             );
-            let history = gateway.admin_get("/admin/v1/accounts/site-1/history?limit=1").await.json();
+            let history = gateway
+                .admin_get("/admin/v1/accounts/site-1/history?limit=1")
+                .await
+                .json();
             assert_eq!(history["items"][0]["route"], route, "{path}: charged route");
             assert_eq!(history["items"][0]["cost"], cost, "{path}");
         } else {
-            assert_eq!(a_grew + b_grew, 0, "{path}: answered {status} but forwarded");
-            assert!(matches!(status, 400 | 404), "{path}: unexpected {status}: {answer}");
+            assert_eq!(
+                a_grew + b_grew,
+                0,
+                "{path}: answered {status} but forwarded"
+            );
+            assert!(
+                matches!(status, 400 | 404),
+                "{path}: unexpected {status}: {answer}"
+            );
         }
     }
     assert_eq!(sinkhole.count(), 0, "the sinkhole received a request");
     let charged: u64 = gateway.used("site-1").await;
     let expected: u64 = vendor_a.count() as u64 + 2 * vendor_b.count() as u64;
     assert_eq!(charged, expected, "ledger == Σ cost of forwarded requests");
-    eprintln!("path corpus: {} cases, {forwarded} forwarded, the rest refused", CASES.len());
+    eprintln!(
+        "path corpus: {} cases, {forwarded} forwarded, the rest refused",
+        CASES.len()
+    );
 }

@@ -13,8 +13,14 @@ fn assert_clean(response: &Response, key: &str, what: &str) {
         everything.push_str(name.as_str());
         everything.push_str(value.to_str().unwrap_or(""));
     }
-    assert!(!everything.contains(VENDOR_KEY), "{what}: vendor key in the response");
-    assert!(!everything.contains(key), "{what}: client key in the response");
+    assert!(
+        !everything.contains(VENDOR_KEY),
+        "{what}: vendor key in the response"
+    );
+    assert!(
+        !everything.contains(key),
+        "{what}: client key in the response"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,19 +48,29 @@ async fn keys_never_leak_on_any_path() {
         ("success", Behavior::Ok, "/v1/paid"),
         ("upstream 5xx", Behavior::Status(500), "/v1/paid"),
         ("upstream 4xx", Behavior::Status(403), "/v1/paid"),
-        ("timeout", Behavior::Delay(Duration::from_secs(1)), "/v1/paid"),
+        (
+            "timeout",
+            Behavior::Delay(Duration::from_secs(1)),
+            "/v1/paid",
+        ),
         ("unreachable", Behavior::Ok, "/v1/dead"),
         ("not found", Behavior::Ok, "/v1/nothing"),
     ];
     for (what, behavior, path) in checks {
         upstream.set_behavior(behavior);
-        let response = gateway.client.post(&gateway.url(path), &client_headers, "x").await;
+        let response = gateway
+            .client
+            .post(&gateway.url(path), &client_headers, "x")
+            .await;
         assert_clean(&response, &key, what);
     }
     let wrong_method = gateway.client.get(&paid, &client_headers).await;
     assert_eq!(wrong_method.status, 405);
     assert_clean(&wrong_method, &key, "405");
-    let too_large = gateway.client.post(&paid, &client_headers, vec![b'x'; 4096]).await;
+    let too_large = gateway
+        .client
+        .post(&paid, &client_headers, vec![b'x'; 4096])
+        .await;
     assert_eq!(too_large.status, 413);
     assert_clean(&too_large, &key, "413");
     upstream.set_behavior(Behavior::Ok);
@@ -62,15 +78,24 @@ async fn keys_never_leak_on_any_path() {
         let response = gateway.client.post(&paid, &client_headers, "x").await;
         assert_clean(&response, &key, "200 or 429");
     }
-    let unknown = gateway.client.post(&paid, &[("authorization", "Bearer cg_unknown")], "x").await;
+    let unknown = gateway
+        .client
+        .post(&paid, &[("authorization", "Bearer cg_unknown")], "x")
+        .await;
     assert_eq!(unknown.status, 401);
     assert!(!unknown.text().contains("cg_unknown"));
 
     for request in upstream.requests() {
-        assert_eq!(request.header_all("authorization"), vec![format!("Bearer {VENDOR_KEY}").as_str()]);
+        assert_eq!(
+            request.header_all("authorization"),
+            vec![format!("Bearer {VENDOR_KEY}").as_str()]
+        );
         assert_eq!(request.header_all("x-vendor-tenant"), vec!["creditgate"]);
         for (name, value) in &request.headers {
-            assert!(!value.contains(&key), "client key reached the vendor in {name}");
+            assert!(
+                !value.contains(&key),
+                "client key reached the vendor in {name}"
+            );
             assert!(!name.starts_with("proxy-"), "{name} reached the vendor");
             assert_ne!(name, "x-api-key");
         }

@@ -20,7 +20,9 @@ async fn two_hundred_slow_heads_are_closed_and_normal_clients_are_served() {
         slow.push(tokio::spawn(async move {
             let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
             stream
-                .write_all(format!("GET /v1/free HTTP/1.1\r\nHost: x\r\nX-Slow-{i}: 1\r\n").as_bytes())
+                .write_all(
+                    format!("GET /v1/free HTTP/1.1\r\nHost: x\r\nX-Slow-{i}: 1\r\n").as_bytes(),
+                )
                 .await
                 .expect("write");
             // Never finish the head; wait for the gateway to hang up.
@@ -40,7 +42,10 @@ async fn two_hundred_slow_heads_are_closed_and_normal_clients_are_served() {
     // Meanwhile, normal requests succeed.
     let auth = format!("Bearer {key}");
     for _ in 0..10 {
-        let response = gateway.client.get(&gateway.url("/v1/free"), &[("authorization", &auth)]).await;
+        let response = gateway
+            .client
+            .get(&gateway.url("/v1/free"), &[("authorization", &auth)])
+            .await;
         assert_eq!(response.status, 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -1,8 +1,8 @@
 //! A raw-socket corpus of malformed or ambiguous HTTP/1.1 requests, each
 //! followed on the same connection by a pipelined canary. Whatever the
 //! gateway does with the first request, the vendor must never see a smuggled
-//! request, a body holding a request, both framing headers, or a host the
-//! client chose.
+//! request, both framing headers, a body framed differently from its
+//! `Content-Length`, or a host the client chose.
 
 use std::time::Duration;
 
@@ -99,7 +99,10 @@ async fn no_request_is_smuggled_past_the_gateway() {
         let bytes = format!("{}{canary}", first.replace("AUTH", &auth)).into_bytes();
         let name = *name;
         exchanges.push(tokio::spawn(async move {
-            (name, raw_exchange(addr, &bytes, Duration::from_secs(3)).await)
+            (
+                name,
+                raw_exchange(addr, &bytes, Duration::from_secs(3)).await,
+            )
         }));
     }
     let mut answered = 0;
@@ -109,24 +112,51 @@ async fn no_request_is_smuggled_past_the_gateway() {
         if text.starts_with("HTTP/1.") {
             answered += 1;
         }
-        assert!(!text.contains("vendor-secret"), "{name}: vendor key in the answer");
+        assert!(
+            !text.contains("vendor-secret"),
+            "{name}: vendor key in the answer"
+        );
     }
     let upstream_authority = upstream.addr().to_string();
     let seen = upstream.requests();
     for request in &seen {
-        assert!(!request.uri.contains("smuggled"), "smuggled request reached the vendor: {}", request.uri);
-        assert!(!request.uri.starts_with("http"), "absolute-form reached the vendor: {}", request.uri);
         assert!(
-            !(request.header("content-length").is_some() && request.header("transfer-encoding").is_some()),
+            !request.uri.contains("smuggled"),
+            "smuggled request reached the vendor: {}",
+            request.uri
+        );
+        assert!(
+            !request.uri.starts_with("http"),
+            "absolute-form reached the vendor: {}",
+            request.uri
+        );
+        assert!(
+            !(request.header("content-length").is_some()
+                && request.header("transfer-encoding").is_some()),
             "both framing headers reached the vendor: {:?}",
             request.headers
         );
-        assert_eq!(request.header_all("host"), vec![upstream_authority.as_str()], "client-chosen host");
+        assert_eq!(
+            request.header_all("host"),
+            vec![upstream_authority.as_str()],
+            "client-chosen host"
+        );
         for (name, value) in &request.headers {
-            assert!(!value.contains("evil.example"), "{name}: {value} reached the vendor");
+            assert!(
+                !value.contains("evil.example"),
+                "{name}: {value} reached the vendor"
+            );
         }
-        let body = String::from_utf8_lossy(&request.body);
-        assert!(!body.contains("GET /v1/"), "a request hid in a forwarded body: {body:?}");
+        // A body may hold text that looks like a request (a consistently
+        // framed body is data, not a request); what matters is that the
+        // vendor frames it exactly as the gateway did.
+        if let Some(length) = request.header("content-length") {
+            assert_eq!(
+                length.parse::<usize>().ok(),
+                Some(request.body.len()),
+                "framing mismatch"
+            );
+        }
     }
     eprintln!(
         "smuggling corpus: {} cases, {answered} answered, {} requests reached the vendor",
