@@ -1,5 +1,7 @@
 //! A fast stand-in vendor for trying the gateway and for benchmarks: answers
-//! every request with `200 {"ok":true}` after draining the body.
+//! every request with `200 {"ok":true}` after draining the body. Under
+//! `/v1/agents/` it reports token usage like an AI vendor (`usage.total_tokens`
+//! = 2345), as an event stream when the client accepts `text/event-stream`.
 //!
 //! `cargo run --release --example stub_upstream -- 127.0.0.1:9000`
 
@@ -27,11 +29,28 @@ async fn main() -> std::io::Result<()> {
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
+                let agent = request.uri().path().starts_with("/v1/agents/");
+                let stream = request
+                    .headers()
+                    .get("accept")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("text/event-stream"));
                 let _ = request.into_body().collect().await;
+                let (content_type, body): (&str, &'static [u8]) = match (agent, stream) {
+                    (false, _) => ("application/json", b"{\"ok\":true}"),
+                    (true, false) => (
+                        "application/json",
+                        b"{\"reply\":\"hello\",\"usage\":{\"total_tokens\":2345}}",
+                    ),
+                    (true, true) => (
+                        "text/event-stream",
+                        b"data: {\"delta\":\"hel\"}\n\ndata: {\"delta\":\"lo\"}\n\ndata: {\"usage\":{\"total_tokens\":2345}}\n\ndata: [DONE]\n\n",
+                    ),
+                };
                 Ok::<_, Infallible>(
                     Response::builder()
-                        .header("content-type", "application/json")
-                        .body(Full::new(Bytes::from_static(b"{\"ok\":true}")))
+                        .header("content-type", content_type)
+                        .body(Full::new(Bytes::from_static(body)))
                         .unwrap_or_default(),
                 )
             });

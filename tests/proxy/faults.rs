@@ -142,3 +142,37 @@ async fn redis_error_replies_oom_and_readonly_are_503_with_nothing_forwarded() {
     assert_eq!(upstream.count(), 3);
     assert_eq!(gateway.used("site-1").await, 21);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_redis_is_503_with_nothing_forwarded() {
+    let redis = Arc::new(RedisServer::start());
+    let upstream = RecordingUpstream::start().await;
+    let (gateway, key) = gateway_on(&redis, &upstream).await;
+    assert_eq!(paid(&gateway, &key).await.status, 200);
+    // A script that never yields: after busy-reply-threshold every other
+    // client gets BUSY until it is killed.
+    redis.cli(&["CONFIG", "SET", "busy-reply-threshold", "100"]);
+    let runner = {
+        let redis = redis.clone();
+        std::thread::spawn(move || {
+            let client = redis::Client::open(redis.url()).unwrap();
+            let mut connection = client.get_connection().unwrap();
+            let _: redis::RedisResult<redis::Value> = redis::cmd("EVAL")
+                .arg("while true do end")
+                .arg(0)
+                .query(&mut connection);
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = paid(&gateway, &key).await;
+    assert_problem(&busy, 503, "ledger_unavailable");
+    redis.cli(&["SCRIPT", "KILL"]);
+    runner.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while paid(&gateway, &key).await.status != 200 {
+        assert!(Instant::now() < deadline, "no recovery after SCRIPT KILL");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let forwarded = upstream.count() as u64;
+    assert_eq!(gateway.used("site-1").await, forwarded * 7);
+}
