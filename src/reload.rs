@@ -56,6 +56,18 @@ pub fn apply(gateway: &Gateway, config: Config) -> Result<Vec<String>, String> {
             "admin.listen",
             current.config.admin.listen != config.admin.listen,
         ),
+        (
+            "server.max_headers / max_header_bytes / max_connections",
+            (
+                current.config.server.max_headers,
+                current.config.server.max_header_bytes,
+                current.config.server.max_connections,
+            ) != (
+                config.server.max_headers,
+                config.server.max_header_bytes,
+                config.server.max_connections,
+            ),
+        ),
         ("ledger", current.config.ledger != config.ledger),
     ];
     for (key, changed) in fixed {
@@ -70,6 +82,9 @@ pub fn apply(gateway: &Gateway, config: Config) -> Result<Vec<String>, String> {
     config.server.listen = current.config.server.listen;
     config.server.tls = current.config.server.tls.clone();
     config.server.header_read_timeout = current.config.server.header_read_timeout;
+    config.server.max_headers = current.config.server.max_headers;
+    config.server.max_header_bytes = current.config.server.max_header_bytes;
+    config.server.max_connections = current.config.server.max_connections;
     config.admin.listen = current.config.admin.listen;
     config.ledger = current.config.ledger.clone();
     let routes = config.routes.iter().map(|r| r.name.clone()).collect();
