@@ -126,12 +126,26 @@ async fn the_charged_route_is_the_route_that_reached_its_upstream() {
                 Ok(received_path),
                 "{path}: the vendor got a normalised path"
             );
+            // Debits in the same millisecond tie; find this one by its id.
+            let request_id = answer
+                .lines()
+                .find_map(|line| line.strip_prefix("x-request-id: "))
+                .expect("x-request-id")
+                .trim()
+                .to_owned();
             let history = gateway
-                .admin_get("/admin/v1/accounts/site-1/history?limit=1")
+                .admin_get("/admin/v1/accounts/site-1/history?limit=500")
                 .await
                 .json();
-            assert_eq!(history["items"][0]["route"], route, "{path}: charged route");
-            assert_eq!(history["items"][0]["cost"], cost, "{path}");
+            let item = history["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|item| item["request_id"] == request_id.as_str())
+                .unwrap_or_else(|| panic!("{path}: no debit for {request_id}"))
+                .clone();
+            assert_eq!(item["route"], route, "{path}: charged route");
+            assert_eq!(item["cost"], cost, "{path}");
         } else {
             assert_eq!(
                 a_grew + b_grew,
