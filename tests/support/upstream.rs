@@ -177,6 +177,9 @@ async fn accept_loop(
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors (many slow clients at once): retrying at
+            // once would spin a core until one frees up.
+            tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         };
         connections.fetch_add(1, Ordering::SeqCst);
@@ -190,14 +193,14 @@ async fn accept_loop(
                 let state = state.clone();
                 let close_tx = close_tx.clone();
                 async move {
-                    let behavior = record(&state, request).await;
+                    let (behavior, path) = record(&state, request).await;
                     if let Behavior::CloseWithoutResponse = behavior {
                         if let Some(tx) = close_tx.lock().unwrap().take() {
                             let _ = tx.send(());
                         }
                         std::future::pending::<()>().await;
                     }
-                    Ok::<_, Infallible>(respond(behavior).await)
+                    Ok::<_, Infallible>(respond(behavior, &path).await)
                 }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
@@ -210,7 +213,11 @@ async fn accept_loop(
     }
 }
 
-async fn record(state: &Mutex<State>, request: Request<hyper::body::Incoming>) -> Behavior {
+/// Returns what to answer and the path it was asked for.
+async fn record(
+    state: &Mutex<State>,
+    request: Request<hyper::body::Incoming>,
+) -> (Behavior, String) {
     let (parts, body) = request.into_parts();
     // A request whose body broke off never reached the vendor as a request:
     // it is counted apart, not recorded.
@@ -218,7 +225,7 @@ async fn record(state: &Mutex<State>, request: Request<hyper::body::Incoming>) -
         Ok(collected) => collected.to_bytes().to_vec(),
         Err(_) => {
             state.lock().unwrap().aborted += 1;
-            return Behavior::CloseWithoutResponse;
+            return (Behavior::CloseWithoutResponse, String::new());
         }
     };
     let path = parts.uri.path().to_owned();
@@ -245,35 +252,21 @@ async fn record(state: &Mutex<State>, request: Request<hyper::body::Incoming>) -
     };
     let mut state = state.lock().unwrap();
     state.requests.push(recorded);
-    state
+    // The latest setting for a prefix wins, so a test can override its own.
+    let behavior = state
         .by_prefix
         .iter()
         .rev()
         .find(|(prefix, _)| path.starts_with(prefix.as_str()))
         .map(|(_, b)| b.clone())
         .or_else(|| state.default.clone())
-        .unwrap_or(Behavior::Ok)
-        .with_path(path)
-}
-
-impl Behavior {
-    fn with_path(self, path: String) -> Behavior {
-        match self {
-            Behavior::Ok => Behavior::Body {
-                status: 200,
-                content_type: "application/json".into(),
-                body: serde_json::json!({"ok": true, "path": path})
-                    .to_string()
-                    .into_bytes(),
-            },
-            other => other,
-        }
-    }
+        .unwrap_or(Behavior::Ok);
+    (behavior, path)
 }
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-async fn respond(behavior: Behavior) -> Response<BoxBody> {
+async fn respond(behavior: Behavior, path: &str) -> Response<BoxBody> {
     let simple = |status: u16, content_type: &str, body: Vec<u8>| {
         Response::builder()
             .status(status)
@@ -281,10 +274,19 @@ async fn respond(behavior: Behavior) -> Response<BoxBody> {
             .body(Full::new(Bytes::from(body)).boxed())
             .unwrap()
     };
+    // Echoing the path lets a test see which rewritten path the gateway sent.
+    let ok = || {
+        simple(
+            200,
+            "application/json",
+            serde_json::json!({"ok": true, "path": path})
+                .to_string()
+                .into_bytes(),
+        )
+    };
     match behavior {
-        Behavior::Ok | Behavior::CloseWithoutResponse => {
-            simple(200, "application/json", b"{\"ok\":true}".to_vec())
-        }
+        // CloseWithoutResponse never gets here: its connection is dropped first.
+        Behavior::Ok | Behavior::CloseWithoutResponse => ok(),
         Behavior::Status(status) => simple(
             status,
             "application/json",
@@ -292,7 +294,7 @@ async fn respond(behavior: Behavior) -> Response<BoxBody> {
         ),
         Behavior::Delay(delay) => {
             tokio::time::sleep(delay).await;
-            simple(200, "application/json", b"{\"ok\":true}".to_vec())
+            ok()
         }
         Behavior::Body {
             status,
@@ -337,4 +339,282 @@ async fn respond(behavior: Behavior) -> Response<BoxBody> {
 pub async fn unused_addr() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap()
+}
+
+// The support module only exists in the test binary, so no #[cfg(test)].
+mod tests {
+    use super::*;
+    use crate::support::http::{h2c_get, raw_exchange, TestClient};
+
+    #[tokio::test]
+    async fn records_method_path_headers_and_body_in_order() {
+        let upstream = RecordingUpstream::start().await;
+        let client = TestClient::new();
+        let response = client
+            .get(
+                &format!("{}/v1/things?x=1&y=%2F", upstream.url()),
+                &[("X-Dup", "one"), ("x-dup", "two"), ("X-Single", "s")],
+            )
+            .await;
+        assert_eq!(response.status, 200);
+        assert_eq!(
+            response.json(),
+            serde_json::json!({"ok": true, "path": "/v1/things"})
+        );
+        assert_eq!(response.header("content-type"), Some("application/json"));
+
+        client
+            .post(&format!("{}/v1/post", upstream.url()), &[], "hello body")
+            .await;
+        client
+            .put_json(
+                &format!("{}/v1/put", upstream.url()),
+                &[],
+                serde_json::json!({"a": 1}),
+            )
+            .await;
+        client
+            .delete(&format!("{}/v1/gone", upstream.url()), &[])
+            .await;
+
+        let seen = upstream.requests();
+        assert_eq!(upstream.count(), 4);
+        assert_eq!(seen[0].method, "GET");
+        assert_eq!(seen[0].uri, "/v1/things?x=1&y=%2F");
+        assert_eq!(seen[0].version, http::Version::HTTP_11);
+        assert_eq!(seen[0].header_all("x-dup"), vec!["one", "two"]);
+        assert_eq!(seen[0].header("x-dup"), Some("one"));
+        assert_eq!(seen[0].header("x-single"), Some("s"));
+        assert_eq!(
+            seen[0].header("host"),
+            Some(upstream.addr().to_string().as_str())
+        );
+        assert!(seen[0].body.is_empty());
+
+        assert_eq!(seen[1].method, "POST");
+        assert_eq!(seen[1].body, b"hello body");
+        assert_eq!(seen[1].header("content-length"), Some("10"));
+
+        assert_eq!(seen[2].method, "PUT");
+        assert_eq!(seen[2].header("content-type"), Some("application/json"));
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&seen[2].body).unwrap(),
+            serde_json::json!({"a": 1})
+        );
+
+        assert_eq!(seen[3].method, "DELETE");
+        assert_eq!(seen[3].uri, "/v1/gone");
+        assert!(seen
+            .windows(2)
+            .all(|w| w[0].received_at <= w[1].received_at));
+        assert!(upstream.connections() >= 1);
+
+        upstream.clear();
+        assert_eq!(upstream.count(), 0);
+        assert!(upstream.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn serves_h2c_prior_knowledge_on_its_own_connection() {
+        let upstream = RecordingUpstream::start().await;
+        let before = upstream.connections();
+        let response = h2c_get(
+            &format!("{}/h2/path?q=1", upstream.url()),
+            &[("x-h2", "yes")],
+        )
+        .await;
+        assert_eq!(response.status, 200);
+        assert_eq!(response.json()["path"], "/h2/path");
+        let seen = upstream.wait_for(1, Duration::from_secs(5)).await;
+        assert_eq!(seen[0].version, http::Version::HTTP_2);
+        assert_eq!(seen[0].uri, "/h2/path?q=1");
+        assert_eq!(seen[0].header("x-h2"), Some("yes"));
+        assert_eq!(upstream.connections(), before + 1);
+    }
+
+    #[tokio::test]
+    async fn raw_exchange_reads_until_the_server_closes() {
+        let upstream = RecordingUpstream::start().await;
+        let started = Instant::now();
+        let raw = raw_exchange(
+            upstream.addr(),
+            b"GET /raw HTTP/1.1\r\nHost: upstream\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(10),
+        )
+        .await;
+        // Well under the timeout: the read ended because the server closed.
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("\"path\":\"/raw\""), "{text}");
+        assert_eq!(upstream.requests()[0].header("host"), Some("upstream"));
+    }
+
+    #[tokio::test]
+    async fn status_default_and_prefix_behaviors() {
+        let upstream = RecordingUpstream::start().await;
+        let client = TestClient::new();
+        upstream.set_behavior(Behavior::Status(503));
+        upstream.set_behavior_for("/special", Behavior::Status(418));
+        upstream.set_behavior_for(
+            "/body",
+            Behavior::Body {
+                status: 201,
+                content_type: "text/plain".into(),
+                body: b"made".to_vec(),
+            },
+        );
+
+        let plain = client.get(&format!("{}/x", upstream.url()), &[]).await;
+        assert_eq!(plain.status, 503);
+        assert_eq!(plain.json()["status"], 503);
+        let special = client
+            .get(&format!("{}/special/y", upstream.url()), &[])
+            .await;
+        assert_eq!(special.status, 418);
+        let body = client.get(&format!("{}/body", upstream.url()), &[]).await;
+        assert_eq!(body.status, 201);
+        assert_eq!(body.header("content-type"), Some("text/plain"));
+        assert_eq!(body.text(), "made");
+
+        // A later setting for the same prefix replaces the earlier one.
+        upstream.set_behavior_for("/special", Behavior::Ok);
+        let special = client
+            .get(&format!("{}/special/y", upstream.url()), &[])
+            .await;
+        assert_eq!(special.status, 200);
+        assert_eq!(special.json()["path"], "/special/y");
+        // Every answer, error or not, was recorded.
+        assert_eq!(upstream.count(), 4);
+    }
+
+    #[tokio::test]
+    async fn delay_is_recorded_before_the_answer() {
+        let upstream = RecordingUpstream::start().await;
+        let delay = Duration::from_millis(300);
+        upstream.set_behavior(Behavior::Delay(delay));
+        let started = Instant::now();
+        let response = TestClient::new()
+            .get(&format!("{}/slow", upstream.url()), &[])
+            .await;
+        let answered = Instant::now();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.json()["path"], "/slow");
+        assert!(answered - started >= delay);
+        let received_at = upstream.requests()[0].received_at;
+        assert!(received_at + delay <= answered);
+    }
+
+    #[tokio::test]
+    async fn chunks_stream_in_order_with_their_pauses() {
+        let upstream = RecordingUpstream::start().await;
+        upstream.set_behavior(Behavior::Chunks {
+            status: 200,
+            content_type: "text/event-stream".into(),
+            chunks: vec![
+                (Duration::ZERO, b"data: a\n\n".to_vec()),
+                (Duration::from_millis(200), b"data: b\n\n".to_vec()),
+                (Duration::from_millis(200), b"data: c\n\n".to_vec()),
+            ],
+        });
+        // TestClient buffers whole bodies; a bare connection shows when
+        // each chunk arrived.
+        let stream = tokio::net::TcpStream::connect(upstream.addr())
+            .await
+            .unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = Request::get("/stream")
+            .header("host", upstream.addr().to_string())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+
+        let mut body = response.into_body();
+        let mut received = Vec::new();
+        let mut arrivals = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                received.extend_from_slice(&data);
+                arrivals.push((Instant::now(), received.len()));
+            }
+        }
+        assert_eq!(received, b"data: a\n\ndata: b\n\ndata: c\n\n");
+        let first_arrival = arrivals.iter().find(|(_, len)| *len >= 9).unwrap().0;
+        let last_arrival = arrivals.last().unwrap().0;
+        // 400 ms of pauses apart; a buffered body would show ~0. The margin
+        // absorbs scheduling delay when the whole suite runs at once.
+        assert!(
+            last_arrival - first_arrival >= Duration::from_millis(150),
+            "chunks arrived together: {:?}",
+            last_arrival - first_arrival
+        );
+    }
+
+    #[tokio::test]
+    async fn close_without_response_is_a_transport_error() {
+        let upstream = RecordingUpstream::start().await;
+        upstream.set_behavior_for("/drop", Behavior::CloseWithoutResponse);
+        let client = TestClient::new();
+        let request = http::Request::post(format!("{}/drop", upstream.url()))
+            .body(Full::new(Bytes::from_static(b"payload")))
+            .unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), client.try_send(request))
+            .await
+            .expect("the connection was dropped, not left hanging");
+        assert!(outcome.is_err(), "{outcome:?}");
+        let seen = upstream.requests();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].body, b"payload");
+        // Other paths on the same upstream still answer.
+        let ok = client.get(&format!("{}/fine", upstream.url()), &[]).await;
+        assert_eq!(ok.status, 200);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_is_counted_not_recorded() {
+        let upstream = RecordingUpstream::start().await;
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut stream = tokio::net::TcpStream::connect(upstream.addr())
+                .await
+                .unwrap();
+            stream
+                .write_all(b"POST /cut HTTP/1.1\r\nHost: u\r\nContent-Length: 100\r\n\r\npartial")
+                .await
+                .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while upstream.aborted() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the broken body was never noticed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(upstream.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn unused_addr_refuses_and_a_dropped_upstream_stops_listening() {
+        let nowhere = unused_addr().await;
+        assert!(nowhere.ip().is_loopback());
+        assert!(tokio::net::TcpStream::connect(nowhere).await.is_err());
+
+        let upstream = RecordingUpstream::start().await;
+        let addr = upstream.addr();
+        assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
+        drop(upstream);
+        // Aborting is asynchronous: the listener closes once the task is
+        // next scheduled.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            assert!(Instant::now() < deadline, "still listening after drop");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
