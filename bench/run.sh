@@ -8,6 +8,8 @@
 #   nginx_lua      nginx + Lua access phase running the same debit script (peer)
 #
 #   bash bench/run.sh            # DURATION=10s CONNECTIONS=64 ACCOUNTS=1000 to tune
+#   PROFILE=priced bash bench/run.sh   # also perf-record the gateway during that run
+#                                      # (into PROFILE_OUT, default ./perf.data)
 #
 # Needs wrk, redis-server, nginx, libnginx-mod-http-lua and lua-nginx-redis
 # (installed with apt-get when missing, as root). Exits non-zero if any run
@@ -165,13 +167,36 @@ NGINX
 nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log"
 
 FAILED=0
-declare -A RPS P50 P99
+declare -A RPS P50 P99 CPU
+REDIS_PID=${PIDS[0]}
+STUB_PID=${PIDS[1]}
+NGINX_PIDS() { cat "$WORK/nginx.pid"; pgrep -P "$(cat "$WORK/nginx.pid")"; }
+# CPU time (clock ticks, user + system, all threads) of a set of processes.
+ticks() { local total=0 pid; for pid in "$@"; do
+  total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0))); done; echo "$total"; }
+# Per run: CPU microseconds per request spent by the gateway (or nginx), Redis and the stub.
+cpu_snapshot() { echo "$(ticks "$GATEWAY_PID") $(ticks $(NGINX_PIDS)) $(ticks "$REDIS_PID") $(ticks "$STUB_PID")"; }
 # wrk prints latencies as e.g. 812.00us / 1.20ms / 1.01s; normalise to ms.
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 } else { sub(/s$/, "", v); print v * 1000 } }'; }
 load() {
   local name=$1 url=$2; shift 2
   local out="$WORK/$name.txt"
+  local before after
+  before=$(cpu_snapshot)
+  local perf_pid=
+  if [ "${PROFILE:-}" = "$name" ]; then
+    perf record -F 2000 -g -p "$GATEWAY_PID" -o "${PROFILE_OUT:-perf.data}" -- sleep "${DURATION%s}" 2>/dev/null &
+    perf_pid=$!
+  fi
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" >"$out" 2>&1
+  after=$(cpu_snapshot)
+  [ -n "$perf_pid" ] && wait "$perf_pid"
+  local requests
+  requests=$(awk '/requests in/ { print $1 }' "$out")
+  CPU[$name]=$(awk -v b="$before" -v a="$after" -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+    split(b, x, " "); split(a, y, " ");
+    per = 1e6 / hz / n;
+    printf "%.1f/%.1f/%.1f", (y[1] - x[1] + y[2] - x[2]) * per, (y[3] - x[3]) * per, (y[4] - x[4]) * per }')
   RPS[$name]=$(awk '/^Requests\/sec/ { print $2 }' "$out")
   P50[$name]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
   P99[$name]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
@@ -195,11 +220,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ACCOUNTS accounts"
-printf '| %-12s | %10s | %8s | %8s | %9s |\n' run req/s p50_ms p99_ms vs_direct
-printf '|%s|%s|%s|%s|%s|\n' -------------- ------------ ---------- ---------- -----------
+printf '| %-12s | %10s | %8s | %8s | %9s | %-22s |\n' run req/s p50_ms p99_ms vs_direct "cpu_us/req proxy/redis/stub"
+printf '|%s|%s|%s|%s|%s|%s|\n' -------------- ------------ ---------- ---------- ----------- ------------------------
 for name in direct free priced nginx_proxy nginx_lua; do
-  printf '| %-12s | %10s | %8s | %8s | %9s |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
-    "$(ratio "${RPS[$name]}" "${RPS[direct]}")"
+  printf '| %-12s | %10s | %8s | %8s | %9s | %-22s |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
+    "$(ratio "${RPS[$name]}" "${RPS[direct]}")" "${CPU[$name]}"
 done
 echo
 echo "gateway peak RSS: $((RSS_KB / 1024)) MB (target <= 64)"
