@@ -112,7 +112,7 @@ LUA
 # The peer: nginx with a Lua access phase that runs the gateway's own debit
 # script (same key layout, same Redis) before proxy_pass; its account is the
 # bearer token itself (no key lookup), which only flatters the peer.
-cat src/ledger/trim.lua src/ledger/debit.lua >"$WORK/debit.lua"
+cat src/ledger/prelude.lua src/ledger/debit.lua >"$WORK/debit.lua"
 mkdir -p "$WORK/nginx-tmp"
 cat >"$WORK/nginx.conf" <<NGINX
 worker_processes auto;
@@ -148,16 +148,22 @@ http {
         if not ok then return ngx.exit(503) end
         local account = string.sub(ngx.var.http_authorization or "", 8)
         local k = "cg:{" .. account .. "}:"
-        local id = ngx.var.request_id
-        local res, err = red:evalsha(DEBIT_SHA, 5, k .. "a", k .. "w", k .. "h", k .. "d", k .. "u",
-          1, 2592000000, 7776000000, id, id .. "-f", "priced", 0, "bench", 1000000000)
+        -- The gateway's own id form: 16 hex digits packed into 8 bytes after a flags byte.
+        local function packed(hex)
+          return string.char(2) .. (hex:gsub("..", function(h) return string.char(tonumber(h, 16)) end))
+        end
+        local rid = ngx.var.request_id
+        local id, fallback = packed(string.sub(rid, 1, 16)), packed(string.sub(rid, 17, 32))
+        -- One debit per call (a batch of one): window, retention, plan table, then the debit.
+        local res, err = red:evalsha(DEBIT_SHA, 3, k .. "a", k .. "w", k .. "i",
+          2592000000, 7776000000, 1, "bench", 1000000000, 1, id, fallback, "", "priced", 0)
         if not res and err and string.find(err, "NOSCRIPT", 1, true) then
-          res, err = red:eval(DEBIT, 5, k .. "a", k .. "w", k .. "h", k .. "d", k .. "u",
-            1, 2592000000, 7776000000, id, id .. "-f", "priced", 0, "bench", 1000000000)
+          res, err = red:eval(DEBIT, 3, k .. "a", k .. "w", k .. "i",
+            2592000000, 7776000000, 1, "bench", 1000000000, 1, id, fallback, "", "priced", 0)
         end
         red:set_keepalive(10000, 256)
         if not res then return ngx.exit(503) end
-        if res[1] ~= "admitted" then return ngx.exit(429) end
+        if res[1][1] ~= "admitted" then return ngx.exit(429) end
       }
       proxy_pass http://stub; proxy_http_version 1.1; proxy_set_header Connection "";
     }

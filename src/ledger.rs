@@ -74,6 +74,9 @@ pub enum DebitOutcome {
     Admitted {
         /// The id the debit was recorded under (`request_id` or the fallback).
         request_id: String,
+        /// When it was recorded (ledger clock, unix ms): lets a refund or a
+        /// settlement find the debit without a search.
+        at_ms: i64,
         window: WindowState,
     },
     /// Not enough credits; nothing recorded.
@@ -151,7 +154,7 @@ pub struct HistoryPage {
     pub next: Option<HistoryCursor>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LedgerError {
     #[error("ledger call timed out")]
     Timeout,
@@ -196,7 +199,18 @@ impl Ledger {
         account: &str,
         request_id: &str,
     ) -> Result<RefundOutcome, LedgerError> {
-        dispatch!(self, l => l.refund(account, request_id).await)
+        dispatch!(self, l => l.refund(account, request_id, None).await)
+    }
+
+    /// [`Ledger::refund`] for a debit this instance just made: `at_ms` from
+    /// its [`DebitOutcome::Admitted`] saves a search.
+    pub async fn refund_debit(
+        &self,
+        account: &str,
+        request_id: &str,
+        at_ms: i64,
+    ) -> Result<RefundOutcome, LedgerError> {
+        dispatch!(self, l => l.refund(account, request_id, Some(at_ms)).await)
     }
 
     /// Replaces a debit's cost (a reservation) by its settled cost.
@@ -204,9 +218,10 @@ impl Ledger {
         &self,
         account: &str,
         request_id: &str,
+        at_ms: Option<i64>,
         final_cost: u64,
     ) -> Result<SettleOutcome, LedgerError> {
-        dispatch!(self, l => l.settle(account, request_id, final_cost).await)
+        dispatch!(self, l => l.settle(account, request_id, at_ms, final_cost).await)
     }
 
     /// `Ok(None)` when the account does not exist.

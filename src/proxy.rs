@@ -51,6 +51,8 @@ pub struct RequestRecord {
     pub account: Option<String>,
     /// Credits debited (and not refunded) for this request.
     pub cost: u64,
+    /// When the debit was recorded (ledger clock), to find it again.
+    pub debit_at_ms: Option<i64>,
     pub refunded: bool,
     /// Forwarded without a debit because the ledger was unreachable and
     /// `on_unavailable = "allow"`.
@@ -86,6 +88,7 @@ pub async fn handle(
         upstream_started: None,
         upstream_elapsed: None,
         settle_later: false,
+        debit_at_ms: None,
     };
     let mut response = match serve(&gateway, &snapshot, request, conn, &mut record).await {
         Ok(response) => response,
@@ -214,6 +217,7 @@ async fn serve(
                         gateway: gateway.clone(),
                         account: owner.account_id.clone(),
                         request_id: record.request_id.to_str().unwrap_or_default().to_owned(),
+                        debit_at_ms: record.debit_at_ms,
                         route: route.name.clone(),
                         route_cost: route.cost,
                         settle: settle.clone(),
@@ -416,7 +420,12 @@ async fn debit(
                 Ok(())
             }
         },
-        Ok(DebitOutcome::Admitted { request_id, window }) => {
+        Ok(DebitOutcome::Admitted {
+            request_id,
+            at_ms,
+            window,
+        }) => {
+            record.debit_at_ms = Some(at_ms);
             if request_id.as_bytes() != record.request_id.as_bytes() {
                 record.request_id = HeaderValue::from_str(&request_id).unwrap_or(fallback);
             }
@@ -474,7 +483,15 @@ async fn refund(gateway: &Gateway, account: &str, record: &mut RequestRecord) {
     }
     let request_id = record.request_id.to_str().unwrap_or_default().to_owned();
     let started = Instant::now();
-    let outcome = gateway.ledger.refund(account, &request_id).await;
+    let outcome = match record.debit_at_ms {
+        Some(at_ms) => {
+            gateway
+                .ledger
+                .refund_debit(account, &request_id, at_ms)
+                .await
+        }
+        None => gateway.ledger.refund(account, &request_id).await,
+    };
     gateway
         .metrics
         .ledger_call("refund", started.elapsed(), outcome.is_ok());

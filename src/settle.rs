@@ -39,6 +39,7 @@ pub struct Pending {
     pub gateway: Arc<Gateway>,
     pub account: String,
     pub request_id: String,
+    pub debit_at_ms: Option<i64>,
     pub route: String,
     pub route_cost: u64,
     pub settle: SettleConfig,
@@ -61,7 +62,12 @@ impl Pending {
         }
         let ledger = &self.gateway.ledger;
         match ledger
-            .settle(&self.account, &self.request_id, final_cost)
+            .settle(
+                &self.account,
+                &self.request_id,
+                self.debit_at_ms,
+                final_cost,
+            )
             .await
         {
             Ok(SettleOutcome::Settled { used }) => (final_cost, Some(used)),

@@ -1,22 +1,18 @@
 -- The account and its window as of the ledger's clock.
--- KEYS: account hash, window zset, history zset (unused), debits hash, used total.
--- ARGV: window_ms.
+-- KEYS: account hash, window zset.   ARGV: window_ms.
 -- Returns {} when there is no account, else
 -- {plan, suspended, used, now, next_release_at or -1, next_release_credits}.
 
-local account = redis.call('HMGET', KEYS[1], 'plan', 'suspended')
+local account = redis.call('HMGET', KEYS[1], 'plan', 'suspended', 'used', 'seen')
 if not account[1] then return {} end
 local window_ms = tonumber(ARGV[1])
 local now = ledger_now()
-local used = trim_window(now, window_ms)
-local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-local release_at = -1
-local credits = 0
-if #first > 0 then
-  local at = first[2]
-  release_at = tonumber(at) + window_ms
-  local same = redis.call('ZRANGEBYSCORE', KEYS[2], at, at)
-  local records = redis.call('HMGET', KEYS[4], unpack(same))
-  for i = 1, #same do credits = credits + cost_of(records[i]) end
+local stored_used, stored_seen = tonumber(account[3] or '0'), tonumber(account[4] or '0')
+local used, seen = expire(KEYS[2], stored_used, stored_seen, now - window_ms)
+if used ~= stored_used or seen ~= stored_seen then
+  redis.call('HSET', KEYS[1], 'used', int(used), 'seen', int(seen))
 end
+local at, credits = oldest_counting(KEYS[2], seen, true)
+local release_at = -1
+if at then release_at = at + window_ms else credits = 0 end
 return {account[1], account[2] or '0', used, now, release_at, credits}

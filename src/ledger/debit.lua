@@ -1,76 +1,117 @@
--- Check and record one debit atomically.
--- KEYS: account hash, window zset, history zset, debits hash, used total.
--- ARGV: cost, window_ms, retention_ms, request_id, fallback_id, route,
---       deadline_ms (Redis clock; 0 = none),
---       then plan name / allowance pairs.
--- Returns {status, plan, allowance, used, next_release_in_ms, extra, now}
--- where extra is the debit id (admitted) or retry-after ms / -1 (rejected).
+-- Check and record a batch of debits, each one atomically, in order.
+-- One call carries the debits that gateway callers queued while the previous
+-- call was in flight, so Redis runs one script (one TIME, one reply) for many
+-- requests. With Redis Cluster a batch holds a single debit (its keys share
+-- one slot).
+-- KEYS: per debit, in order: account hash, window zset, id index.
+-- ARGV: window_ms, retention_ms, plan count n, n plan name / allowance
+--       pairs, then per debit: cost, id (flags byte + id part, see the
+--       prelude), fallback id (packed), text id ('' when packed), route,
+--       deadline_ms (Redis clock; 0 = none).
+-- Returns one reply per debit:
+--   {status, plan, allowance, used, next_release_in_ms, extra, now}
+-- where extra is 1 (recorded under the id) or 2 (under the fallback) when
+-- admitted, retry-after ms or -1 when rejected;
+-- {'error', message} when that debit hit a Redis error (the others still ran).
 
-local account = redis.call('HMGET', KEYS[1], 'plan', 'suspended')
-if not account[1] then return {'no_account'} end
-if account[2] == '1' then return {'suspended'} end
-local plan = account[1]
-local allowance = nil
-for i = 8, #ARGV, 2 do
-  if ARGV[i] == plan then allowance = tonumber(ARGV[i + 1]) break end
-end
-if not allowance then return {'unknown_plan', plan} end
+local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, window_ms, retention_ms, allowances)
+  local account = redis.call('HMGET', k.account, 'plan', 'suspended', 'used', 'seen', 'r:' .. route)
+  if not account[1] then return {'no_account'} end
+  if account[2] == '1' then return {'suspended'} end
+  local plan = account[1]
+  local allowance = allowances[plan]
+  if not allowance then return {'unknown_plan', plan} end
+  -- A call that waited too long (a frozen or overloaded Redis) may already
+  -- be abandoned by the gateway, which answered 503: it must not debit.
+  if deadline > 0 and now > deadline then return {'expired', now} end
 
-local cost = tonumber(ARGV[1])
-local window_ms = tonumber(ARGV[2])
-local retention_ms = tonumber(ARGV[3])
-local now = ledger_now()
--- A call that waited too long (a frozen or overloaded Redis) may already be
--- abandoned by the gateway, which answered 503: it must not debit.
-local deadline = tonumber(ARGV[7])
-if deadline > 0 and now > deadline then return {'expired', now} end
-local used = trim_window(now, window_ms)
-
--- History past its retention goes a bounded batch at a time.
-local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - retention_ms, 'LIMIT', 0, 128)
-if #old > 0 then
-  redis.call('HDEL', KEYS[4], unpack(old))
-  redis.call('ZREM', KEYS[3], unpack(old))
-end
-
-if cost == 0 then
-  return {'admitted', plan, allowance, used, next_release_in(now, window_ms), ARGV[4], now}
-end
-
-if used + cost > allowance then
-  -- Walk the oldest debits until enough would have left for this cost to
-  -- fit; only rejected requests pay for this, and only as far as needed.
-  local retry = -1
-  if cost <= allowance then
-    local need = used + cost - allowance
-    local freed = 0
-    local offset = 0
-    while retry < 0 do
-      local batch = redis.call('ZRANGE', KEYS[2], offset, offset + 255, 'WITHSCORES')
-      if #batch == 0 then break end
-      local ids = {}
-      for i = 1, #batch, 2 do ids[#ids + 1] = batch[i] end
-      local records = redis.call('HMGET', KEYS[4], unpack(ids))
-      for j = 1, #ids do
-        freed = freed + cost_of(records[j])
-        if freed >= need then
-          retry = tonumber(batch[2 * j]) + window_ms - now
-          if retry < 1 then retry = 1 end
-          break
-        end
-      end
-      offset = offset + 256
+  local stored_used = tonumber(account[3] or '0')
+  local stored_seen = tonumber(account[4] or '0')
+  local used, seen = expire(k.window, stored_used, stored_seen, now - window_ms)
+  sweep(k.window, k.ids, now - retention_ms)
+  local function save()
+    if used ~= stored_used or seen ~= stored_seen then
+      redis.call('HSET', k.account, 'used', int(used), 'seen', int(seen))
     end
   end
-  return {'rejected', plan, allowance, used, next_release_in(now, window_ms), retry, now}
+
+  if cost == 0 then
+    save()
+    return {'admitted', plan, allowance, used, next_release_in(k.window, now, window_ms), 1, now}
+  end
+
+  if used + cost > allowance then
+    save()
+    -- Walk the oldest counting debits until enough would have left for this
+    -- cost to fit; only rejected requests pay for this, and only as far as needed.
+    local retry = -1
+    if cost <= allowance then
+      local need = used + cost - allowance
+      local freed = 0
+      local offset = 0
+      while retry < 0 do
+        local batch = redis.call('ZRANGEBYSCORE', k.window, '(' .. int(seen), '+inf', 'WITHSCORES', 'LIMIT', offset, 256)
+        if #batch == 0 then break end
+        for i = 1, #batch, 2 do
+          if counts(batch[i]) then
+            freed = freed + cost_of(batch[i])
+            if freed >= need then
+              retry = tonumber(batch[i + 1]) + window_ms - now
+              if retry < 1 then retry = 1 end
+              break
+            end
+          end
+        end
+        offset = offset + 256
+      end
+    end
+    return {'rejected', plan, allowance, used, next_release_in(k.window, now, window_ms), retry, now}
+  end
+
+  local route_number = account[5]
+  if not route_number then
+    route_number = redis.call('HINCRBY', k.account, 'nr', 1)
+    redis.call('HSET', k.account, 'r:' .. route, route_number, 'n:' .. route_number, route)
+  end
+  local tail = varint(cost) .. varint(tonumber(route_number))
+  -- A client that reuses a request id must not overwrite an earlier debit:
+  -- the debit goes under the fallback id instead.
+  local recorded_as = 1
+  if text_id ~= '' and redis.call('HSETNX', k.ids, text_id, int(now)) == 0 then
+    recorded_as = 2
+  end
+  if recorded_as == 1 and redis.call('ZADD', k.window, 'NX', now, id .. tail) == 0 then
+    recorded_as = 2
+  end
+  if recorded_as == 2 and redis.call('ZADD', k.window, 'NX', now, fallback .. tail) == 0 then
+    return {'error', 'the debit id and its fallback are both taken'}
+  end
+  used = used + cost
+  save()
+  return {'admitted', plan, allowance, used, next_release_in(k.window, now, window_ms), recorded_as, now}
 end
 
--- A client that reuses a request id must not overwrite an earlier debit.
-local id = ARGV[4]
-if redis.call('HEXISTS', KEYS[4], id) == 1 then id = ARGV[5] end
-redis.call('ZADD', KEYS[2], now, id)
-redis.call('ZADD', KEYS[3], now, id)
-redis.call('HSET', KEYS[4], id, ARGV[1] .. '|' .. int(now) .. '|0|' .. ARGV[6])
-used = used + cost
-redis.call('SET', KEYS[5], int(used))
-return {'admitted', plan, allowance, used, next_release_in(now, window_ms), id, now}
+local window_ms = tonumber(ARGV[1])
+local retention_ms = tonumber(ARGV[2])
+local plan_count = tonumber(ARGV[3])
+local allowances = {}
+for i = 4, 3 + 2 * plan_count, 2 do
+  allowances[ARGV[i]] = tonumber(ARGV[i + 1])
+end
+local first_debit_arg = 4 + 2 * plan_count
+local now = ledger_now()
+local replies = {}
+for n = 0, #KEYS / 3 - 1 do
+  local k = { account = KEYS[3 * n + 1], window = KEYS[3 * n + 2], ids = KEYS[3 * n + 3] }
+  local a = first_debit_arg + 6 * n
+  local ok, reply = pcall(debit_one, k, tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
+    ARGV[a + 4], tonumber(ARGV[a + 5]), now, window_ms, retention_ms, allowances)
+  if ok then
+    replies[n + 1] = reply
+  else
+    -- redis.call raises a table {err = ...}; Lua's own errors are strings.
+    if type(reply) == 'table' then reply = reply.err or 'script error' end
+    replies[n + 1] = {'error', tostring(reply)}
+  end
+end
+return replies

@@ -10,16 +10,15 @@ use crate::auth::hex;
 /// The keys of one account, in the order the scripts expect them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountKeys {
-    /// Hash: `plan`, `suspended` ("0"/"1").
+    /// Hash: `plan`, `suspended` ("0"/"1"), `used`, `seen` and the account's
+    /// route names by number (see `prelude.lua`).
     pub account: String,
-    /// Sorted set of counted debits: member = debit id, score = unix ms.
+    /// Sorted set, one member per debit within the history retention:
+    /// member = the packed debit record, score = unix ms.
     pub window: String,
-    /// Sorted set of every debit within the history retention.
-    pub history: String,
-    /// Hash: debit id → `cost|at_ms|refunded(0/1)|route`.
-    pub debits: String,
-    /// String: the sum of the costs in `window` (kept by every script).
-    pub used: String,
+    /// Hash: a client-chosen request id → unix ms of its debit (ids the
+    /// gateway generated are packed into the record and need no entry).
+    pub ids: String,
     /// Hash: API key id → hex SHA-256 digest of the key.
     pub api_keys: String,
 }
@@ -38,9 +37,7 @@ impl AccountKeys {
         AccountKeys {
             account: key("a"),
             window: key("w"),
-            history: key("h"),
-            debits: key("d"),
-            used: key("u"),
+            ids: key("i"),
             api_keys: key("k"),
         }
     }
@@ -60,9 +57,7 @@ mod tests {
         let keys = AccountKeys::new("site-42");
         assert_eq!(keys.account, "cg:{site-42}:a");
         assert_eq!(keys.window, "cg:{site-42}:w");
-        assert_eq!(keys.history, "cg:{site-42}:h");
-        assert_eq!(keys.debits, "cg:{site-42}:d");
-        assert_eq!(keys.used, "cg:{site-42}:u");
+        assert_eq!(keys.ids, "cg:{site-42}:i");
         assert_eq!(keys.api_keys, "cg:{site-42}:k");
         assert_eq!(
             api_key_lookup(&[0xab; 32]),

@@ -127,6 +127,7 @@ impl MemoryLedger {
             let window = self.window_state(account, &record.plan, allowance, now);
             return Ok(DebitOutcome::Admitted {
                 request_id: debit.request_id.to_owned(),
+                at_ms: now,
                 window,
             });
         }
@@ -167,14 +168,17 @@ impl MemoryLedger {
         let window = self.window_state(account, &record.plan, allowance, now);
         Ok(DebitOutcome::Admitted {
             request_id: id.to_owned(),
+            at_ms: now,
             window,
         })
     }
 
+    /// Ids are unique per account here, so `_at_ms` is not needed to find one.
     pub async fn refund(
         &self,
         account: &str,
         request_id: &str,
+        _at_ms: Option<i64>,
     ) -> Result<RefundOutcome, LedgerError> {
         let now = self.clock.now_ms();
         let mut state = self.lock();
@@ -199,6 +203,7 @@ impl MemoryLedger {
         &self,
         account: &str,
         request_id: &str,
+        _at_ms: Option<i64>,
         final_cost: u64,
     ) -> Result<SettleOutcome, LedgerError> {
         let mut state = self.lock();

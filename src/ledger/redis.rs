@@ -6,10 +6,19 @@
 //! NOSCRIPT (`redis::Script::invoke_async`). Every call is bounded by the
 //! configured timeout; the `ConnectionManager` reconnects in the background
 //! and never replays a command, so a timeout can never debit twice.
+//!
+//! Debits against one Redis are batched: callers queue them, and one task
+//! sends whatever queued while earlier calls were in flight as a single
+//! script call (each debit in it still atomic and in order). Under load this
+//! turns dozens of script calls, replies and wake-ups into one; a lone debit
+//! goes out at once. A Redis Cluster gets one debit per call (a script may
+//! only touch one slot).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{AsyncCommands, Script, Value};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::connection::{Handle, Redis};
 
@@ -20,7 +29,7 @@ use super::{
     LedgerError, PlanTable, RefundOutcome, Release, WindowState,
 };
 
-const PRELUDE: &str = include_str!("trim.lua");
+const PRELUDE: &str = include_str!("prelude.lua");
 
 struct Scripts {
     debit: Script,
@@ -38,7 +47,47 @@ pub enum Target<'a> {
     Cluster(&'a [String]),
 }
 
+/// Debits per script call, at most.
+const MAX_BATCH: usize = 64;
+/// Batches in flight at once; further debits queue and form the next batch.
+const MAX_IN_FLIGHT: usize = 4;
+
 pub struct RedisLedger {
+    inner: Arc<Inner>,
+    /// Present for one Redis (not a cluster): where debits queue for a batch.
+    batches: Option<mpsc::UnboundedSender<PendingDebit>>,
+    /// The plan table of recent debits, shared by queued debits so a batch
+    /// can check they agree without comparing tables.
+    plans: std::sync::Mutex<Arc<PlanTable>>,
+}
+
+impl std::ops::Deref for RedisLedger {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+/// One debit's script arguments, owned so it can wait in a queue.
+struct DebitArgs {
+    account: String,
+    cost: u64,
+    request_id: String,
+    fallback_request_id: String,
+    route: String,
+    /// On the Redis clock; 0 = none (see [`DebitDeadline`]).
+    deadline_ms: i64,
+}
+
+struct PendingDebit {
+    args: DebitArgs,
+    plans: Arc<PlanTable>,
+    reply: oneshot::Sender<Result<DebitOutcome, LedgerError>>,
+}
+
+/// What the ledger's calls share with its batch task.
+pub struct Inner {
     connection: Redis,
     scripts: Scripts,
     window_ms: u64,
@@ -114,15 +163,16 @@ impl RedisLedger {
             Target::Single(url) => Redis::single(url, timeout)?,
             Target::Cluster(urls) => Redis::cluster(urls, timeout)?,
         };
+        let batched = matches!(target, Target::Single(_));
         let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        Ok(RedisLedger {
+        let inner = Arc::new(Inner {
             connection,
             scripts: Scripts {
                 debit: with_prelude(include_str!("debit.lua")),
                 balance: with_prelude(include_str!("balance.lua")),
-                refund: Script::new(include_str!("refund.lua")),
-                settle: Script::new(include_str!("settle.lua")),
+                refund: with_prelude(include_str!("refund.lua")),
+                settle: with_prelude(include_str!("settle.lua")),
                 history: Script::new(include_str!("history.lua")),
                 put_account: Script::new(include_str!("put_account.lua")),
             },
@@ -133,7 +183,171 @@ impl RedisLedger {
             timeout,
             deadline: DebitDeadline::new(timeout),
             timing_out_since: std::sync::Mutex::new(None),
+        });
+        let batches = batched.then(|| {
+            let (queue, queued) = mpsc::unbounded_channel();
+            tokio::spawn(run_batches(inner.clone(), queued));
+            queue
+        });
+        Ok(RedisLedger {
+            inner,
+            batches,
+            plans: std::sync::Mutex::new(Arc::default()),
         })
+    }
+
+    pub async fn debit(&self, debit: &Debit<'_>) -> Result<DebitOutcome, LedgerError> {
+        let args = DebitArgs {
+            account: debit.account.to_owned(),
+            cost: debit.cost,
+            request_id: debit.request_id.to_owned(),
+            fallback_request_id: debit.fallback_request_id.to_owned(),
+            route: debit.route.to_owned(),
+            deadline_ms: self.deadline.for_call_sent_now(),
+        };
+        let Some(queue) = &self.batches else {
+            let sent = self.deadline.local_now();
+            let mut replies = self.run_debits(&[&args], debit.plans).await?;
+            return self.debit_reply(sent, &args, replies.pop());
+        };
+        let plans = self.shared_plans(debit.plans);
+        let (reply, replied) = oneshot::channel();
+        queue
+            .send(PendingDebit { args, plans, reply })
+            .map_err(|_| LedgerError::Unavailable("the debit queue is closed".into()))?;
+        // The batch call has its own timeout; this one also covers the wait
+        // for a free slot. A debit given up on here that Redis runs later is
+        // refused by its deadline.
+        match tokio::time::timeout(self.timeout * 2, replied).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(LedgerError::Unavailable(
+                "the debit batch was dropped".into(),
+            )),
+            Err(_) => Err(LedgerError::Timeout),
+        }
+    }
+
+    /// The table behind an `Arc` shared with other debits that used an equal one.
+    fn shared_plans(&self, plans: &PlanTable) -> Arc<PlanTable> {
+        let mut current = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if **current != *plans {
+            *current = Arc::new(plans.clone());
+        }
+        current.clone()
+    }
+}
+
+/// Sends queued debits as batches until the ledger is dropped.
+async fn run_batches(inner: Arc<Inner>, mut queued: mpsc::UnboundedReceiver<PendingDebit>) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = queued.recv().await {
+        // While every slot is busy, arrivals queue up and join this batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queued.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            inner.run_batch(batch).await;
+            drop(slot);
+        });
+    }
+}
+
+impl Inner {
+    async fn run_batch(&self, mut batch: Vec<PendingDebit>) {
+        // A caller that gave up has already answered its client: skip it.
+        batch.retain(|pending| !pending.reply.is_closed());
+        // Debits queued across a config reload may carry different tables.
+        while !batch.is_empty() {
+            let same_table = batch
+                .iter()
+                .take_while(|p| Arc::ptr_eq(&p.plans, &batch[0].plans))
+                .count();
+            let rest = batch.split_off(same_table);
+            let group = std::mem::replace(&mut batch, rest);
+            let args: Vec<&DebitArgs> = group.iter().map(|p| &p.args).collect();
+            let sent = self.deadline.local_now();
+            match self.run_debits(&args, &group[0].plans).await {
+                Ok(replies) => {
+                    let mut replies = replies.into_iter();
+                    for pending in group {
+                        let outcome = self.debit_reply(sent, &pending.args, replies.next());
+                        let _ = pending.reply.send(outcome);
+                    }
+                }
+                Err(error) => {
+                    for pending in group {
+                        let _ = pending.reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One script call for `debits`, in order; one reply each.
+    async fn run_debits(
+        &self,
+        debits: &[&DebitArgs],
+        plans: &PlanTable,
+    ) -> Result<Vec<Value>, LedgerError> {
+        let mut invocation = self.scripts.debit.prepare_invoke();
+        invocation
+            .arg(self.window_ms)
+            .arg(self.retention_ms)
+            .arg(plans.len());
+        for (plan, allowance) in plans {
+            invocation.arg(plan).arg(*allowance);
+        }
+        for debit in debits {
+            let keys = AccountKeys::new(&debit.account);
+            let id = DebitId::new(&debit.request_id);
+            invocation
+                .key(keys.account)
+                .key(keys.window)
+                .key(keys.ids)
+                .arg(debit.cost)
+                .arg(&id.encoded)
+                .arg(DebitId::new(&debit.fallback_request_id).encoded)
+                .arg(id.text_id())
+                .arg(&debit.route)
+                .arg(debit.deadline_ms);
+        }
+        let replies: Vec<Value> = self.invoke(&invocation).await?;
+        if replies.len() != debits.len() {
+            return Err(LedgerError::Protocol(format!(
+                "{} replies for {} debits",
+                replies.len(),
+                debits.len()
+            )));
+        }
+        Ok(replies)
+    }
+
+    fn debit_reply(
+        &self,
+        sent: i64,
+        debit: &DebitArgs,
+        reply: Option<Value>,
+    ) -> Result<DebitOutcome, LedgerError> {
+        let Some(Value::Array(reply)) = reply else {
+            return Err(LedgerError::Protocol(format!(
+                "expected a debit reply, got {reply:?}"
+            )));
+        };
+        if text(&reply, 0)? == "error" {
+            return Err(LedgerError::Unavailable(text(&reply, 1)?));
+        }
+        if let Some(Value::Int(redis_now)) = reply.last() {
+            self.deadline.observe(sent, *redis_now);
+        }
+        parse_debit(&reply, debit)
     }
 
     /// Runs one Redis exchange under the ledger timeout.
@@ -213,48 +427,26 @@ impl RedisLedger {
         }
     }
 
-    pub async fn debit(&self, debit: &Debit<'_>) -> Result<DebitOutcome, LedgerError> {
-        let keys = AccountKeys::new(debit.account);
-        let mut invocation = self.scripts.debit.prepare_invoke();
-        invocation
-            .key(&keys.account)
-            .key(&keys.window)
-            .key(&keys.history)
-            .key(&keys.debits)
-            .key(&keys.used)
-            .arg(debit.cost)
-            .arg(self.window_ms)
-            .arg(self.retention_ms)
-            .arg(debit.request_id)
-            .arg(debit.fallback_request_id)
-            .arg(debit.route)
-            .arg(self.deadline.for_call_sent_now());
-        for (plan, allowance) in debit.plans {
-            invocation.arg(plan).arg(*allowance);
-        }
-        let sent = self.deadline.local_now();
-        let reply: Vec<Value> = self.invoke(&invocation).await?;
-        if let Some(redis_now) = reply.last().and_then(|v| match v {
-            Value::Int(n) => Some(*n),
-            _ => None,
-        }) {
-            self.deadline.observe(sent, redis_now);
-        }
-        parse_debit(&reply)
-    }
-
+    /// Refunds the debit recorded under `request_id`; `at_ms` (from the
+    /// debit's outcome) finds it directly, without it a packed id is looked
+    /// for across the account's history (admin refunds).
     pub async fn refund(
         &self,
         account: &str,
         request_id: &str,
+        at_ms: Option<i64>,
     ) -> Result<RefundOutcome, LedgerError> {
         let keys = AccountKeys::new(account);
+        let id = DebitId::new(request_id);
         let mut invocation = self.scripts.refund.prepare_invoke();
         invocation
+            .key(&keys.account)
             .key(&keys.window)
-            .key(&keys.debits)
-            .key(&keys.used)
-            .arg(request_id);
+            .key(&keys.ids)
+            .arg(self.window_ms)
+            .arg(&id.encoded)
+            .arg(id.text_id())
+            .arg(at_ms.map(|at| at.to_string()).unwrap_or_default());
         let reply: String = self.invoke(&invocation).await?;
         match reply.as_str() {
             "refunded" => Ok(RefundOutcome::Refunded),
@@ -268,15 +460,20 @@ impl RedisLedger {
         &self,
         account: &str,
         request_id: &str,
+        at_ms: Option<i64>,
         final_cost: u64,
     ) -> Result<SettleOutcome, LedgerError> {
         let keys = AccountKeys::new(account);
+        let id = DebitId::new(request_id);
         let mut invocation = self.scripts.settle.prepare_invoke();
         invocation
+            .key(&keys.account)
             .key(&keys.window)
-            .key(&keys.debits)
-            .key(&keys.used)
-            .arg(request_id)
+            .key(&keys.ids)
+            .arg(self.window_ms)
+            .arg(&id.encoded)
+            .arg(id.text_id())
+            .arg(at_ms.map(|at| at.to_string()).unwrap_or_default())
             .arg(final_cost);
         let reply: Vec<Value> = self.invoke(&invocation).await?;
         match text(&reply, 0)?.as_str() {
@@ -299,9 +496,6 @@ impl RedisLedger {
         invocation
             .key(&keys.account)
             .key(&keys.window)
-            .key(&keys.history)
-            .key(&keys.debits)
-            .key(&keys.used)
             .arg(self.window_ms);
         let reply: Vec<Value> = self.invoke(&invocation).await?;
         if reply.is_empty() {
@@ -325,6 +519,8 @@ impl RedisLedger {
         }))
     }
 
+    /// Pages are cut by (at, record): a Redis cursor carries the last
+    /// record, hex-encoded, where the memory ledger carries the request id.
     pub async fn history(
         &self,
         account: &str,
@@ -333,26 +529,47 @@ impl RedisLedger {
     ) -> Result<HistoryPage, LedgerError> {
         let keys = AccountKeys::new(account);
         let mut invocation = self.scripts.history.prepare_invoke();
-        invocation.key(&keys.history).key(&keys.debits).arg(limit);
+        invocation.key(&keys.account).key(&keys.window).arg(limit);
         match before {
-            Some(cursor) => invocation.arg(cursor.at_ms).arg(&cursor.request_id),
+            Some(cursor) => invocation
+                .arg(cursor.at_ms)
+                .arg(unhex(&cursor.request_id).unwrap_or_default()),
             None => invocation.arg("").arg(""),
         };
         let reply: Vec<Value> = self.invoke(&invocation).await?;
         let more = int(&reply, 0)? == 1;
+        let routes: std::collections::HashMap<u64, String> = match reply.get(1) {
+            Some(Value::Array(pairs)) => (0..pairs.len() / 2)
+                .filter_map(|i| Some((unsigned(pairs, 2 * i).ok()?, text(pairs, 2 * i + 1).ok()?)))
+                .collect(),
+            _ => Default::default(),
+        };
         let mut items = Vec::with_capacity(reply.len() / 2);
-        for pair in 0..(reply.len() - 1) / 2 {
-            let request_id = text(&reply, 1 + 2 * pair)?;
-            let record = text(&reply, 2 + 2 * pair)?;
-            let Some(item) = parse_record(request_id, &record) else {
+        let mut last_member = Vec::new();
+        for pair in 0..(reply.len() - 2) / 2 {
+            let Some(Value::BulkString(member)) = reply.get(2 + 2 * pair) else {
                 continue;
             };
-            items.push(item);
+            let at_ms = int(&reply, 3 + 2 * pair)?;
+            let Some(record) = DebitRecord::parse(member) else {
+                continue;
+            };
+            items.push(HistoryItem {
+                at_ms,
+                route: routes
+                    .get(&record.route)
+                    .cloned()
+                    .unwrap_or_else(|| format!("route-{}", record.route)),
+                cost: record.cost,
+                request_id: record.request_id,
+                refunded: record.refunded,
+            });
+            last_member.clone_from(member);
         }
         let next = if more {
             items.last().map(|last| HistoryCursor {
                 at_ms: last.at_ms,
-                request_id: last.request_id.clone(),
+                request_id: crate::auth::hex(&last_member),
             })
         } else {
             None
@@ -515,7 +732,7 @@ impl Durability {
     }
 }
 
-fn parse_debit(reply: &[Value]) -> Result<DebitOutcome, LedgerError> {
+fn parse_debit(reply: &[Value], debit: &DebitArgs) -> Result<DebitOutcome, LedgerError> {
     let status = text(reply, 0)?;
     match status.as_str() {
         "no_account" => return Ok(DebitOutcome::NoAccount),
@@ -533,7 +750,12 @@ fn parse_debit(reply: &[Value]) -> Result<DebitOutcome, LedgerError> {
     };
     match status.as_str() {
         "admitted" => Ok(DebitOutcome::Admitted {
-            request_id: text(reply, 5)?,
+            request_id: if int(reply, 5)? == 2 {
+                debit.fallback_request_id.clone()
+            } else {
+                debit.request_id.clone()
+            },
+            at_ms: int(reply, 6)?,
             window,
         }),
         "rejected" => Ok(DebitOutcome::Rejected {
@@ -544,20 +766,118 @@ fn parse_debit(reply: &[Value]) -> Result<DebitOutcome, LedgerError> {
     }
 }
 
-/// `cost|at_ms|refunded|route` → a history item.
-fn parse_record(request_id: String, record: &str) -> Option<HistoryItem> {
-    let mut fields = record.splitn(4, '|');
-    let cost = fields.next()?.parse().ok()?;
-    let at_ms = fields.next()?.parse().ok()?;
-    let refunded = fields.next()? == "1";
-    let route = fields.next()?.to_owned();
-    Some(HistoryItem {
-        at_ms,
-        route,
-        cost,
-        request_id,
-        refunded,
-    })
+/// A request id as the debit record stores it (see `prelude.lua`): the
+/// flags byte, then 16 lower-case hex digits packed into 8 bytes (the
+/// gateway's own ids), or any other id as a varint length and its bytes.
+struct DebitId {
+    encoded: Vec<u8>,
+    /// The id's text when it is not packed (it is indexed for reuse checks).
+    text: Option<String>,
+}
+
+const PACKED: u8 = 2;
+const REFUNDED: u8 = 1;
+
+impl DebitId {
+    fn new(request_id: &str) -> DebitId {
+        let bytes = request_id.as_bytes();
+        if bytes.len() == 16 && bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            let mut encoded = Vec::with_capacity(9);
+            encoded.push(PACKED);
+            for pair in bytes.chunks(2) {
+                encoded.push(hex_value(pair[0]) << 4 | hex_value(pair[1]));
+            }
+            return DebitId {
+                encoded,
+                text: None,
+            };
+        }
+        let mut encoded = Vec::with_capacity(bytes.len() + 3);
+        encoded.push(0);
+        push_varint(&mut encoded, bytes.len() as u64);
+        encoded.extend_from_slice(bytes);
+        DebitId {
+            encoded,
+            text: Some(request_id.to_owned()),
+        }
+    }
+
+    fn text_id(&self) -> &str {
+        self.text.as_deref().unwrap_or("")
+    }
+}
+
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        _ => digit - b'a' + 10,
+    }
+}
+
+fn push_varint(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let low = (n % 128) as u8;
+        n /= 128;
+        if n == 0 {
+            out.push(low);
+            return;
+        }
+        out.push(low | 128);
+    }
+}
+
+fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut n: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*pos)?;
+        *pos += 1;
+        n |= u64::from(byte & 127).checked_shl(shift)?;
+        if byte < 128 {
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// One debit record (a window member), decoded.
+#[derive(Debug, PartialEq, Eq)]
+struct DebitRecord {
+    request_id: String,
+    refunded: bool,
+    cost: u64,
+    route: u64,
+}
+
+impl DebitRecord {
+    fn parse(member: &[u8]) -> Option<DebitRecord> {
+        let flags = *member.first()?;
+        let (request_id, mut pos) = if flags & PACKED != 0 {
+            (crate::auth::hex(member.get(1..9)?), 9)
+        } else {
+            let mut pos = 1;
+            let len = usize::try_from(read_varint(member, &mut pos)?).ok()?;
+            let id = std::str::from_utf8(member.get(pos..pos.checked_add(len)?)?).ok()?;
+            (id.to_owned(), pos + len)
+        };
+        let cost = read_varint(member, &mut pos)?;
+        let route = read_varint(member, &mut pos)?;
+        Some(DebitRecord {
+            request_id,
+            refunded: flags & REFUNDED != 0,
+            cost,
+            route,
+        })
+    }
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn parse_hex_digest(text: &str) -> Option<[u8; 32]> {
@@ -605,13 +925,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_parse_and_routes_may_contain_bars() {
-        let item = parse_record("r1".into(), "7|1795521600000|1|image|gen").unwrap();
-        assert_eq!(item.cost, 7);
-        assert_eq!(item.at_ms, 1_795_521_600_000);
-        assert!(item.refunded);
-        assert_eq!(item.route, "image|gen");
-        assert!(parse_record("r1".into(), "garbage").is_none());
+    fn debit_records_round_trip_packed_and_text_ids() {
+        let packed = DebitId::new("00ff10a0b1c2d3e4");
+        assert_eq!(
+            packed.encoded,
+            [2, 0x00, 0xff, 0x10, 0xa0, 0xb1, 0xc2, 0xd3, 0xe4]
+        );
+        assert_eq!(packed.text_id(), "");
+        let mut member = packed.encoded.clone();
+        member[0] |= REFUNDED;
+        push_varint(&mut member, 300);
+        push_varint(&mut member, 2);
+        // 9 bytes of id, 2 of cost, 1 of route: 12 bytes keeps a skiplist entry in its smallest size.
+        assert_eq!(member.len(), 12);
+        assert_eq!(
+            DebitRecord::parse(&member),
+            Some(DebitRecord {
+                request_id: "00ff10a0b1c2d3e4".into(),
+                refunded: true,
+                cost: 300,
+                route: 2,
+            })
+        );
+        // Upper-case or other lengths stay text, so they round-trip exactly.
+        for id in ["00FF10A0B1C2D3E4", "client-req-1", "0123456789abcdef0"] {
+            let text = DebitId::new(id);
+            assert_eq!(text.text_id(), id);
+            let mut member = text.encoded.clone();
+            push_varint(&mut member, u64::from(u32::MAX) * 4);
+            push_varint(&mut member, 1);
+            let record = DebitRecord::parse(&member).unwrap();
+            assert_eq!(record.request_id, id);
+            assert_eq!(record.cost, u64::from(u32::MAX) * 4);
+            assert!(!record.refunded);
+        }
+        assert_eq!(DebitRecord::parse(&[0, 5, b'a']), None);
     }
 
     #[test]

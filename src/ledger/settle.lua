@@ -1,17 +1,20 @@
 -- Replace a reservation by the settled cost, atomically.
--- KEYS: window zset, debits hash, used total.   ARGV: debit id, final cost.
--- Returns {'settled', used} , {'refunded'} or {'unknown'}.
+-- KEYS: account hash, window zset, id index.
+-- ARGV: window_ms, id (flags byte + id part), text id ('' when packed),
+--       at_ms ('' when unknown), final cost.
+-- Returns {'settled', used}, {'refunded'} or {'unknown'}.
 
-local record = redis.call('HGET', KEYS[2], ARGV[1])
-if not record then return {'unknown'} end
-local cost, at, refunded, route = string.match(record, '^(%d+)|(%d+)|(%d)|(.*)$')
-if refunded == '1' then return {'refunded'} end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '|' .. at .. '|0|' .. route)
-local used = tonumber(redis.call('GET', KEYS[3]) or '0')
+local member, at = find_debit(KEYS[2], KEYS[3], ARGV[2], ARGV[3], tonumber(ARGV[4]))
+if not member then return {'unknown'} end
+local flags, id, cost, route = parse(member)
+if flags % 2 == 1 then return {'refunded'} end
+local final = tonumber(ARGV[5])
+redis.call('ZREM', KEYS[2], member)
+redis.call('ZADD', KEYS[2], at, string.char(flags) .. id .. varint(final) .. varint(route))
+local now = ledger_now()
+local account = redis.call('HMGET', KEYS[1], 'used', 'seen')
+local used, seen = expire(KEYS[2], tonumber(account[1] or '0'), tonumber(account[2] or '0'), now - tonumber(ARGV[1]))
 -- A debit that already left the window no longer counts either way.
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  used = used - tonumber(cost) + tonumber(ARGV[2])
-  if used < 0 then used = 0 end
-  redis.call('SET', KEYS[3], string.format('%.0f', used))
-end
+if at > seen then used = math.max(used - cost + final, 0) end
+redis.call('HSET', KEYS[1], 'used', int(used), 'seen', int(seen))
 return {'settled', used}

@@ -555,3 +555,113 @@ async fn redis_calls_fail_fast_while_down_and_recover_after_restart() {
     h.account("acct", "small").await;
     assert!(admitted(&h.debit("b", 1).await));
 }
+
+/// `cmdstat_evalsha` + `cmdstat_eval` calls so far.
+fn script_calls(redis: &RedisServer) -> u64 {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_debits_share_script_calls_and_each_stays_exact() {
+    let h = Arc::new(Harness::redis(Duration::from_secs(60)).await);
+    for account in ["b1", "b2", "b3"] {
+        h.account(account, "tiny").await;
+    }
+    let before = script_calls(h.redis.as_ref().unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..600 {
+        let h = h.clone();
+        let account = ["b1", "b2", "b3"][i % 3];
+        tasks.push(tokio::spawn(async move {
+            (account, h.debit_as(account, &format!("d{i}"), 3).await)
+        }));
+    }
+    let mut admitted_per_account = std::collections::BTreeMap::<&str, u64>::new();
+    for task in tasks {
+        let (account, outcome) = task.await.unwrap();
+        if admitted(&outcome) {
+            *admitted_per_account.entry(account).or_default() += 1;
+        }
+    }
+    // tiny = 10 credits: floor(10 / 3) = 3 admitted per account, whatever the batching.
+    assert_eq!(
+        admitted_per_account,
+        [("b1", 3), ("b2", 3), ("b3", 3)].into_iter().collect()
+    );
+    for account in ["b1", "b2", "b3"] {
+        assert_eq!(h.used(account).await, 9);
+        assert_eq!(
+            h.ledger
+                .history(account, 50, None)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            3
+        );
+    }
+    let calls = script_calls(h.redis.as_ref().unwrap()) - before;
+    assert!(
+        calls < 600,
+        "600 concurrent debits took {calls} script calls"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_account_fails_alone_in_its_batch() {
+    let h = Arc::new(Harness::redis(Duration::from_secs(60)).await);
+    h.account("broken", "small").await;
+    // A window key of the wrong type makes that account's debit fail in Redis.
+    h.redis
+        .as_ref()
+        .unwrap()
+        .cli(&["SET", "cg:{broken}:w", "not-a-zset"]);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let h = h.clone();
+        let account = if i % 10 == 0 { "broken" } else { "acct" };
+        tasks.push(tokio::spawn(async move {
+            let fallback = format!("f{i}");
+            let id = format!("r{i}");
+            let result = h
+                .ledger
+                .debit(&Debit {
+                    account,
+                    request_id: &id,
+                    fallback_request_id: &fallback,
+                    route: "r",
+                    cost: 1,
+                    plans: &h.plans,
+                })
+                .await;
+            (account, result)
+        }));
+    }
+    let (mut good, mut failed) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            ("broken", result) => {
+                assert!(result.is_err(), "{result:?}");
+                failed += 1;
+            }
+            (_, result) => {
+                assert!(admitted(&result.expect("a healthy account's debit")));
+                good += 1;
+            }
+        }
+    }
+    assert_eq!((good, failed), (180, 20));
+    assert_eq!(h.used("acct").await, 180);
+}

@@ -84,7 +84,7 @@ async fn priced_responses_carry_credit_headers_free_ones_do_not() {
         .header("x-request-id")
         .expect("generated request id")
         .to_owned();
-    assert_eq!(request_id.len(), 32);
+    assert_eq!(request_id.len(), 16);
     assert_eq!(
         upstream.requests()[0].header("x-request-id"),
         Some(request_id.as_str())

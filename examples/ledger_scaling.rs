@@ -1,0 +1,213 @@
+//! Ledger scaling against a real Redis (run by `bench/ledger.sh`):
+//!
+//! 1. debit latency on an empty window versus a window holding 1 M debits
+//!    of one account (the debit script must not slow down with the window);
+//! 2. Redis memory per debit over 1 M debits across 1 000 accounts, with
+//!    what one account's keys take.
+//!
+//! ```text
+//! cargo run --release --example ledger_scaling -- redis://127.0.0.1:6390/0 [debits]
+//! ```
+//! Use a Redis of its own: the second part flushes it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use creditgate::ledger::redis::{RedisLedger, Target};
+use creditgate::ledger::{AccountRecord, Debit, DebitOutcome, Ledger, PlanTable};
+
+const DAY: Duration = Duration::from_secs(86_400);
+const SAMPLES: usize = 3_000;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let url = args
+        .next()
+        .unwrap_or_else(|| "redis://127.0.0.1:6390/0".into());
+    let total: usize = args
+        .next()
+        .map(|n| n.parse().expect("debits: a number"))
+        .unwrap_or(1_000_000);
+    let ledger = Ledger::Redis(Arc::new(
+        RedisLedger::connect(
+            Target::Single(&url),
+            30 * DAY,
+            90 * DAY,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connect"),
+    ));
+    let plans: Arc<PlanTable> = Arc::new([("bench".to_owned(), u64::MAX >> 12)].into());
+    let mut redis = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    // 1. Latency: sequential debits (one in flight, as a lone request sees it).
+    put(&ledger, "empty").await;
+    let empty = sequential_latency(&ledger, &plans, "empty").await;
+    put(&ledger, "big").await;
+    let started = Instant::now();
+    fill(&ledger, &plans, &["big".to_owned()], total).await;
+    eprintln!(
+        "filled one window with {total} debits in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let big = sequential_latency(&ledger, &plans, "big").await;
+    println!("debit latency, one at a time ({SAMPLES} debits each, µs):");
+    println!("| window            |   p50 |   p99 |  mean |");
+    println!("|-------------------|-------|-------|-------|");
+    for (name, stats) in [("empty", &empty), (&format!("{total} debits"), &big)] {
+        println!(
+            "| {name:<17} | {:>5.0} | {:>5.0} | {:>5.0} |",
+            stats.p50, stats.p99, stats.mean
+        );
+    }
+    println!(
+        "ratio full / empty: p50 {:.2}, mean {:.2} (target <= 1.5)",
+        big.p50 / empty.p50,
+        big.mean / empty.mean
+    );
+
+    // 2. Memory: 1000 accounts, total / 1000 debits each.
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let before = used_memory(&mut redis).await;
+    let accounts: Vec<String> = (0..1000).map(|i| format!("site-{i}")).collect();
+    for account in &accounts {
+        put(&ledger, account).await;
+    }
+    fill(&ledger, &plans, &accounts, total).await;
+    let after = used_memory(&mut redis).await;
+    let per_debit = (after - before) as f64 / total as f64;
+    let window_bytes: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("cg:{site-1}:w")
+        .arg("SAMPLES")
+        .arg(0)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let account_bytes: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("cg:{site-1}:a")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg("cg:{site-1}:w")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let members: i64 = redis::cmd("ZCARD")
+        .arg("cg:{site-1}:w")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    println!();
+    println!(
+        "redis memory: {total} debits over {} accounts: {:.1} MB, {per_debit:.0} bytes per debit (target <= 120)",
+        accounts.len(),
+        (after - before) as f64 / 1e6
+    );
+    println!(
+        "one account: window {encoding} of {members} members {window_bytes} B ({:.0} B per debit), account hash {account_bytes} B",
+        window_bytes as f64 / members as f64
+    );
+}
+
+async fn put(ledger: &Ledger, account: &str) {
+    let record = AccountRecord {
+        plan: "bench".into(),
+        suspended: false,
+    };
+    ledger.put_account(account, &record).await.expect("put");
+}
+
+async fn debit(ledger: &Ledger, plans: &PlanTable, account: &str) {
+    let id = creditgate::request_id::generate();
+    let fallback = creditgate::request_id::generate();
+    let outcome = ledger
+        .debit(&Debit {
+            account,
+            request_id: id.to_str().unwrap(),
+            fallback_request_id: fallback.to_str().unwrap(),
+            route: "image-generate",
+            cost: 1 + (id.as_bytes()[0] % 8) as u64,
+            plans,
+        })
+        .await
+        .expect("debit");
+    assert!(
+        matches!(outcome, DebitOutcome::Admitted { .. }),
+        "{outcome:?}"
+    );
+}
+
+/// `total` debits spread over `accounts`, 256 in flight (the ledger batches them).
+async fn fill(ledger: &Ledger, plans: &Arc<PlanTable>, accounts: &[String], total: usize) {
+    let workers = 256;
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let ledger = ledger.clone();
+        let plans = plans.clone();
+        let accounts = accounts.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut n = worker;
+            while n < total {
+                debit(&ledger, &plans, &accounts[n % accounts.len()]).await;
+                n += workers;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+struct Latency {
+    p50: f64,
+    p99: f64,
+    mean: f64,
+}
+
+async fn sequential_latency(ledger: &Ledger, plans: &PlanTable, account: &str) -> Latency {
+    for _ in 0..200 {
+        debit(ledger, plans, account).await;
+    }
+    let mut micros = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let started = Instant::now();
+        debit(ledger, plans, account).await;
+        micros.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    let mean = micros.iter().sum::<f64>() / micros.len() as f64;
+    micros.sort_by(f64::total_cmp);
+    Latency {
+        p50: micros[micros.len() / 2],
+        p99: micros[micros.len() * 99 / 100],
+        mean,
+    }
+}
+
+async fn used_memory(redis: &mut redis::aio::MultiplexedConnection) -> i64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(redis)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("used_memory")
+}

@@ -1,0 +1,169 @@
+-- Shared by the ledger scripts: the clock, the debit record and the window's
+-- bookkeeping. Every number here is an integer well below 2^53, so Lua's
+-- doubles are exact.
+--
+-- An account is the hash `a` — plan, suspended, used (credits counted in the
+-- window), seen (the instant up to which debits that left the window have
+-- been subtracted from used), r:<route> / n:<number> (the account's route
+-- names by number), nr (how many) — and the sorted set `w` with one member
+-- per debit kept for history (score = at, unix ms). A member is the packed
+-- debit record:
+--   1 byte    2 * (the id is packed) + (refunded)
+--   the id    8 bytes (16 lower-case hex digits, packed), or a varint
+--             length and the id's bytes
+--   varint    cost
+--   varint    route number
+-- so a debit costs one small sorted-set entry and nothing else. Ids of any
+-- other form are also kept in the hash `i` (id → at) so a reused id is
+-- caught; packed ids are the gateway's own 64 random bits.
+
+local function ledger_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function int(n)
+  return string.format('%.0f', n)
+end
+
+local function varint(n)
+  local out = ''
+  repeat
+    local low = n % 128
+    n = (n - low) / 128
+    if n > 0 then low = low + 128 end
+    out = out .. string.char(low)
+  until n == 0
+  return out
+end
+
+local function read_varint(s, pos)
+  local n, scale = 0, 1
+  while true do
+    local b = string.byte(s, pos)
+    pos = pos + 1
+    if b < 128 then return n + b * scale, pos end
+    n = n + (b - 128) * scale
+    scale = scale * 128
+  end
+end
+
+-- flags, the id part (without the flags byte), cost, route number.
+local function parse(m)
+  local flags = string.byte(m, 1)
+  local pos = 10
+  if flags < 2 then
+    local len
+    len, pos = read_varint(m, 2)
+    pos = pos + len
+  end
+  local cost, after = read_varint(m, pos)
+  local route = read_varint(m, after)
+  return flags, string.sub(m, 2, pos - 1), cost, route
+end
+
+local function counts(m)
+  return string.byte(m, 1) % 2 == 0
+end
+
+local function cost_of(m)
+  local _, _, cost = parse(m)
+  return cost
+end
+
+-- Subtracts the costs of the debits that left the window since `seen`
+-- (at <= cutoff); returns the new used and seen. Work is proportional to
+-- what left, never to the window's size.
+local function expire(kw, used, seen, cutoff)
+  if cutoff <= seen then return used, seen end
+  local offset = 0
+  while true do
+    local left = redis.call('ZRANGEBYSCORE', kw, '(' .. int(seen), int(cutoff), 'LIMIT', offset, 512)
+    for i = 1, #left do
+      if counts(left[i]) then used = used - cost_of(left[i]) end
+    end
+    if #left < 512 then break end
+    offset = offset + 512
+  end
+  if used < 0 then used = 0 end
+  return used, cutoff
+end
+
+-- The oldest debit still counting (at > cutoff, not refunded): its at, and
+-- with `with_credits` the sum of the counting costs at that instant; nil
+-- when nothing counts.
+local function oldest_counting(kw, cutoff, with_credits)
+  local offset = 0
+  while true do
+    local batch = redis.call('ZRANGEBYSCORE', kw, '(' .. int(cutoff), '+inf', 'WITHSCORES', 'LIMIT', offset, 16)
+    if #batch == 0 then return nil end
+    for i = 1, #batch, 2 do
+      if counts(batch[i]) then
+        local at = tonumber(batch[i + 1])
+        local credits = 0
+        if with_credits then
+          local same = redis.call('ZRANGEBYSCORE', kw, at, at)
+          for j = 1, #same do
+            if counts(same[j]) then credits = credits + cost_of(same[j]) end
+          end
+        end
+        return at, credits
+      end
+    end
+    offset = offset + 16
+  end
+end
+
+-- Milliseconds until the oldest counted debit leaves, or -1.
+local function next_release_in(kw, now, window_ms)
+  local at = oldest_counting(kw, now - window_ms, false)
+  if not at then return -1 end
+  return at + window_ms - now
+end
+
+-- Drops a bounded batch of debits older than the history retention (they
+-- left the window long ago: `expire` has already run) and their id entries.
+local function sweep(kw, ki, before)
+  local old = redis.call('ZRANGEBYSCORE', kw, '-inf', int(before), 'LIMIT', 0, 128)
+  if #old == 0 then return end
+  for i = 1, #old do
+    local flags, id = parse(old[i])
+    if flags < 2 then
+      local _, start = read_varint(id, 1)
+      redis.call('HDEL', ki, string.sub(id, start))
+    end
+  end
+  redis.call('ZREM', kw, unpack(old))
+end
+
+-- The member for the debit with this id part (flags byte included, as the
+-- gateway encodes it), looked up at `at` when known, else by the id index
+-- (text ids) or a scan (packed ids, admin refunds only). Returns member, at.
+local function find_debit(kw, ki, id, text_id, at)
+  if not at and text_id ~= '' then
+    at = tonumber(redis.call('HGET', ki, text_id))
+    if not at then return nil end
+  end
+  local packed = string.byte(id, 1) >= 2
+  local want = string.sub(id, 2)
+  local function same(m)
+    -- Text ids carry their length, so a prefix match is the whole id.
+    return (string.byte(m, 1) >= 2) == packed and string.sub(m, 2, 1 + #want) == want
+  end
+  if at then
+    local here = redis.call('ZRANGEBYSCORE', kw, int(at), int(at))
+    for i = 1, #here do
+      if same(here[i]) then return here[i], at end
+    end
+    return nil
+  end
+  local offset = 0
+  while true do
+    local batch = redis.call('ZRANGE', kw, offset, offset + 1023, 'WITHSCORES')
+    if #batch == 0 then return nil end
+    for i = 1, #batch, 2 do
+      if same(batch[i]) then return batch[i], tonumber(batch[i + 1]) end
+    end
+    offset = offset + 1024
+  end
+end
