@@ -141,6 +141,7 @@ async fn debit(ledger: &Ledger, plans: &PlanTable, account: &str) {
         .debit(&Debit {
             account,
             request_id: id.to_str().unwrap(),
+            request_id_generated: true,
             fallback_request_id: fallback.to_str().unwrap(),
             route: "image-generate",
             cost: 1 + (id.as_bytes()[0] % 8) as u64,

@@ -43,6 +43,10 @@ pub struct Debit<'a> {
     pub account: &'a str,
     /// Preferred id of the debit (the request id).
     pub request_id: &'a str,
+    /// The gateway made `request_id` up (64 random bits, never seen before),
+    /// so the ledger need not check it against earlier debits' ids; a
+    /// client's id is checked.
+    pub request_id_generated: bool,
     /// Used instead when `request_id` is already in this account's ledger
     /// (a client reusing an `X-Request-Id`), so every debit stays unique.
     pub fallback_request_id: &'a str,

@@ -45,6 +45,8 @@ pub struct ConnInfo {
 /// What [`record_request`] logs and counts about a request.
 pub struct RequestRecord {
     pub request_id: HeaderValue,
+    /// The gateway generated `request_id` (the client sent none it could keep).
+    pub request_id_generated: bool,
     pub method: Method,
     pub path: String,
     pub route: Option<String>,
@@ -75,6 +77,7 @@ pub async fn handle(
     let started = Instant::now();
     let snapshot = gateway.snapshot();
     let mut record = RequestRecord {
+        request_id_generated: !request_id::client_id_is_kept(request.headers()),
         request_id: request_id::from_headers(request.headers()),
         method: request.method().clone(),
         path: request.uri().path().to_string(),
@@ -397,6 +400,7 @@ async fn debit(
     let debit = Debit {
         account: &owner.account_id,
         request_id: &request_id,
+        request_id_generated: record.request_id_generated,
         fallback_request_id: fallback.to_str().unwrap_or_default(),
         route,
         cost,

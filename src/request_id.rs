@@ -13,6 +13,13 @@ pub fn from_headers(headers: &HeaderMap) -> HeaderValue {
         .unwrap_or_else(generate)
 }
 
+/// Whether the client sent an `X-Request-Id` that [`from_headers`] keeps.
+pub fn client_id_is_kept(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-request-id")
+        .is_some_and(|value| is_acceptable(value.as_bytes()))
+}
+
 pub fn is_acceptable(id: &[u8]) -> bool {
     !id.is_empty()
         && id.len() <= MAX_LEN

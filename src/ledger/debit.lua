@@ -15,7 +15,7 @@
 -- {'error', message} when that debit hit a Redis error (the others still ran).
 
 local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, window_ms, retention_ms, allowances)
-  local account = redis.call('HMGET', k.account, 'plan', 'suspended', 'used', 'seen', 'r:' .. route)
+  local account = redis.call('HMGET', k.account, 'plan', 'suspended', 'used', 'seen', 'first', 'sweep', 'r:' .. route)
   if not account[1] then return {'no_account'} end
   if account[2] == '1' then return {'suspended'} end
   local plan = account[1]
@@ -25,32 +25,32 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
   -- be abandoned by the gateway, which answered 503: it must not debit.
   if deadline > 0 and now > deadline then return {'expired', now} end
 
-  local stored_used = tonumber(account[3] or '0')
-  local stored_seen = tonumber(account[4] or '0')
-  local used, seen = expire(k.window, stored_used, stored_seen, now - window_ms)
-  sweep(k.window, k.ids, now - retention_ms)
-  local function save()
-    if used ~= stored_used or seen ~= stored_seen then
-      redis.call('HSET', k.account, 'used', int(used), 'seen', int(seen))
-    end
+  local state = window_state(account[3], account[4], account[5])
+  local changed = advance(k.window, state, now - window_ms)
+  -- History past its retention goes now and then, a bounded batch at a time.
+  if now >= tonumber(account[6] or '0') then
+    local more = sweep(k.window, k.ids, now - retention_ms)
+    local next_sweep = now + math.min(60000, math.floor(retention_ms / 16))
+    if more then next_sweep = now end
+    redis.call('HSET', k.account, 'sweep', int(next_sweep))
   end
 
   if cost == 0 then
-    save()
-    return {'admitted', plan, allowance, used, next_release_in(k.window, now, window_ms), 1, now}
+    if changed then save_state(k.account, state) end
+    return {'admitted', plan, allowance, state.used, next_release_in(state, now, window_ms), 1, now}
   end
 
-  if used + cost > allowance then
-    save()
+  if state.used + cost > allowance then
+    if changed then save_state(k.account, state) end
     -- Walk the oldest counting debits until enough would have left for this
     -- cost to fit; only rejected requests pay for this, and only as far as needed.
     local retry = -1
     if cost <= allowance then
-      local need = used + cost - allowance
+      local need = state.used + cost - allowance
       local freed = 0
       local offset = 0
       while retry < 0 do
-        local batch = redis.call('ZRANGEBYSCORE', k.window, '(' .. int(seen), '+inf', 'WITHSCORES', 'LIMIT', offset, 256)
+        local batch = redis.call('ZRANGEBYSCORE', k.window, '(' .. int(now - window_ms), '+inf', 'WITHSCORES', 'LIMIT', offset, 256)
         if #batch == 0 then break end
         for i = 1, #batch, 2 do
           if counts(batch[i]) then
@@ -65,10 +65,10 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
         offset = offset + 256
       end
     end
-    return {'rejected', plan, allowance, used, next_release_in(k.window, now, window_ms), retry, now}
+    return {'rejected', plan, allowance, state.used, next_release_in(state, now, window_ms), retry, now}
   end
 
-  local route_number = account[5]
+  local route_number = account[7]
   if not route_number then
     route_number = redis.call('HINCRBY', k.account, 'nr', 1)
     redis.call('HSET', k.account, 'r:' .. route, route_number, 'n:' .. route_number, route)
@@ -86,9 +86,10 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
   if recorded_as == 2 and redis.call('ZADD', k.window, 'NX', now, fallback .. tail) == 0 then
     return {'error', 'the debit id and its fallback are both taken'}
   end
-  used = used + cost
-  save()
-  return {'admitted', plan, allowance, used, next_release_in(k.window, now, window_ms), recorded_as, now}
+  state.used = state.used + cost
+  if state.first < 0 then state.first = now end
+  save_state(k.account, state)
+  return {'admitted', plan, allowance, state.used, next_release_in(state, now, window_ms), recorded_as, now}
 end
 
 local window_ms = tonumber(ARGV[1])

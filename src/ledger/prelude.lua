@@ -4,8 +4,10 @@
 --
 -- An account is the hash `a` — plan, suspended, used (credits counted in the
 -- window), seen (the instant up to which debits that left the window have
--- been subtracted from used), r:<route> / n:<number> (the account's route
--- names by number), nr (how many) — and the sorted set `w` with one member
+-- been subtracted from used), first (at of the oldest debit still counting,
+-- -1 when none), sweep (when history past its retention is next dropped),
+-- r:<route> / n:<number> (the account's route names by number), nr (how
+-- many) — and the sorted set `w` with one member
 -- per debit kept for history (score = at, unix ms). A member is the packed
 -- debit record:
 --   1 byte    2 * (the id is packed) + (refunded)
@@ -89,43 +91,52 @@ local function expire(kw, used, seen, cutoff)
   return used, cutoff
 end
 
--- The oldest debit still counting (at > cutoff, not refunded): its at, and
--- with `with_credits` the sum of the counting costs at that instant; nil
--- when nothing counts.
-local function oldest_counting(kw, cutoff, with_credits)
+-- The at of the oldest debit still counting (at > cutoff, not refunded),
+-- or nil when nothing counts.
+local function oldest_counting(kw, cutoff)
   local offset = 0
   while true do
     local batch = redis.call('ZRANGEBYSCORE', kw, '(' .. int(cutoff), '+inf', 'WITHSCORES', 'LIMIT', offset, 16)
     if #batch == 0 then return nil end
     for i = 1, #batch, 2 do
-      if counts(batch[i]) then
-        local at = tonumber(batch[i + 1])
-        local credits = 0
-        if with_credits then
-          local same = redis.call('ZRANGEBYSCORE', kw, at, at)
-          for j = 1, #same do
-            if counts(same[j]) then credits = credits + cost_of(same[j]) end
-          end
-        end
-        return at, credits
-      end
+      if counts(batch[i]) then return tonumber(batch[i + 1]) end
     end
     offset = offset + 16
   end
 end
 
+-- The window's bookkeeping from the account hash fields used, seen, first.
+local function window_state(used, seen, first)
+  return { used = tonumber(used or '0'), seen = tonumber(seen or '0'), first = tonumber(first or '-1') }
+end
+
+-- Brings the window to `cutoff` (= now - window). Nothing is read while the
+-- oldest counting debit is still inside, which is almost every call: a debit
+-- then costs no range query at all. Returns true when the state changed.
+local function advance(kw, state, cutoff)
+  if state.first < 0 or state.first > cutoff then return false end
+  state.used, state.seen = expire(kw, state.used, state.seen, cutoff)
+  state.first = oldest_counting(kw, cutoff) or -1
+  return true
+end
+
+-- Every field of the state back into the account hash.
+local function save_state(ka, state)
+  redis.call('HSET', ka, 'used', int(state.used), 'seen', int(state.seen), 'first', int(state.first))
+end
+
 -- Milliseconds until the oldest counted debit leaves, or -1.
-local function next_release_in(kw, now, window_ms)
-  local at = oldest_counting(kw, now - window_ms, false)
-  if not at then return -1 end
-  return at + window_ms - now
+local function next_release_in(state, now, window_ms)
+  if state.first < 0 then return -1 end
+  return state.first + window_ms - now
 end
 
 -- Drops a bounded batch of debits older than the history retention (they
 -- left the window long ago: `expire` has already run) and their id entries.
+-- Returns true when the batch was full (more may be waiting).
 local function sweep(kw, ki, before)
-  local old = redis.call('ZRANGEBYSCORE', kw, '-inf', int(before), 'LIMIT', 0, 128)
-  if #old == 0 then return end
+  local old = redis.call('ZRANGEBYSCORE', kw, '-inf', int(before), 'LIMIT', 0, 1024)
+  if #old == 0 then return false end
   for i = 1, #old do
     local flags, id = parse(old[i])
     if flags < 2 then
@@ -133,7 +144,10 @@ local function sweep(kw, ki, before)
       redis.call('HDEL', ki, string.sub(id, start))
     end
   end
-  redis.call('ZREM', kw, unpack(old))
+  for i = 1, #old, 256 do
+    redis.call('ZREM', kw, unpack(old, i, math.min(i + 255, #old)))
+  end
+  return #old == 1024
 end
 
 -- The member for the debit with this id part (flags byte included, as the

@@ -74,6 +74,7 @@ struct DebitArgs {
     account: String,
     cost: u64,
     request_id: String,
+    request_id_generated: bool,
     fallback_request_id: String,
     route: String,
     /// On the Redis clock; 0 = none (see [`DebitDeadline`]).
@@ -201,6 +202,7 @@ impl RedisLedger {
             account: debit.account.to_owned(),
             cost: debit.cost,
             request_id: debit.request_id.to_owned(),
+            request_id_generated: debit.request_id_generated,
             fallback_request_id: debit.fallback_request_id.to_owned(),
             route: debit.route.to_owned(),
             deadline_ms: self.deadline.for_call_sent_now(),
@@ -307,7 +309,11 @@ impl Inner {
         }
         for debit in debits {
             let keys = AccountKeys::new(&debit.account);
-            let id = DebitId::new(&debit.request_id);
+            let id = if debit.request_id_generated {
+                DebitId::new(&debit.request_id)
+            } else {
+                DebitId::text(&debit.request_id)
+            };
             invocation
                 .key(keys.account)
                 .key(keys.window)
@@ -437,23 +443,27 @@ impl Inner {
         at_ms: Option<i64>,
     ) -> Result<RefundOutcome, LedgerError> {
         let keys = AccountKeys::new(account);
-        let id = DebitId::new(request_id);
-        let mut invocation = self.scripts.refund.prepare_invoke();
-        invocation
-            .key(&keys.account)
-            .key(&keys.window)
-            .key(&keys.ids)
-            .arg(self.window_ms)
-            .arg(&id.encoded)
-            .arg(id.text_id())
-            .arg(at_ms.map(|at| at.to_string()).unwrap_or_default());
-        let reply: String = self.invoke(&invocation).await?;
-        match reply.as_str() {
-            "refunded" => Ok(RefundOutcome::Refunded),
-            "already" => Ok(RefundOutcome::AlreadyRefunded),
-            "unknown" => Ok(RefundOutcome::Unknown),
-            other => Err(LedgerError::Protocol(format!("refund replied {other}"))),
+        let mut outcome = RefundOutcome::Unknown;
+        for id in DebitId::candidates(request_id) {
+            let mut invocation = self.scripts.refund.prepare_invoke();
+            invocation
+                .key(&keys.account)
+                .key(&keys.window)
+                .key(&keys.ids)
+                .arg(self.window_ms)
+                .arg(&id.encoded)
+                .arg(id.text_id())
+                .arg(at_ms.map(|at| at.to_string()).unwrap_or_default());
+            let reply: String = self.invoke(&invocation).await?;
+            outcome = match reply.as_str() {
+                "refunded" => RefundOutcome::Refunded,
+                "already" => RefundOutcome::AlreadyRefunded,
+                "unknown" => continue,
+                other => return Err(LedgerError::Protocol(format!("refund replied {other}"))),
+            };
+            break;
         }
+        Ok(outcome)
     }
 
     pub async fn settle(
@@ -464,26 +474,28 @@ impl Inner {
         final_cost: u64,
     ) -> Result<SettleOutcome, LedgerError> {
         let keys = AccountKeys::new(account);
-        let id = DebitId::new(request_id);
-        let mut invocation = self.scripts.settle.prepare_invoke();
-        invocation
-            .key(&keys.account)
-            .key(&keys.window)
-            .key(&keys.ids)
-            .arg(self.window_ms)
-            .arg(&id.encoded)
-            .arg(id.text_id())
-            .arg(at_ms.map(|at| at.to_string()).unwrap_or_default())
-            .arg(final_cost);
-        let reply: Vec<Value> = self.invoke(&invocation).await?;
-        match text(&reply, 0)?.as_str() {
-            "settled" => Ok(SettleOutcome::Settled {
-                used: unsigned(&reply, 1)?,
-            }),
-            "refunded" => Ok(SettleOutcome::Refunded),
-            "unknown" => Ok(SettleOutcome::Unknown),
-            other => Err(LedgerError::Protocol(format!("settle replied {other}"))),
+        for id in DebitId::candidates(request_id) {
+            let mut invocation = self.scripts.settle.prepare_invoke();
+            invocation
+                .key(&keys.account)
+                .key(&keys.window)
+                .key(&keys.ids)
+                .arg(self.window_ms)
+                .arg(&id.encoded)
+                .arg(id.text_id())
+                .arg(at_ms.map(|at| at.to_string()).unwrap_or_default())
+                .arg(final_cost);
+            let reply: Vec<Value> = self.invoke(&invocation).await?;
+            return match text(&reply, 0)?.as_str() {
+                "settled" => Ok(SettleOutcome::Settled {
+                    used: unsigned(&reply, 1)?,
+                }),
+                "refunded" => Ok(SettleOutcome::Refunded),
+                "unknown" => continue,
+                other => Err(LedgerError::Protocol(format!("settle replied {other}"))),
+            };
         }
+        Ok(SettleOutcome::Unknown)
     }
 
     pub async fn balance(
@@ -769,6 +781,9 @@ fn parse_debit(reply: &[Value], debit: &DebitArgs) -> Result<DebitOutcome, Ledge
 /// A request id as the debit record stores it (see `prelude.lua`): the
 /// flags byte, then 16 lower-case hex digits packed into 8 bytes (the
 /// gateway's own ids), or any other id as a varint length and its bytes.
+///
+/// A lookup by id (refund, settle) tries the form the id would have been
+/// stored in: packed when it can be, else text.
 struct DebitId {
     encoded: Vec<u8>,
     /// The id's text when it is not packed (it is indexed for reuse checks).
@@ -792,6 +807,13 @@ impl DebitId {
                 text: None,
             };
         }
+        DebitId::text(request_id)
+    }
+
+    /// The text form (with its index entry), whatever the id looks like: a
+    /// client's id, checked against the account's earlier ones.
+    fn text(request_id: &str) -> DebitId {
+        let bytes = request_id.as_bytes();
         let mut encoded = Vec::with_capacity(bytes.len() + 3);
         encoded.push(0);
         push_varint(&mut encoded, bytes.len() as u64);
@@ -799,6 +821,17 @@ impl DebitId {
         DebitId {
             encoded,
             text: Some(request_id.to_owned()),
+        }
+    }
+
+    /// The forms `request_id` may be stored in, cheapest lookup first: the
+    /// text form is one index read; a packed id without its time is a scan.
+    fn candidates(request_id: &str) -> Vec<DebitId> {
+        let packed = DebitId::new(request_id);
+        if packed.text.is_some() {
+            vec![packed]
+        } else {
+            vec![DebitId::text(request_id), packed]
         }
     }
 

@@ -11,9 +11,12 @@ if flags % 2 == 1 then return 'already' end
 redis.call('ZREM', KEYS[2], member)
 redis.call('ZADD', KEYS[2], at, string.char(flags + 1) .. id .. varint(cost) .. varint(route))
 -- Only a debit not yet subtracted by `expire` holds credits in `used`.
-local now = ledger_now()
+local cutoff = ledger_now() - tonumber(ARGV[1])
 local account = redis.call('HMGET', KEYS[1], 'used', 'seen')
-local used, seen = expire(KEYS[2], tonumber(account[1] or '0'), tonumber(account[2] or '0'), now - tonumber(ARGV[1]))
-if at > seen then used = math.max(used - cost, 0) end
-redis.call('HSET', KEYS[1], 'used', int(used), 'seen', int(seen))
+local state = window_state(account[1], account[2], nil)
+state.used, state.seen = expire(KEYS[2], state.used, state.seen, cutoff)
+if at > state.seen then state.used = math.max(state.used - cost, 0) end
+-- It may have been the oldest counting debit.
+state.first = oldest_counting(KEYS[2], cutoff) or -1
+save_state(KEYS[1], state)
 return 'refunded'

@@ -11,10 +11,12 @@ if flags % 2 == 1 then return {'refunded'} end
 local final = tonumber(ARGV[5])
 redis.call('ZREM', KEYS[2], member)
 redis.call('ZADD', KEYS[2], at, string.char(flags) .. id .. varint(final) .. varint(route))
-local now = ledger_now()
+local cutoff = ledger_now() - tonumber(ARGV[1])
 local account = redis.call('HMGET', KEYS[1], 'used', 'seen')
-local used, seen = expire(KEYS[2], tonumber(account[1] or '0'), tonumber(account[2] or '0'), now - tonumber(ARGV[1]))
+local state = window_state(account[1], account[2], nil)
+state.used, state.seen = expire(KEYS[2], state.used, state.seen, cutoff)
 -- A debit that already left the window no longer counts either way.
-if at > seen then used = math.max(used - cost + final, 0) end
-redis.call('HSET', KEYS[1], 'used', int(used), 'seen', int(seen))
-return {'settled', used}
+if at > state.seen then state.used = math.max(state.used - cost + final, 0) end
+state.first = oldest_counting(KEYS[2], cutoff) or -1
+save_state(KEYS[1], state)
+return {'settled', state.used}

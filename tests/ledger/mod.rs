@@ -2,6 +2,7 @@
 //! backend (with a manual clock) and the Redis backend (real redis-server,
 //! Redis `TIME`, short windows and real sleeps).
 
+mod differential;
 mod model;
 
 use std::sync::Arc;
@@ -127,6 +128,7 @@ impl Harness {
             .debit(&Debit {
                 account,
                 request_id: id,
+                request_id_generated: false,
                 fallback_request_id: &fallback,
                 route: "route-a",
                 cost,
@@ -529,6 +531,7 @@ async fn redis_calls_fail_fast_while_down_and_recover_after_restart() {
             .debit(&Debit {
                 account: "acct",
                 request_id: "x",
+                request_id_generated: false,
                 fallback_request_id: "y",
                 route: "r",
                 cost: 1,
@@ -640,6 +643,7 @@ async fn a_broken_account_fails_alone_in_its_batch() {
                 .debit(&Debit {
                     account,
                     request_id: &id,
+                    request_id_generated: false,
                     fallback_request_id: &fallback,
                     route: "r",
                     cost: 1,

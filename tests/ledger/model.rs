@@ -86,7 +86,7 @@ proptest! {
                         let id = format!("d{step}");
                         let used: u64 = counted(&model, now).map(|d| d.cost).sum();
                         let outcome = ledger.debit(&Debit {
-                            account: "a", request_id: &id, fallback_request_id: "unused",
+                            account: "a", request_id: &id, request_id_generated: false, fallback_request_id: "unused",
                             route: "r", cost, plans: &plans,
                         }).await.unwrap();
                         if used + cost <= ALLOWANCE {

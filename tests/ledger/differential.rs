@@ -1,0 +1,216 @@
+//! Property test: the Redis ledger (packed records, batched calls) against
+//! the memory ledger, operation by operation, within one window: outcomes,
+//! totals and history must agree. Ids mix the gateway's packed form, client
+//! text ids and reused ids; time-driven behaviour is covered by the
+//! conformance suite.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use creditgate::clock::ManualClock;
+use creditgate::ledger::{
+    memory::MemoryLedger,
+    redis::{RedisLedger, Target},
+    AccountRecord, Debit, DebitOutcome, Ledger, PlanTable, SettleOutcome,
+};
+use proptest::prelude::*;
+
+use crate::support::redis::RedisServer;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Cost, id choice, route choice.
+    Debit(u64, usize, usize),
+    Refund(usize),
+    Settle(usize, u64),
+}
+
+/// Packed (16 hex), text, upper-case hex (text) and a few reused ids.
+const IDS: [&str; 8] = [
+    "00000000000000ff",
+    "ffffffffffffff00",
+    "0123456789abcdef",
+    "client-1",
+    "client-2",
+    "ABCDEF0123456789",
+    "x",
+    "a-much-longer-client-request-id-0123456789-0123456789-0123456789-0123456789",
+];
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        // An id choice past IDS is a fresh id the gateway generated.
+        5 => (0u64..=300, 0usize..IDS.len() + 3, 0usize..3).prop_map(|(c, i, r)| Op::Debit(c, i, r)),
+        1 => (0usize..64).prop_map(Op::Refund),
+        1 => (0usize..64, 0u64..=500).prop_map(|(i, c)| Op::Settle(i, c)),
+    ]
+}
+
+async fn both(redis: &RedisServer, case: u64) -> (Ledger, Ledger, String) {
+    let month = Duration::from_secs(30 * 86_400);
+    let memory = Ledger::Memory(Arc::new(MemoryLedger::new(
+        ManualClock::new(1_795_521_600_000),
+        month,
+        month * 3,
+    )));
+    let redis = Ledger::Redis(Arc::new(
+        RedisLedger::connect(
+            Target::Single(&redis.url()),
+            month,
+            month * 3,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap(),
+    ));
+    let account = format!("case-{case}");
+    let record = AccountRecord {
+        plan: "p".into(),
+        suspended: false,
+    };
+    for ledger in [&memory, &redis] {
+        ledger.put_account(&account, &record).await.unwrap();
+    }
+    (memory, redis, account)
+}
+
+#[test]
+fn redis_ledger_matches_the_memory_ledger() {
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let case = std::sync::atomic::AtomicU64::new(0);
+    let config = ProptestConfig::with_cases(48);
+    proptest::test_runner::TestRunner::new(config)
+        .run(&proptest::collection::vec(op(), 1..40), |ops| {
+            let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            runtime.block_on(check(&redis, case, ops));
+            Ok(())
+        })
+        .unwrap();
+}
+
+async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
+    let (memory, redis, account) = both(redis, case).await;
+    let plans: PlanTable = [("p".to_owned(), 1000)].into_iter().collect();
+    let routes = ["image-generate", "video", "agents"];
+    let mut ids: Vec<String> = IDS.iter().map(|id| id.to_string()).collect();
+    for (step, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Debit(cost, choice, route) => {
+                let fallback = format!("{:016x}", 0xf000 + step);
+                let generated = choice >= IDS.len();
+                let id = if generated {
+                    let fresh = format!("{:016x}", 0xa000_0000 + step);
+                    ids.push(fresh.clone());
+                    fresh
+                } else {
+                    IDS[choice].to_owned()
+                };
+                let debit = Debit {
+                    account: &account,
+                    request_id: &id,
+                    request_id_generated: generated,
+                    fallback_request_id: &fallback,
+                    route: routes[route],
+                    cost,
+                    plans: &plans,
+                };
+                let (a, b) = (
+                    memory.debit(&debit).await.unwrap(),
+                    redis.debit(&debit).await.unwrap(),
+                );
+                match (&a, &b) {
+                    (
+                        DebitOutcome::Admitted {
+                            request_id: x,
+                            window: wx,
+                            ..
+                        },
+                        DebitOutcome::Admitted {
+                            request_id: y,
+                            window: wy,
+                            ..
+                        },
+                    ) => {
+                        assert_eq!(x, y, "step {step} {op:?}");
+                        assert_eq!(wx.used, wy.used, "step {step} {op:?}");
+                    }
+                    (
+                        DebitOutcome::Rejected {
+                            window: wx,
+                            retry_after_ms: rx,
+                        },
+                        DebitOutcome::Rejected {
+                            window: wy,
+                            retry_after_ms: ry,
+                        },
+                    ) => {
+                        assert_eq!(wx.used, wy.used, "step {step} {op:?}");
+                        assert_eq!(rx.is_some(), ry.is_some(), "step {step} {op:?}");
+                    }
+                    _ => panic!("step {step} {op:?}: memory {a:?}, redis {b:?}"),
+                }
+            }
+            Op::Refund(id) => {
+                let id = &ids[id % ids.len()];
+                assert_eq!(
+                    memory.refund(&account, id).await.unwrap(),
+                    redis.refund(&account, id).await.unwrap(),
+                    "step {step} {op:?}"
+                )
+            }
+            Op::Settle(id, cost) => {
+                let id = &ids[id % ids.len()];
+                let a = memory.settle(&account, id, None, cost).await.unwrap();
+                let b = redis.settle(&account, id, None, cost).await.unwrap();
+                match (a, b) {
+                    (SettleOutcome::Settled { used: x }, SettleOutcome::Settled { used: y }) => {
+                        assert_eq!(x, y, "step {step} {op:?}")
+                    }
+                    (a, b) => assert_eq!(a, b, "step {step} {op:?}"),
+                }
+            }
+        }
+        let (a, b) = (
+            memory.balance(&account, &plans).await.unwrap().unwrap(),
+            redis.balance(&account, &plans).await.unwrap().unwrap(),
+        );
+        assert_eq!(a.used, b.used, "step {step} {op:?}");
+        assert_eq!(
+            a.next_release.is_some(),
+            b.next_release.is_some(),
+            "step {step}"
+        );
+    }
+    // History: the same debits (ids, costs, routes, refunds), newest first;
+    // within one millisecond the backends may order ties differently.
+    let key = |item: &creditgate::ledger::HistoryItem| {
+        (
+            item.request_id.clone(),
+            item.cost,
+            item.route.clone(),
+            item.refunded,
+        )
+    };
+    let mut pages = Vec::new();
+    for ledger in [&memory, &redis] {
+        let mut items = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = ledger.history(&account, 3, cursor.as_ref()).await.unwrap();
+            items.extend(page.items);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let mut keys: Vec<_> = items.iter().map(key).collect();
+        keys.sort();
+        pages.push(keys);
+    }
+    assert_eq!(pages[0], pages[1], "history differs after {ops:?}");
+}
