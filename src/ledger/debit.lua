@@ -12,7 +12,7 @@
 --   {status, plan, allowance, used, next_release_in_ms, extra, now}
 -- where extra is 1 (recorded under the id) or 2 (under the fallback) when
 -- admitted, retry-after ms or -1 when rejected;
--- {'error', message} when that debit hit a Redis error (the others still ran).
+-- {'error', message} when that debit hit a Redis error (the others still run).
 
 local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, window_ms, retention_ms, allowances)
   local account = redis.call('HMGET', k.account, 'plan', 'suspended', 'used', 'seen', 'first', 'sweep', 'r:' .. route)
@@ -101,18 +101,27 @@ for i = 4, 3 + 2 * plan_count, 2 do
 end
 local first_debit_arg = 4 + 2 * plan_count
 local now = ledger_now()
+local count = #KEYS / 3
 local replies = {}
-for n = 0, #KEYS / 3 - 1 do
-  local k = { account = KEYS[3 * n + 1], window = KEYS[3 * n + 2], ids = KEYS[3 * n + 3] }
-  local a = first_debit_arg + 6 * n
-  local ok, reply = pcall(debit_one, k, tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
-    ARGV[a + 4], tonumber(ARGV[a + 5]), now, window_ms, retention_ms, allowances)
-  if ok then
-    replies[n + 1] = reply
-  else
+-- One pcall for the whole batch (each costs a setjmp); after an error the
+-- debits not yet run carry on in a fresh one.
+local done = 0
+local function run_from_done()
+  for n = done, count - 1 do
+    local k = { account = KEYS[3 * n + 1], window = KEYS[3 * n + 2], ids = KEYS[3 * n + 3] }
+    local a = first_debit_arg + 6 * n
+    replies[n + 1] = debit_one(k, tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
+      ARGV[a + 4], tonumber(ARGV[a + 5]), now, window_ms, retention_ms, allowances)
+    done = n + 1
+  end
+end
+while done < count do
+  local ok, error = pcall(run_from_done)
+  if not ok then
     -- redis.call raises a table {err = ...}; Lua's own errors are strings.
-    if type(reply) == 'table' then reply = reply.err or 'script error' end
-    replies[n + 1] = {'error', tostring(reply)}
+    if type(error) == 'table' then error = error.err or 'script error' end
+    done = done + 1
+    replies[done] = {'error', tostring(error)}
   end
 end
 return replies
