@@ -163,7 +163,7 @@ http {
         end
         red:set_keepalive(10000, 256)
         if not res then return ngx.exit(503) end
-        if res[1][1] ~= "admitted" then return ngx.exit(429) end
+        if string.sub(res, 1, 1) ~= "A" then return ngx.exit(429) end
       }
       proxy_pass http://stub; proxy_http_version 1.1; proxy_set_header Connection "";
     }

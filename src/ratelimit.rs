@@ -47,24 +47,54 @@ impl CreditHeaders {
         self.cost = cost;
     }
 
+    /// Sets the five headers. On every priced response, so values are built
+    /// without the formatting machinery.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        let mut set = |name: &'static str, value: String| {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(HeaderName::from_static(name), value);
-            }
-        };
-        set("x-credits-limit", self.limit.to_string());
-        set("x-credits-remaining", self.remaining.to_string());
-        set("x-credits-cost", self.cost.to_string());
-        set(
-            "ratelimit-policy",
-            format!("\"credits\";q={};w={}", self.limit, self.window_secs),
+        headers.insert(
+            HeaderName::from_static("x-credits-limit"),
+            HeaderValue::from(self.limit),
         );
-        set(
-            "ratelimit",
-            format!("\"credits\";r={};t={}", self.remaining, self.reset_secs),
+        headers.insert(
+            HeaderName::from_static("x-credits-remaining"),
+            HeaderValue::from(self.remaining),
+        );
+        headers.insert(
+            HeaderName::from_static("x-credits-cost"),
+            HeaderValue::from(self.cost),
+        );
+        let pair = |first: &[u8], a: u64, second: &[u8], b: u64| {
+            let mut value = Vec::with_capacity(48);
+            value.extend_from_slice(b"\"credits\";");
+            value.extend_from_slice(first);
+            push_decimal(&mut value, a);
+            value.extend_from_slice(second);
+            push_decimal(&mut value, b);
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+                .expect("digits and punctuation are a valid header value")
+        };
+        headers.insert(
+            HeaderName::from_static("ratelimit-policy"),
+            pair(b"q=", self.limit, b";w=", self.window_secs),
+        );
+        headers.insert(
+            HeaderName::from_static("ratelimit"),
+            pair(b"r=", self.remaining, b";t=", self.reset_secs),
         );
     }
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 #[cfg(test)]
@@ -86,5 +116,9 @@ mod tests {
         assert_eq!(headers["x-credits-cost"], "7");
         assert_eq!(headers["ratelimit-policy"], "\"credits\";q=1000;w=2592000");
         assert_eq!(headers["ratelimit"], "\"credits\";r=6;t=2592000");
+        let mut extreme = Vec::new();
+        push_decimal(&mut extreme, u64::MAX);
+        push_decimal(&mut extreme, 0);
+        assert_eq!(extreme, format!("{}0", u64::MAX).as_bytes());
     }
 }

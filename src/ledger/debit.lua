@@ -8,22 +8,33 @@
 --       pairs, then per debit: cost, id (flags byte + id part, see the
 --       prelude), fallback id (packed), text id ('' when packed), route,
 --       deadline_ms (Redis clock; 0 = none).
--- Returns one reply per debit:
---   {status, plan, allowance, used, next_release_in_ms, extra, now}
--- where extra is 1 (recorded under the id) or 2 (under the fallback) when
--- admitted, retry-after ms or -1 when rejected;
--- {'error', message} when that debit hit a Redis error (the others still run).
+-- Returns one string, a line per debit (one bulk string is far cheaper for
+-- the client to parse than nested arrays):
+--   A <plan number> <used> <next_release_in_ms> <1: under the id | 2: the fallback> <now>
+--   R <plan number> <used> <next_release_in_ms> <retry-after ms or -1> <now>
+--   N (no account) | S (suspended) | X <now> (past its deadline)
+--   U <plan name> (not in the table) | E <message> (a Redis error; the others still run)
+-- where the plan number is the plan's position in ARGV's table, from 1.
+
+-- Plan name → its position in ARGV's table (filled below).
+local plan_numbers = {}
+
+local function reply(status, plan_number, state, now, window_ms, extra)
+  return status .. ' ' .. plan_number .. ' ' .. int(state.used) .. ' '
+    .. int(next_release_in(state, now, window_ms)) .. ' ' .. int(extra) .. ' ' .. int(now)
+end
 
 local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, window_ms, retention_ms, allowances)
   local account = redis.call('HMGET', k.account, 'plan', 'suspended', 'used', 'seen', 'first', 'sweep', 'r:' .. route)
-  if not account[1] then return {'no_account'} end
-  if account[2] == '1' then return {'suspended'} end
+  if not account[1] then return 'N' end
+  if account[2] == '1' then return 'S' end
   local plan = account[1]
   local allowance = allowances[plan]
-  if not allowance then return {'unknown_plan', plan} end
+  if not allowance then return 'U ' .. plan end
+  local plan_number = plan_numbers[plan]
   -- A call that waited too long (a frozen or overloaded Redis) may already
   -- be abandoned by the gateway, which answered 503: it must not debit.
-  if deadline > 0 and now > deadline then return {'expired', now} end
+  if deadline > 0 and now > deadline then return 'X ' .. int(now) end
 
   local state = window_state(account[3], account[4], account[5])
   local changed = advance(k.window, state, now - window_ms)
@@ -37,7 +48,7 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
 
   if cost == 0 then
     if changed then save_state(k.account, state) end
-    return {'admitted', plan, allowance, state.used, next_release_in(state, now, window_ms), 1, now}
+    return reply('A', plan_number, state, now, window_ms, 1)
   end
 
   if state.used + cost > allowance then
@@ -65,7 +76,7 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
         offset = offset + 256
       end
     end
-    return {'rejected', plan, allowance, state.used, next_release_in(state, now, window_ms), retry, now}
+    return reply('R', plan_number, state, now, window_ms, retry)
   end
 
   local route_number = account[7]
@@ -84,20 +95,21 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
     recorded_as = 2
   end
   if recorded_as == 2 and redis.call('ZADD', k.window, 'NX', now, fallback .. tail) == 0 then
-    return {'error', 'the debit id and its fallback are both taken'}
+    return 'E the debit id and its fallback are both taken'
   end
   state.used = state.used + cost
   if state.first < 0 then state.first = now end
   save_state(k.account, state)
-  return {'admitted', plan, allowance, state.used, next_release_in(state, now, window_ms), recorded_as, now}
+  return reply('A', plan_number, state, now, window_ms, recorded_as)
 end
 
 local window_ms = tonumber(ARGV[1])
 local retention_ms = tonumber(ARGV[2])
 local plan_count = tonumber(ARGV[3])
 local allowances = {}
-for i = 4, 3 + 2 * plan_count, 2 do
-  allowances[ARGV[i]] = tonumber(ARGV[i + 1])
+for i = 1, plan_count do
+  allowances[ARGV[2 + 2 * i]] = tonumber(ARGV[3 + 2 * i])
+  plan_numbers[ARGV[2 + 2 * i]] = i
 end
 local first_debit_arg = 4 + 2 * plan_count
 local now = ledger_now()
@@ -121,7 +133,7 @@ while done < count do
     -- redis.call raises a table {err = ...}; Lua's own errors are strings.
     if type(error) == 'table' then error = error.err or 'script error' end
     done = done + 1
-    replies[done] = {'error', tostring(error)}
+    replies[done] = 'E ' .. string.gsub(tostring(error), '\n', ' ')
   end
 end
-return replies
+return table.concat(replies, '\n')

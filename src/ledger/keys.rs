@@ -33,7 +33,15 @@ impl AccountKeys {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')),
             "account ids are validated before they reach the ledger"
         );
-        let key = |suffix: &str| format!("cg:{{{account}}}:{suffix}");
+        // Built on every debit: plain pushes rather than the formatter.
+        let key = |suffix: &str| {
+            let mut key = String::with_capacity(account.len() + 8);
+            key.push_str("cg:{");
+            key.push_str(account);
+            key.push_str("}:");
+            key.push_str(suffix);
+            key
+        };
         AccountKeys {
             account: key("a"),
             window: key("w"),

@@ -208,9 +208,10 @@ impl RedisLedger {
             deadline_ms: self.deadline.for_call_sent_now(),
         };
         let Some(queue) = &self.batches else {
-            let sent = self.deadline.local_now();
-            let mut replies = self.run_debits(&[&args], debit.plans).await?;
-            return self.debit_reply(sent, &args, replies.pop());
+            let mut outcomes = self.run_debits(&[&args], debit.plans).await?;
+            return outcomes
+                .pop()
+                .unwrap_or_else(|| Err(LedgerError::Protocol("no reply".into())));
         };
         let plans = self.shared_plans(debit.plans);
         let (reply, replied) = oneshot::channel();
@@ -275,12 +276,9 @@ impl Inner {
             let rest = batch.split_off(same_table);
             let group = std::mem::replace(&mut batch, rest);
             let args: Vec<&DebitArgs> = group.iter().map(|p| &p.args).collect();
-            let sent = self.deadline.local_now();
             match self.run_debits(&args, &group[0].plans).await {
-                Ok(replies) => {
-                    let mut replies = replies.into_iter();
-                    for pending in group {
-                        let outcome = self.debit_reply(sent, &pending.args, replies.next());
+                Ok(outcomes) => {
+                    for (pending, outcome) in group.into_iter().zip(outcomes) {
                         let _ = pending.reply.send(outcome);
                     }
                 }
@@ -293,12 +291,12 @@ impl Inner {
         }
     }
 
-    /// One script call for `debits`, in order; one reply each.
+    /// One script call for `debits`, in order; one outcome each.
     async fn run_debits(
         &self,
         debits: &[&DebitArgs],
         plans: &PlanTable,
-    ) -> Result<Vec<Value>, LedgerError> {
+    ) -> Result<Vec<Result<DebitOutcome, LedgerError>>, LedgerError> {
         let mut invocation = self.scripts.debit.prepare_invoke();
         invocation
             .arg(self.window_ms)
@@ -325,35 +323,28 @@ impl Inner {
                 .arg(&debit.route)
                 .arg(debit.deadline_ms);
         }
-        let replies: Vec<Value> = self.invoke(&invocation).await?;
-        if replies.len() != debits.len() {
+        let sent = self.deadline.local_now();
+        let reply: String = self.invoke(&invocation).await?;
+        let lines: Vec<&str> = reply.split('\n').collect();
+        if lines.len() != debits.len() {
             return Err(LedgerError::Protocol(format!(
                 "{} replies for {} debits",
-                replies.len(),
+                lines.len(),
                 debits.len()
             )));
         }
-        Ok(replies)
-    }
-
-    fn debit_reply(
-        &self,
-        sent: i64,
-        debit: &DebitArgs,
-        reply: Option<Value>,
-    ) -> Result<DebitOutcome, LedgerError> {
-        let Some(Value::Array(reply)) = reply else {
-            return Err(LedgerError::Protocol(format!(
-                "expected a debit reply, got {reply:?}"
-            )));
-        };
-        if text(&reply, 0)? == "error" {
-            return Err(LedgerError::Unavailable(text(&reply, 1)?));
-        }
-        if let Some(Value::Int(redis_now)) = reply.last() {
-            self.deadline.observe(sent, *redis_now);
-        }
-        parse_debit(&reply, debit)
+        let outcomes = lines
+            .into_iter()
+            .zip(debits)
+            .map(|(line, debit)| {
+                let reply = parse_debit(line, debit, plans)?;
+                if let Some(now) = reply.now_ms {
+                    self.deadline.observe(sent, now);
+                }
+                reply.outcome
+            })
+            .collect();
+        Ok(outcomes)
     }
 
     /// Runs one Redis exchange under the ledger timeout.
@@ -744,38 +735,78 @@ impl Durability {
     }
 }
 
-fn parse_debit(reply: &[Value], debit: &DebitArgs) -> Result<DebitOutcome, LedgerError> {
-    let status = text(reply, 0)?;
-    match status.as_str() {
-        "no_account" => return Ok(DebitOutcome::NoAccount),
-        "expired" => return Err(LedgerError::Timeout),
-        "suspended" => return Ok(DebitOutcome::Suspended),
-        "unknown_plan" => return Ok(DebitOutcome::UnknownPlan(text(reply, 1)?)),
-        _ => {}
+/// One line of the debit script's reply, decoded.
+struct DebitReply {
+    outcome: Result<DebitOutcome, LedgerError>,
+    /// The Redis clock when the script ran, when the line carries it.
+    now_ms: Option<i64>,
+}
+
+/// Decodes one line of the debit script's reply (see `debit.lua`).
+fn parse_debit(
+    line: &str,
+    debit: &DebitArgs,
+    plans: &PlanTable,
+) -> Result<DebitReply, LedgerError> {
+    let bad = || LedgerError::Protocol(format!("debit replied {line:?}"));
+    let (status, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let simple = |outcome| {
+        Ok(DebitReply {
+            outcome,
+            now_ms: None,
+        })
+    };
+    match status {
+        "N" => return simple(Ok(DebitOutcome::NoAccount)),
+        "S" => return simple(Ok(DebitOutcome::Suspended)),
+        "U" => return simple(Ok(DebitOutcome::UnknownPlan(rest.to_owned()))),
+        "E" => return simple(Err(LedgerError::Unavailable(rest.to_owned()))),
+        "X" => {
+            return Ok(DebitReply {
+                outcome: Err(LedgerError::Timeout),
+                now_ms: Some(rest.parse().map_err(|_| bad())?),
+            })
+        }
+        "A" | "R" => {}
+        _ => return Err(bad()),
     }
-    let next_release = int(reply, 4)?;
+    let mut fields = rest.split(' ').map(|field| field.parse::<i64>());
+    let mut next = || fields.next().and_then(Result::ok).ok_or_else(bad);
+    let plan_number = usize::try_from(next()?).map_err(|_| bad())?;
+    let (plan, allowance) = plan_number
+        .checked_sub(1)
+        .and_then(|index| plans.iter().nth(index))
+        .ok_or_else(bad)?;
+    let used = u64::try_from(next()?).map_err(|_| bad())?;
+    let next_release = next()?;
+    let extra = next()?;
+    let now = next()?;
     let window = WindowState {
-        plan: text(reply, 1)?,
-        allowance: unsigned(reply, 2)?,
-        used: unsigned(reply, 3)?,
+        plan: plan.clone(),
+        allowance: *allowance,
+        used,
         next_release_in_ms: u64::try_from(next_release).ok(),
     };
-    match status.as_str() {
-        "admitted" => Ok(DebitOutcome::Admitted {
-            request_id: if int(reply, 5)? == 2 {
+    let outcome = if status == "A" {
+        DebitOutcome::Admitted {
+            request_id: if extra == 2 {
                 debit.fallback_request_id.clone()
             } else {
                 debit.request_id.clone()
             },
-            at_ms: int(reply, 6)?,
+            at_ms: now,
             window,
-        }),
-        "rejected" => Ok(DebitOutcome::Rejected {
+        }
+    } else {
+        DebitOutcome::Rejected {
             window,
-            retry_after_ms: u64::try_from(int(reply, 5)?).ok(),
-        }),
-        other => Err(LedgerError::Protocol(format!("debit replied {other}"))),
-    }
+            retry_after_ms: u64::try_from(extra).ok(),
+        }
+    };
+    Ok(DebitReply {
+        outcome: Ok(outcome),
+        now_ms: Some(now),
+    })
 }
 
 /// A request id as the debit record stores it (see `prelude.lua`): the
