@@ -11,6 +11,7 @@
 //! request spend on a stale plan.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::ledger::{KeyOwner, Ledger, LedgerError};
+use crate::metrics::Metrics;
 
 pub const POSITIVE_TTL: Duration = Duration::from_secs(2);
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(1);
@@ -67,7 +69,8 @@ pub fn hex(bytes: &[u8]) -> String {
 
 struct CachedLookup {
     fetched: Instant,
-    owner: Option<KeyOwner>,
+    /// Shared, so a hit costs a reference count rather than three strings.
+    owner: Option<Arc<KeyOwner>>,
 }
 
 /// Per-instance cache in front of [`Ledger::find_key`].
@@ -77,25 +80,29 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    /// The owner of `key`, or `None` for an unknown key.
+    /// The owner of `key`, or `None` for an unknown key. Only a cache miss
+    /// asks the ledger, and only that call is timed in `metrics`.
     pub async fn authenticate(
         &self,
         ledger: &Ledger,
+        metrics: &Metrics,
         key: &str,
-    ) -> Result<Option<KeyOwner>, LedgerError> {
+    ) -> Result<Option<Arc<KeyOwner>>, LedgerError> {
         let digest = digest(key);
         if let Some(hit) = self.cached(&digest) {
             return Ok(hit);
         }
-        let owner = ledger
-            .find_key(&digest)
-            .await?
-            .filter(|owner| bool::from(owner.digest.ct_eq(&digest)));
+        let started = Instant::now();
+        let found = ledger.find_key(&digest).await;
+        metrics.ledger_call("find_key", started.elapsed(), found.is_ok());
+        let owner = found?
+            .filter(|owner| bool::from(owner.digest.ct_eq(&digest)))
+            .map(Arc::new);
         self.store(digest, owner.clone());
         Ok(owner)
     }
 
-    fn cached(&self, digest: &[u8; 32]) -> Option<Option<KeyOwner>> {
+    fn cached(&self, digest: &[u8; 32]) -> Option<Option<Arc<KeyOwner>>> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let entry = entries.get(digest)?;
         let ttl = if entry.owner.is_some() {
@@ -106,7 +113,7 @@ impl KeyCache {
         (entry.fetched.elapsed() < ttl).then(|| entry.owner.clone())
     }
 
-    fn store(&self, digest: [u8; 32], owner: Option<KeyOwner>) {
+    fn store(&self, digest: [u8; 32], owner: Option<Arc<KeyOwner>>) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= MAX_CACHED_KEYS {
             entries.clear();

@@ -305,7 +305,7 @@ async fn settle_response(
 pub(crate) async fn authenticate(
     gateway: &Gateway,
     headers: &http::HeaderMap,
-) -> Result<KeyOwner, GatewayError> {
+) -> Result<Arc<KeyOwner>, GatewayError> {
     let unauthenticated = || {
         GatewayError::new(
             ErrorKind::Unauthenticated,
@@ -313,12 +313,10 @@ pub(crate) async fn authenticate(
         )
     };
     let key = crate::auth::presented_key(headers).ok_or_else(unauthenticated)?;
-    let started = Instant::now();
-    let result = gateway.keys.authenticate(&gateway.ledger, key).await;
     gateway
-        .metrics
-        .ledger_call("find_key", started.elapsed(), result.is_ok());
-    result
+        .keys
+        .authenticate(&gateway.ledger, &gateway.metrics, key)
+        .await
         .map_err(GatewayError::ledger_unavailable)?
         .ok_or_else(unauthenticated)
 }

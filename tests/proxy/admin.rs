@@ -396,6 +396,12 @@ async fn metrics_count_requests_credits_and_latency_by_route_never_by_account() 
     );
     assert!(get("creditgate_open_connections{listener=\"data\"}") >= 0.0);
     assert!(text.contains("creditgate_ledger_duration_seconds_count{op=\"debit\"}"));
+    // Twelve requests with one key: the first asked the ledger, the rest hit
+    // the key cache, which is not a ledger call.
+    assert_eq!(
+        get("creditgate_ledger_duration_seconds_count{op=\"find_key\"}"),
+        1.0
+    );
     assert!(
         !text.contains("secret-account-id"),
         "account ids never label metrics"
