@@ -191,6 +191,7 @@ macro_rules! conformance {
 const MONTH: u64 = 30 * 86_400_000;
 const TWO_SECONDS: u64 = 2_000;
 const THREE_SECONDS: u64 = 3_000;
+const ONE_SECOND: u64 = 1_000;
 
 conformance! {
     admits_up_to_the_allowance_and_rejected_debits_record_nothing: MONTH;
@@ -204,6 +205,7 @@ conformance! {
     concurrent_debits_admit_exactly_floor_allowance_over_cost: MONTH;
     keys_are_added_found_and_revoked: MONTH;
     zero_cost_debits_record_nothing: MONTH;
+    history_past_its_retention_is_dropped_and_its_ids_free_again: ONE_SECOND;
 }
 
 async fn admits_up_to_the_allowance_and_rejected_debits_record_nothing(h: Harness) {
@@ -488,6 +490,26 @@ async fn keys_are_added_found_and_revoked(h: Harness) {
     assert!(h.ledger.find_key(&digest).await.unwrap().is_none());
     assert!(h.ledger.get_account("acct").await.unwrap().is_some());
     assert!(h.ledger.get_account("nobody").await.unwrap().is_none());
+}
+
+/// The harness keeps history for three windows.
+async fn history_past_its_retention_is_dropped_and_its_ids_free_again(h: Harness) {
+    assert!(admitted(&h.debit("old-client-id", 2).await));
+    h.advance(Duration::from_millis(3_300)).await;
+    assert!(admitted(&h.debit("new", 3).await));
+    let history = h.ledger.history("acct", 10, None).await.unwrap();
+    let ids: Vec<&str> = history
+        .items
+        .iter()
+        .map(|i| i.request_id.as_str())
+        .collect();
+    assert_eq!(ids, ["new"]);
+    assert_eq!(h.used("acct").await, 3);
+    // Its id left with it: reusing it is a fresh debit under the same id.
+    match h.debit("old-client-id", 1).await {
+        DebitOutcome::Admitted { request_id, .. } => assert_eq!(request_id, "old-client-id"),
+        other => panic!("{other:?}"),
+    }
 }
 
 async fn zero_cost_debits_record_nothing(h: Harness) {
