@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use creditgate::ledger::keys::AccountKeys;
 use creditgate::ledger::redis::{RedisLedger, Target};
 use creditgate::ledger::{AccountRecord, Debit, DebitOutcome, Ledger, PlanTable};
 
@@ -45,10 +46,7 @@ async fn main() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let _: () = query(&mut redis, &["FLUSHALL"]).await;
 
     // 1. Latency: sequential debits (one in flight, as a lone request sees it).
     put(&ledger, "empty").await;
@@ -77,10 +75,7 @@ async fn main() {
     );
 
     // 2. Memory: 1000 accounts, total / 1000 debits each.
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let _: () = query(&mut redis, &["FLUSHALL"]).await;
     let before = used_memory(&mut redis).await;
     let accounts: Vec<String> = (0..1000).map(|i| format!("site-{i}")).collect();
     for account in &accounts {
@@ -89,31 +84,15 @@ async fn main() {
     fill(&ledger, &plans, &accounts, total).await;
     let after = used_memory(&mut redis).await;
     let per_debit = (after - before) as f64 / total as f64;
-    let window_bytes: i64 = redis::cmd("MEMORY")
-        .arg("USAGE")
-        .arg("cg:{site-1}:w")
-        .arg("SAMPLES")
-        .arg(0)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    let account_bytes: i64 = redis::cmd("MEMORY")
-        .arg("USAGE")
-        .arg("cg:{site-1}:a")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    let encoding: String = redis::cmd("OBJECT")
-        .arg("ENCODING")
-        .arg("cg:{site-1}:w")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    let members: i64 = redis::cmd("ZCARD")
-        .arg("cg:{site-1}:w")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let keys = AccountKeys::new("site-1");
+    let window_bytes: i64 = query(
+        &mut redis,
+        &["MEMORY", "USAGE", &keys.window, "SAMPLES", "0"],
+    )
+    .await;
+    let account_bytes: i64 = query(&mut redis, &["MEMORY", "USAGE", &keys.account]).await;
+    let encoding: String = query(&mut redis, &["OBJECT", "ENCODING", &keys.window]).await;
+    let members: i64 = query(&mut redis, &["ZCARD", &keys.window]).await;
     println!();
     println!(
         "redis memory: {total} debits over {} accounts: {:.1} MB, {per_debit:.0} bytes per debit (target <= 120)",
@@ -201,12 +180,17 @@ async fn sequential_latency(ledger: &Ledger, plans: &PlanTable, account: &str) -
     }
 }
 
+async fn query<T: redis::FromRedisValue>(
+    redis: &mut redis::aio::MultiplexedConnection,
+    args: &[&str],
+) -> T {
+    let mut command = redis::cmd(args[0]);
+    command.arg(&args[1..]);
+    command.query_async(redis).await.expect(args[0])
+}
+
 async fn used_memory(redis: &mut redis::aio::MultiplexedConnection) -> i64 {
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(redis)
-        .await
-        .unwrap();
+    let info: String = query(redis, &["INFO", "memory"]).await;
     info.lines()
         .find_map(|line| line.strip_prefix("used_memory:"))
         .and_then(|n| n.trim().parse().ok())

@@ -6,7 +6,8 @@
 -- KEYS: per debit, in order: account hash, window zset, id index.
 -- ARGV: window_ms, retention_ms, plan count n, n plan name / allowance
 --       pairs, then per debit: cost, id (flags byte + id part, see the
---       prelude), fallback id (packed), text id ('' when packed), route,
+--       prelude), fallback id (encoded likewise), the id to index ('' when
+--       packed), route,
 --       deadline_ms (Redis clock; 0 = none).
 -- Returns one string, a line per debit (one bulk string is far cheaper for
 -- the client to parse than nested arrays):
@@ -94,8 +95,16 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
   if recorded_as == 1 and redis.call('ZADD', k.window, 'NX', now, id .. tail) == 0 then
     recorded_as = 2
   end
-  if recorded_as == 2 and redis.call('ZADD', k.window, 'NX', now, fallback .. tail) == 0 then
-    return 'E the debit id and its fallback are both taken'
+  if recorded_as == 2 then
+    if redis.call('ZADD', k.window, 'NX', now, fallback .. tail) == 0 then
+      return 'E the debit id and its fallback are both taken'
+    end
+    -- A fallback in text form (not one of the gateway's ids) is found by
+    -- its index entry like any client id.
+    if string.byte(fallback, 1) < 2 then
+      local _, start = read_varint(fallback, 2)
+      redis.call('HSET', k.ids, string.sub(fallback, start), int(now))
+    end
   end
   state.used = state.used + cost
   if state.first < 0 then state.first = now end

@@ -150,27 +150,33 @@ local function sweep(kw, ki, before)
   return #old == 1024
 end
 
--- The member for the debit with this id part (flags byte included, as the
--- gateway encodes it), looked up at `at` when known, else by the id index
--- (text ids) or a scan (packed ids, admin refunds only). Returns member, at.
-local function find_debit(kw, ki, id, text_id, at)
-  if not at and text_id ~= '' then
-    at = tonumber(redis.call('HGET', ki, text_id))
-    if not at then return nil end
-  end
-  local packed = string.byte(id, 1) >= 2
-  local want = string.sub(id, 2)
+-- The member for the debit recorded under `request_id`, and its at. `packed`
+-- and `text` are the id's two possible encodings (flags byte + id part, as
+-- the gateway builds them; `packed` is '' when the id cannot be packed). It is
+-- looked for at `at` when known (the gateway's own refunds and settlements),
+-- else through the index of text ids, else — a packed id without its time,
+-- admin refunds only — by a scan of the account's history.
+local function find_debit(kw, ki, packed, text, request_id, at)
   local function same(m)
+    local want = text
+    if string.byte(m, 1) >= 2 then want = packed end
     -- Text ids carry their length, so a prefix match is the whole id.
-    return (string.byte(m, 1) >= 2) == packed and string.sub(m, 2, 1 + #want) == want
+    return want ~= '' and string.sub(m, 2, #want) == string.sub(want, 2)
   end
-  if at then
-    local here = redis.call('ZRANGEBYSCORE', kw, int(at), int(at))
+  local function recorded_at(t)
+    local here = redis.call('ZRANGEBYSCORE', kw, int(t), int(t))
     for i = 1, #here do
-      if same(here[i]) then return here[i], at end
+      if same(here[i]) then return here[i], t end
     end
     return nil
   end
+  if at then return recorded_at(at) end
+  local indexed = tonumber(redis.call('HGET', ki, request_id))
+  if indexed then
+    local member = recorded_at(indexed)
+    if member then return member, indexed end
+  end
+  if packed == '' then return nil end
   local offset = 0
   while true do
     local batch = redis.call('ZRANGE', kw, offset, offset + 1023, 'WITHSCORES')

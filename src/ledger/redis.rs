@@ -307,19 +307,25 @@ impl Inner {
         }
         for debit in debits {
             let keys = AccountKeys::new(&debit.account);
-            let id = if debit.request_id_generated {
-                DebitId::new(&debit.request_id)
-            } else {
-                DebitId::text(&debit.request_id)
+            // Only the gateway's own ids are packed and left out of the index:
+            // nobody else can have used them. A client's id is checked.
+            let packed = debit
+                .request_id_generated
+                .then(|| packed_id(&debit.request_id))
+                .flatten();
+            let (id, indexed_as) = match packed {
+                Some(packed) => (packed, ""),
+                None => (text_id(&debit.request_id), debit.request_id.as_str()),
             };
+            let fallback = &debit.fallback_request_id;
             invocation
                 .key(keys.account)
                 .key(keys.window)
                 .key(keys.ids)
                 .arg(debit.cost)
-                .arg(&id.encoded)
-                .arg(DebitId::new(&debit.fallback_request_id).encoded)
-                .arg(id.text_id())
+                .arg(id)
+                .arg(packed_id(fallback).unwrap_or_else(|| text_id(fallback)))
+                .arg(indexed_as)
                 .arg(&debit.route)
                 .arg(debit.deadline_ms);
         }
@@ -433,28 +439,14 @@ impl Inner {
         request_id: &str,
         at_ms: Option<i64>,
     ) -> Result<RefundOutcome, LedgerError> {
-        let keys = AccountKeys::new(account);
-        let mut outcome = RefundOutcome::Unknown;
-        for id in DebitId::candidates(request_id) {
-            let mut invocation = self.scripts.refund.prepare_invoke();
-            invocation
-                .key(&keys.account)
-                .key(&keys.window)
-                .key(&keys.ids)
-                .arg(self.window_ms)
-                .arg(&id.encoded)
-                .arg(id.text_id())
-                .arg(at_ms.map(|at| at.to_string()).unwrap_or_default());
-            let reply: String = self.invoke(&invocation).await?;
-            outcome = match reply.as_str() {
-                "refunded" => RefundOutcome::Refunded,
-                "already" => RefundOutcome::AlreadyRefunded,
-                "unknown" => continue,
-                other => return Err(LedgerError::Protocol(format!("refund replied {other}"))),
-            };
-            break;
+        let invocation = self.lookup(&self.scripts.refund, account, request_id, at_ms);
+        let reply: String = self.invoke(&invocation).await?;
+        match reply.as_str() {
+            "refunded" => Ok(RefundOutcome::Refunded),
+            "already" => Ok(RefundOutcome::AlreadyRefunded),
+            "unknown" => Ok(RefundOutcome::Unknown),
+            other => Err(LedgerError::Protocol(format!("refund replied {other}"))),
         }
-        Ok(outcome)
     }
 
     pub async fn settle(
@@ -464,29 +456,41 @@ impl Inner {
         at_ms: Option<i64>,
         final_cost: u64,
     ) -> Result<SettleOutcome, LedgerError> {
-        let keys = AccountKeys::new(account);
-        for id in DebitId::candidates(request_id) {
-            let mut invocation = self.scripts.settle.prepare_invoke();
-            invocation
-                .key(&keys.account)
-                .key(&keys.window)
-                .key(&keys.ids)
-                .arg(self.window_ms)
-                .arg(&id.encoded)
-                .arg(id.text_id())
-                .arg(at_ms.map(|at| at.to_string()).unwrap_or_default())
-                .arg(final_cost);
-            let reply: Vec<Value> = self.invoke(&invocation).await?;
-            return match text(&reply, 0)?.as_str() {
-                "settled" => Ok(SettleOutcome::Settled {
-                    used: unsigned(&reply, 1)?,
-                }),
-                "refunded" => Ok(SettleOutcome::Refunded),
-                "unknown" => continue,
-                other => Err(LedgerError::Protocol(format!("settle replied {other}"))),
-            };
+        let mut invocation = self.lookup(&self.scripts.settle, account, request_id, at_ms);
+        invocation.arg(final_cost);
+        let reply: Vec<Value> = self.invoke(&invocation).await?;
+        match text(&reply, 0)?.as_str() {
+            "settled" => Ok(SettleOutcome::Settled {
+                used: unsigned(&reply, 1)?,
+            }),
+            "refunded" => Ok(SettleOutcome::Refunded),
+            "unknown" => Ok(SettleOutcome::Unknown),
+            other => Err(LedgerError::Protocol(format!("settle replied {other}"))),
         }
-        Ok(SettleOutcome::Unknown)
+    }
+
+    /// A script call that finds one debit by its request id (`find_debit`
+    /// in `prelude.lua`): both encodings the id may be stored in, so one
+    /// call finds it either way.
+    fn lookup<'s>(
+        &self,
+        script: &'s Script,
+        account: &str,
+        request_id: &str,
+        at_ms: Option<i64>,
+    ) -> redis::ScriptInvocation<'s> {
+        let keys = AccountKeys::new(account);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(keys.account)
+            .key(keys.window)
+            .key(keys.ids)
+            .arg(self.window_ms)
+            .arg(packed_id(request_id).unwrap_or_default())
+            .arg(text_id(request_id))
+            .arg(request_id)
+            .arg(at_ms.map(|at| at.to_string()).unwrap_or_default());
+        invocation
     }
 
     pub async fn balance(
@@ -809,66 +813,35 @@ fn parse_debit(
     })
 }
 
-/// A request id as the debit record stores it (see `prelude.lua`): the
-/// flags byte, then 16 lower-case hex digits packed into 8 bytes (the
-/// gateway's own ids), or any other id as a varint length and its bytes.
-///
-/// A lookup by id (refund, settle) tries the form the id would have been
-/// stored in: packed when it can be, else text.
-struct DebitId {
-    encoded: Vec<u8>,
-    /// The id's text when it is not packed (it is indexed for reuse checks).
-    text: Option<String>,
-}
+// A request id as the debit record stores it (see `prelude.lua`): the flags
+// byte, then 16 lower-case hex digits packed into 8 bytes (the gateway's own
+// ids), or any other id as a varint length and its bytes.
 
 const PACKED: u8 = 2;
 const REFUNDED: u8 = 1;
 
-impl DebitId {
-    fn new(request_id: &str) -> DebitId {
-        let bytes = request_id.as_bytes();
-        if bytes.len() == 16 && bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            let mut encoded = Vec::with_capacity(9);
-            encoded.push(PACKED);
-            for pair in bytes.chunks(2) {
-                encoded.push(hex_value(pair[0]) << 4 | hex_value(pair[1]));
-            }
-            return DebitId {
-                encoded,
-                text: None,
-            };
-        }
-        DebitId::text(request_id)
+/// The packed form, when `request_id` is 16 lower-case hex digits.
+fn packed_id(request_id: &str) -> Option<Vec<u8>> {
+    let bytes = request_id.as_bytes();
+    if bytes.len() != 16 || !bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
     }
+    let mut encoded = Vec::with_capacity(9);
+    encoded.push(PACKED);
+    for pair in bytes.chunks(2) {
+        encoded.push(hex_value(pair[0]) << 4 | hex_value(pair[1]));
+    }
+    Some(encoded)
+}
 
-    /// The text form (with its index entry), whatever the id looks like: a
-    /// client's id, checked against the account's earlier ones.
-    fn text(request_id: &str) -> DebitId {
-        let bytes = request_id.as_bytes();
-        let mut encoded = Vec::with_capacity(bytes.len() + 3);
-        encoded.push(0);
-        push_varint(&mut encoded, bytes.len() as u64);
-        encoded.extend_from_slice(bytes);
-        DebitId {
-            encoded,
-            text: Some(request_id.to_owned()),
-        }
-    }
-
-    /// The forms `request_id` may be stored in, cheapest lookup first: the
-    /// text form is one index read; a packed id without its time is a scan.
-    fn candidates(request_id: &str) -> Vec<DebitId> {
-        let packed = DebitId::new(request_id);
-        if packed.text.is_some() {
-            vec![packed]
-        } else {
-            vec![DebitId::text(request_id), packed]
-        }
-    }
-
-    fn text_id(&self) -> &str {
-        self.text.as_deref().unwrap_or("")
-    }
+/// The text form, whatever the id looks like.
+fn text_id(request_id: &str) -> Vec<u8> {
+    let bytes = request_id.as_bytes();
+    let mut encoded = Vec::with_capacity(bytes.len() + 3);
+    encoded.push(0);
+    push_varint(&mut encoded, bytes.len() as u64);
+    encoded.extend_from_slice(bytes);
+    encoded
 }
 
 fn hex_value(digit: u8) -> u8 {
@@ -990,13 +963,9 @@ mod tests {
 
     #[test]
     fn debit_records_round_trip_packed_and_text_ids() {
-        let packed = DebitId::new("00ff10a0b1c2d3e4");
-        assert_eq!(
-            packed.encoded,
-            [2, 0x00, 0xff, 0x10, 0xa0, 0xb1, 0xc2, 0xd3, 0xe4]
-        );
-        assert_eq!(packed.text_id(), "");
-        let mut member = packed.encoded.clone();
+        let packed = packed_id("00ff10a0b1c2d3e4").unwrap();
+        assert_eq!(packed, [2, 0x00, 0xff, 0x10, 0xa0, 0xb1, 0xc2, 0xd3, 0xe4]);
+        let mut member = packed.clone();
         member[0] |= REFUNDED;
         push_varint(&mut member, 300);
         push_varint(&mut member, 2);
@@ -1013,9 +982,8 @@ mod tests {
         );
         // Upper-case or other lengths stay text, so they round-trip exactly.
         for id in ["00FF10A0B1C2D3E4", "client-req-1", "0123456789abcdef0"] {
-            let text = DebitId::new(id);
-            assert_eq!(text.text_id(), id);
-            let mut member = text.encoded.clone();
+            assert_eq!(packed_id(id), None);
+            let mut member = text_id(id);
             push_varint(&mut member, u64::from(u32::MAX) * 4);
             push_varint(&mut member, 1);
             let record = DebitRecord::parse(&member).unwrap();

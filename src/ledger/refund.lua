@@ -1,10 +1,10 @@
 -- Remove one debit from the window; the history keeps it, marked refunded.
 -- KEYS: account hash, window zset, id index.
--- ARGV: window_ms, id (flags byte + id part), text id ('' when packed),
---       at_ms ('' when unknown: the admin plane refunds by id alone).
+-- ARGV: window_ms, the id packed ('' when it cannot be) and as text (see
+--       find_debit), the id itself, at_ms ('' when unknown).
 -- Returns 'refunded', 'already' or 'unknown'.
 
-local member, at = find_debit(KEYS[2], KEYS[3], ARGV[2], ARGV[3], tonumber(ARGV[4]))
+local member, at = find_debit(KEYS[2], KEYS[3], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
 if not member then return 'unknown' end
 local flags, id, cost, route = parse(member)
 if flags % 2 == 1 then return 'already' end

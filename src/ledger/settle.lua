@@ -1,14 +1,14 @@
 -- Replace a reservation by the settled cost, atomically.
 -- KEYS: account hash, window zset, id index.
--- ARGV: window_ms, id (flags byte + id part), text id ('' when packed),
---       at_ms ('' when unknown), final cost.
+-- ARGV: window_ms, the id packed ('' when it cannot be) and as text (see
+--       find_debit), the id itself, at_ms ('' when unknown), final cost.
 -- Returns {'settled', used}, {'refunded'} or {'unknown'}.
 
-local member, at = find_debit(KEYS[2], KEYS[3], ARGV[2], ARGV[3], tonumber(ARGV[4]))
+local member, at = find_debit(KEYS[2], KEYS[3], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
 if not member then return {'unknown'} end
 local flags, id, cost, route = parse(member)
 if flags % 2 == 1 then return {'refunded'} end
-local final = tonumber(ARGV[5])
+local final = tonumber(ARGV[6])
 redis.call('ZREM', KEYS[2], member)
 redis.call('ZADD', KEYS[2], at, string.char(flags) .. id .. varint(final) .. varint(route))
 local cutoff = ledger_now() - tonumber(ARGV[1])

@@ -408,9 +408,14 @@ async fn a_reused_request_id_gets_the_fallback(h: Harness) {
         other => panic!("{other:?}"),
     }
     assert_eq!(h.used("acct").await, 3);
-    // Refunding the first leaves the second.
+    // Refunding the first leaves the second, which its own id finds.
     h.ledger.refund("acct", "same").await.unwrap();
     assert_eq!(h.used("acct").await, 2);
+    assert_eq!(
+        h.ledger.refund("acct", "same-fallback").await.unwrap(),
+        RefundOutcome::Refunded
+    );
+    assert_eq!(h.used("acct").await, 0);
 }
 
 async fn history_pages_have_no_duplicates_or_gaps(h: Harness) {
