@@ -54,17 +54,10 @@ pub fn generate_key() -> (String, String) {
     rand::rng().fill_bytes(&mut secret);
     let mut id = [0u8; 8];
     rand::rng().fill_bytes(&mut id);
-    (format!("key_{}", hex(&id)), format!("cg_{}", hex(&secret)))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(DIGITS[(byte >> 4) as usize] as char);
-        out.push(DIGITS[(byte & 0xf) as usize] as char);
-    }
-    out
+    (
+        format!("key_{}", crate::hex::encode(&id)),
+        format!("cg_{}", crate::hex::encode(&secret)),
+    )
 }
 
 struct CachedLookup {
@@ -193,7 +186,7 @@ mod tests {
     #[test]
     fn digest_is_sha256() {
         assert_eq!(
-            hex(&digest("abc")),
+            crate::hex::encode(&digest("abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }

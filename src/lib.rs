@@ -29,6 +29,7 @@
 //! - [`api`]: `/v1/credits*` (customers) and the admin listener.
 //! - [`state`]: shared state and the reloadable snapshot; [`reload`] swaps it.
 //! - [`metrics`]: every metric name and label; [`clock`]: the one place time is read.
+//! - [`hex`]: the one hex encoder/decoder (a leaf module).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -39,6 +40,7 @@ pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod forward;
+pub mod hex;
 pub mod ledger;
 pub mod metrics;
 pub mod path;

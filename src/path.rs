@@ -213,16 +213,7 @@ fn check_encoded_byte(value: u8) -> Result<bool, PathError> {
 
 fn decode_hex_pair(pair: &[u8]) -> Option<u8> {
     match pair {
-        [hi, lo] => Some(hex_value(*hi)? << 4 | hex_value(*lo)?),
-        _ => None,
-    }
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        b'a'..=b'f' => Some(b - b'a' + 10),
+        [hi, lo] => Some(crate::hex::digit(*hi)? << 4 | crate::hex::digit(*lo)?),
         _ => None,
     }
 }

@@ -82,17 +82,14 @@ pub fn history_json(page: &HistoryPage) -> Value {
 
 /// Cursors are opaque to clients: hex of `<at_ms>:<request_id>`.
 pub fn encode_cursor(cursor: &HistoryCursor) -> String {
-    crate::auth::hex(format!("{}:{}", cursor.at_ms, cursor.request_id).as_bytes())
+    crate::hex::encode(format!("{}:{}", cursor.at_ms, cursor.request_id).as_bytes())
 }
 
 pub fn decode_cursor(text: &str) -> Option<HistoryCursor> {
-    if text.len() % 2 != 0 || text.len() > 512 {
+    if text.len() > 512 {
         return None;
     }
-    let bytes = (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
+    let bytes = crate::hex::decode(text)?;
     let text = String::from_utf8(bytes).ok()?;
     let (at_ms, request_id) = text.split_once(':')?;
     Some(HistoryCursor {

@@ -5,7 +5,7 @@
 //! lookups are keyed by the key's digest and live in their own slots; no
 //! script ever needs one together with an account's keys.
 
-use crate::auth::hex;
+use crate::hex;
 
 /// The keys of one account, in the order the scripts expect them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl AccountKeys {
 
 /// String: `<account>\t<key id>` for the API key with this digest.
 pub fn api_key_lookup(digest: &[u8; 32]) -> String {
-    format!("cg:key:{}", hex(digest))
+    format!("cg:key:{}", hex::encode(digest))
 }
 
 #[cfg(test)]

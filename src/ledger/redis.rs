@@ -540,7 +540,7 @@ impl Inner {
         match before {
             Some(cursor) => invocation
                 .arg(cursor.at_ms)
-                .arg(unhex(&cursor.request_id).unwrap_or_default()),
+                .arg(crate::hex::decode(&cursor.request_id).unwrap_or_default()),
             None => invocation.arg("").arg(""),
         };
         let reply: Vec<Value> = self.invoke(&invocation).await?;
@@ -576,7 +576,7 @@ impl Inner {
         let next = if more {
             items.last().map(|last| HistoryCursor {
                 at_ms: last.at_ms,
-                request_id: crate::auth::hex(&last_member),
+                request_id: crate::hex::encode(&last_member),
             })
         } else {
             None
@@ -627,7 +627,7 @@ impl Inner {
         }
         let keys = AccountKeys::new(account);
         let mut conn = self.conn().await?;
-        let hex_digest = crate::auth::hex(digest);
+        let hex_digest = crate::hex::encode(digest);
         let _: i64 = self
             .call(conn.hset(&keys.api_keys, key_id, &hex_digest))
             .await?;
@@ -643,7 +643,7 @@ impl Inner {
         let keys = AccountKeys::new(account);
         let mut conn = self.conn().await?;
         let stored: Option<String> = self.call(conn.hget(&keys.api_keys, key_id)).await?;
-        let Some(digest) = stored.as_deref().and_then(parse_hex_digest) else {
+        let Some(digest) = stored.as_deref().and_then(crate::hex::decode_array::<32>) else {
             return Ok(false);
         };
         let _: i64 = self.call(conn.del(api_key_lookup(&digest))).await?;
@@ -829,7 +829,7 @@ fn packed_id(request_id: &str) -> Option<Vec<u8>> {
     let mut encoded = Vec::with_capacity(9);
     encoded.push(PACKED);
     for pair in bytes.chunks(2) {
-        encoded.push(hex_value(pair[0]) << 4 | hex_value(pair[1]));
+        encoded.push(crate::hex::digit(pair[0])? << 4 | crate::hex::digit(pair[1])?);
     }
     Some(encoded)
 }
@@ -842,13 +842,6 @@ fn text_id(request_id: &str) -> Vec<u8> {
     push_varint(&mut encoded, bytes.len() as u64);
     encoded.extend_from_slice(bytes);
     encoded
-}
-
-fn hex_value(digit: u8) -> u8 {
-    match digit {
-        b'0'..=b'9' => digit - b'0',
-        _ => digit - b'a' + 10,
-    }
 }
 
 fn push_varint(out: &mut Vec<u8>, mut n: u64) {
@@ -889,7 +882,7 @@ impl DebitRecord {
     fn parse(member: &[u8]) -> Option<DebitRecord> {
         let flags = *member.first()?;
         let (request_id, mut pos) = if flags & PACKED != 0 {
-            (crate::auth::hex(member.get(1..9)?), 9)
+            (crate::hex::encode(member.get(1..9)?), 9)
         } else {
             let mut pos = 1;
             let len = usize::try_from(read_varint(member, &mut pos)?).ok()?;
@@ -905,27 +898,6 @@ impl DebitRecord {
             route,
         })
     }
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-fn parse_hex_digest(text: &str) -> Option<[u8; 32]> {
-    let mut digest = [0u8; 32];
-    if text.len() != 64 {
-        return None;
-    }
-    for (i, byte) in digest.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(digest)
 }
 
 fn text(reply: &[Value], index: usize) -> Result<String, LedgerError> {
@@ -992,12 +964,5 @@ mod tests {
             assert!(!record.refunded);
         }
         assert_eq!(DebitRecord::parse(&[0, 5, b'a']), None);
-    }
-
-    #[test]
-    fn hex_digests_round_trip() {
-        let digest = [0x5a; 32];
-        assert_eq!(parse_hex_digest(&crate::auth::hex(&digest)), Some(digest));
-        assert_eq!(parse_hex_digest("zz"), None);
     }
 }
