@@ -1,4 +1,4 @@
-//! Configuration: the TOML file (SPEC §3) turned into a validated [`Config`].
+//! Configuration: the TOML file (docs/configuration.md) turned into a validated [`Config`].
 //!
 //! Parsing happens in two passes so that every error is reported at once:
 //! the file is parsed into a raw `toml::Value`, then walked key by key. Each
@@ -131,7 +131,7 @@ pub struct RouteConfig {
     pub cost: u64,
     /// Default true.
     pub refund_on_failure: bool,
-    /// Price per unit of work read from the request body (SPEC §3a):
+    /// Price per unit of work read from the request body (docs/configuration.md):
     /// admission cost = `cost × ceil(units / per)`.
     pub units: Option<UnitsConfig>,
     /// Replace the admission cost (a reservation) by what the response reports.

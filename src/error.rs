@@ -1,6 +1,6 @@
 //! One error type for every way a request can fail, and its problem+json form.
 //!
-//! [`ErrorKind`] fixes the status, the problem `code` (SPEC §4) and the static
+//! [`ErrorKind`] fixes the status, the problem `code` (docs/http-api.md) and the static
 //! metric label. What the client reads (`detail`) is kept apart from what only
 //! the log sees (`internal`): vendor errors, Redis messages and key material
 //! never reach a response.

@@ -1,4 +1,4 @@
-//! The credit ledger: the contract both backends keep (SPEC §1–2).
+//! The credit ledger: the contract both backends keep (docs/ledger.md).
 //!
 //! A debit `(account, at, cost, route, request_id)` counts at time `T` iff
 //! `at > T - window`. [`Ledger::debit`] checks and records in one atomic step;

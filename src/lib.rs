@@ -4,8 +4,8 @@
 //! account may spend its plan's monthly allowance within any sliding window
 //! (30 days by default). The check and the debit are one atomic step in the
 //! ledger, so no interleaving of requests on any number of instances can
-//! spend past the allowance. `SPEC.md` (the product contract) is summarised
-//! in the README.
+//! spend past the allowance. `docs/` holds the contract: the HTTP API, the
+//! configuration reference and the ledger's semantics and Redis layout.
 //!
 //! ## One request's life
 //! ```text

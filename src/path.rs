@@ -1,4 +1,4 @@
-//! Request path normalisation (SPEC: routing and forwarding use the
+//! Request path normalisation (docs/http-api.md: routing and forwarding use the
 //! normalised path).
 //!
 //! The gateway routes on one spelling of a path and forwards that same

@@ -1,4 +1,4 @@
-//! Prices that follow the work (SPEC §3a): the admission cost read from the
+//! Prices that follow the work (docs/configuration.md, "Prices that follow the work"): the admission cost read from the
 //! request body, and the settled cost read from the response.
 //!
 //! Admission cost = `cost × ceil(units / per)`. With `settle`, that cost is a

@@ -1,6 +1,6 @@
 //! The route table, compiled once per config snapshot.
 //!
-//! Precedence (SPEC): exact paths before prefixes, longer prefixes before
+//! Precedence (docs/configuration.md): exact paths before prefixes, longer prefixes before
 //! shorter ones, and on the same pattern an explicit method before an
 //! any-method route. A request falls through to a less specific pattern when
 //! the more specific one has no route for its method, so `GET /v1/agents/x`

@@ -1,4 +1,4 @@
-//! Settling a reservation from the upstream's response (SPEC §3a).
+//! Settling a reservation from the upstream's response (docs/configuration.md, "Prices that follow the work").
 //!
 //! * `header`: read from the response head, settled before the client sees it.
 //! * `json`, ordinary response: the body (up to [`MAX_BUFFERED_RESPONSE`]) is

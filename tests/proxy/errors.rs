@@ -1,4 +1,4 @@
-//! Every row of the SPEC §4 table: status, `code`, and what the upstream saw.
+//! Every row of the error table in docs/http-api.md: status, `code`, and what the upstream saw.
 
 use std::time::Duration;
 
