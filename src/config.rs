@@ -32,8 +32,14 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Default 10 MiB (10485760).
     pub max_body_bytes: u64,
-    /// Default 10s.
+    /// Default 10s. Counted from accept: the first request head (HTTP/1) or
+    /// the preface and SETTINGS (HTTP/2) must be in by then.
     pub header_read_timeout: Duration,
+    /// A connection with no request in progress, or a response the client
+    /// has stopped reading, is closed after this. Default 60s.
+    pub idle_timeout: Duration,
+    /// Data-plane worker threads. Default: the machine's cores.
+    pub workers: usize,
     /// How long in-flight requests may take to finish after SIGTERM. Default 30s.
     pub drain_timeout: Duration,
     /// The whole request body must arrive within this. Default 60s.
@@ -528,6 +534,8 @@ fn parse_server(section: Option<Section<'_>>, base_dir: &Path) -> ServerConfig {
         tls: None,
         max_body_bytes: 10 * 1024 * 1024,
         header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        workers: std::thread::available_parallelism().map_or(1, usize::from),
         drain_timeout: Duration::from_secs(30),
         body_read_timeout: Duration::from_secs(60),
         max_headers: 100,
@@ -560,6 +568,14 @@ fn parse_server(section: Option<Section<'_>>, base_dir: &Path) -> ServerConfig {
     }
     if let Some(d) = s.duration("header_read_timeout") {
         server.header_read_timeout = d;
+    }
+    if let Some(d) = s.duration("idle_timeout") {
+        server.idle_timeout = d;
+    }
+    match s.u64("workers") {
+        Some(n @ 1..=1024) => server.workers = n as usize,
+        Some(_) => s.issue("workers", "must be between 1 and 1024"),
+        None => {}
     }
     if let Some(d) = s.duration("drain_timeout") {
         server.drain_timeout = d;

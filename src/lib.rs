@@ -29,9 +29,10 @@
 //! - [`api`]: `/v1/credits*` (customers) and the admin listener.
 //! - [`state`]: shared state and the reloadable snapshot; [`reload`] swaps it.
 //! - [`metrics`]: every metric name and label; [`clock`]: the one place time is read.
-//! - [`hex`]: the one hex encoder/decoder (a leaf module).
+//! - [`hex`], [`account_id`]: leaf modules (hex encoding; the account id rule).
 #![forbid(unsafe_code)]
 
+pub mod account_id;
 pub mod api;
 pub mod auth;
 pub mod body;

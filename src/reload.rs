@@ -49,8 +49,18 @@ pub fn apply(gateway: &Gateway, config: Config) -> Result<Vec<String>, String> {
         ),
         ("server.tls", current.config.server.tls != config.server.tls),
         (
-            "server.header_read_timeout",
-            current.config.server.header_read_timeout != config.server.header_read_timeout,
+            "server.header_read_timeout / idle_timeout",
+            (
+                current.config.server.header_read_timeout,
+                current.config.server.idle_timeout,
+            ) != (
+                config.server.header_read_timeout,
+                config.server.idle_timeout,
+            ),
+        ),
+        (
+            "server.workers",
+            current.config.server.workers != config.server.workers,
         ),
         (
             "admin.listen",
@@ -82,6 +92,8 @@ pub fn apply(gateway: &Gateway, config: Config) -> Result<Vec<String>, String> {
     config.server.listen = current.config.server.listen;
     config.server.tls = current.config.server.tls.clone();
     config.server.header_read_timeout = current.config.server.header_read_timeout;
+    config.server.idle_timeout = current.config.server.idle_timeout;
+    config.server.workers = current.config.server.workers;
     config.server.max_headers = current.config.server.max_headers;
     config.server.max_header_bytes = current.config.server.max_header_bytes;
     config.server.max_connections = current.config.server.max_connections;

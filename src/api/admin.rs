@@ -158,21 +158,11 @@ fn check_token(gateway: &Gateway, headers: &http::HeaderMap) -> Result<(), Gatew
     }
 }
 
-/// Account ids are 1–64 of `[A-Za-z0-9._-]`.
-pub fn is_valid_account_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
 fn valid_account_id(id: &str) -> Result<&str, GatewayError> {
-    if is_valid_account_id(id) {
+    if crate::account_id::is_valid(id) {
         Ok(id)
     } else {
-        Err(GatewayError::bad_request(
-            "account ids are 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
-        ))
+        Err(GatewayError::bad_request(crate::account_id::RULE))
     }
 }
 

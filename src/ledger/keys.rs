@@ -26,11 +26,7 @@ pub struct AccountKeys {
 impl AccountKeys {
     pub fn new(account: &str) -> AccountKeys {
         debug_assert!(
-            !account.is_empty()
-                && account.len() <= 64
-                && account
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')),
+            crate::account_id::is_valid(account),
             "account ids are validated before they reach the ledger"
         );
         // Built on every debit: plain pushes rather than the formatter.
