@@ -30,6 +30,7 @@
 //! - [`state`]: shared state and the reloadable snapshot; [`reload`] swaps it.
 //! - [`metrics`]: every metric name and label; [`clock`]: the one place time is read.
 //! - [`hex`], [`account_id`]: leaf modules (hex encoding; the account id rule).
+//! - [`dev`]: `serve --dev` — the demo vendor, the dev config and what it prints.
 #![forbid(unsafe_code)]
 
 pub mod account_id;
@@ -39,6 +40,7 @@ pub mod body;
 pub mod clock;
 pub mod config;
 pub mod deadline;
+pub mod dev;
 pub mod error;
 pub mod forward;
 pub mod hex;
