@@ -1,0 +1,128 @@
+//! The `creditgate` command line: one module per subcommand, each owning
+//! its arguments and its `run`. Every command returns an [`exit::Outcome`];
+//! failures carry their exit code ([`exit::Exit`]).
+
+pub mod account;
+pub mod admin_api;
+pub mod check;
+pub mod config_file;
+pub mod exit;
+pub mod probe;
+pub mod serve;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "creditgate",
+    version,
+    about = "A credit-enforcing API gateway: per-account sliding 30-day credit windows in front of paid vendors.",
+    after_help = concat!(
+        "Examples:\n  \
+         creditgate serve --dev                        try it on this machine (nothing else to install)\n  \
+         creditgate serve --config /etc/creditgate/creditgate.toml\n  \
+         creditgate check --config my.toml\n  \
+         creditgate account put site-42 --plan pro\n  \
+         creditgate probe --ready\n\n\
+         Config file (serve, check, account, probe): --config FILE, else $CREDITGATE_CONFIG,\n\
+         else /etc/creditgate/creditgate.toml, else ./config/creditgate.toml.\n\n",
+        crate::exit_codes_help!()
+    )
+)]
+pub struct Cli {
+    /// Log format on stderr (filter with CREDITGATE_LOG, a tracing filter; default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gateway (with --dev: a throwaway demo on loopback).
+    Serve(serve::ServeArgs),
+    /// Validate a config file: every error with its key path, all at once.
+    Check(check::CheckArgs),
+    /// Manage accounts and API keys through a running gateway's admin API.
+    Account(account::AccountArgs),
+    /// Health probe for containers: GET /healthz (or /readyz) of the admin API; exit 0 on 200, else 1.
+    Probe(probe::ProbeArgs),
+}
+
+pub fn run(cli: Cli) -> exit::Outcome {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Account(args) => account::run(args),
+        Command::Probe(args) => probe::run(args),
+    }
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CREDITGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_argument_has_a_description() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (no description)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "creditgate", &mut missing);
+        assert!(missing.is_empty(), "undocumented: {missing:?}");
+    }
+
+    #[test]
+    fn every_subcommand_shows_an_example() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+                let after = sub
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                if !after.contains("Example") {
+                    missing.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "creditgate", &mut missing);
+        assert!(missing.is_empty(), "no example: {missing:?}");
+    }
+}
