@@ -2,7 +2,9 @@
 //! the `account` CLI, and what its logs contain.
 
 mod cli;
+mod deploy;
 mod dev_mode;
+mod metrics_docs;
 
 use std::time::{Duration, Instant};
 
