@@ -159,12 +159,7 @@ pub fn run(args: AccountArgs) -> Outcome {
     if !answer.status.is_success() {
         return Err(refusal(&answer));
     }
-    let json = success_json(&args.action, &answer);
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json).unwrap_or_else(|_| json.to_string())
-    );
-    Ok(())
+    super::print_json(&success_json(&args.action, &answer))
 }
 
 fn accounts<'a>(account: &'a str, rest: &[&'a str]) -> Vec<&'a str> {

@@ -38,9 +38,5 @@ pub fn run(args: CheckArgs) -> Outcome {
         "upstreams": config.upstreams.len(),
         "ledger": ledger,
     });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&summary).unwrap_or_default()
-    );
-    Ok(())
+    super::print_json(&summary)
 }

@@ -64,6 +64,25 @@ pub fn run(cli: Cli) -> exit::Outcome {
     }
 }
 
+/// Writes `text` and a newline on stdout. A reader that went away (`| head`)
+/// is not an error worth a panic: the output was simply not wanted.
+pub fn print_out(text: &str) -> exit::Outcome {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(exit::Failure::new(
+            exit::Exit::Failed,
+            format!("cannot write to stdout: {error}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// [`print_out`] of `value` as indented JSON.
+pub fn print_json(value: &serde_json::Value) -> exit::Outcome {
+    print_out(&serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()))
+}
+
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CREDITGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

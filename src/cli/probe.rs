@@ -47,8 +47,7 @@ fn probe(args: ProbeArgs) -> Outcome {
     let answer = api.send(&Call::new(Method::GET, &[endpoint]), args.timeout)?;
     let body = String::from_utf8_lossy(&answer.body);
     if answer.status == http::StatusCode::OK {
-        println!("{}", body.trim_end());
-        Ok(())
+        super::print_out(body.trim_end())
     } else {
         Err(Failure::new(
             Exit::Failed,

@@ -82,7 +82,8 @@ fn run_dev(options: DevOptions) -> Outcome {
         let dev = dev::start(options)
             .await
             .map_err(|error| Failure::new(Exit::Failed, error.to_string()))?;
-        println!("{}", dev::banner::render(&dev));
+        // The banner is for a terminal; a closed stdout must not stop the gateway.
+        let _ = super::print_out(&dev::banner::render(&dev));
         wait_for_signals(&dev.running).await?;
         tracing::info!("dev mode: stopping; everything it held is forgotten");
         dev.shutdown().await;
