@@ -64,6 +64,7 @@ impl DevProcess {
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!("serve --dev printed no complete banner:\n{banner}");
                 }
             }
