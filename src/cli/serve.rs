@@ -79,9 +79,16 @@ fn run_dev(options: DevOptions) -> Outcome {
     }
     let runtime = runtime(None)?;
     runtime.block_on(async move {
-        let dev = dev::start(options)
-            .await
-            .map_err(|error| Failure::new(Exit::Failed, error.to_string()))?;
+        let dev = dev::start(options).await.map_err(|error| {
+            let hint = match error {
+                dev::DevError::Start(creditgate::StartError::Bind { .. }) => {
+                    "\n(another process has the port: pass --listen 127.0.0.1:0 \
+                     --admin-listen 127.0.0.1:0 to pick free ones)"
+                }
+                _ => "",
+            };
+            Failure::new(Exit::Failed, format!("{error}{hint}"))
+        })?;
         // The banner is for a terminal; a closed stdout must not stop the gateway.
         let _ = super::print_out(&dev::banner::render(&dev));
         wait_for_signals(&dev.running).await?;
