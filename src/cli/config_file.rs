@@ -50,7 +50,7 @@ pub fn load(flag: Option<&Path>) -> Result<(Config, Located), Failure> {
     let located = locate(flag)?;
     let config = Config::load(&located.path).map_err(|error| {
         Failure::new(
-            Exit::InvalidConfig,
+            Exit::Usage,
             format!(
                 "the config file is invalid ({} error(s)):\n{error}",
                 error.issues.len()

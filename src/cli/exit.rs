@@ -10,14 +10,13 @@ pub enum Exit {
     /// The admin API refused the call; `serve` could not start or stopped on
     /// an error; `probe` found the gateway unhealthy or unreachable.
     Failed = 1,
-    /// A bad argument (clap uses 2 for its own usage errors too); nothing was sent.
+    /// Bad input: an argument (clap uses 2 for its own usage errors too) or
+    /// a config file with errors; nothing was sent or started.
     Usage = 2,
     /// No config file where it was looked for.
     NoConfig = 3,
-    /// The config file has errors.
-    InvalidConfig = 4,
     /// The admin API could not be reached or did not answer in time.
-    Unreachable = 5,
+    Unreachable = 4,
 }
 
 /// The exit codes as `--help` shows them.
@@ -28,11 +27,11 @@ macro_rules! exit_codes_help {
          0  success (JSON on stdout)\n  \
          1  the admin API refused the call (its problem+json on stderr); serve could not start;\n     \
             probe: the gateway is not healthy or not reachable (probe only exits 0 or 1)\n  \
-         2  usage: unknown command or flag, a missing or malformed argument (such as an\n     \
-            account id that breaks the rule); nothing was sent\n  \
+         2  bad input: unknown command or flag, a missing or malformed argument (such as an\n     \
+            account id that breaks the rule), or an invalid config file (every error is\n     \
+            listed with its key path); nothing was sent\n  \
          3  no config file found (the places searched are listed)\n  \
-         4  the config file is invalid (every error is listed with its key path)\n  \
-         5  the admin API cannot be reached or did not answer within 10 s"
+         4  the admin API cannot be reached or did not answer within 10 s"
     };
 }
 
@@ -78,13 +77,7 @@ mod tests {
     #[test]
     fn the_help_lists_every_code() {
         let help = exit_codes_help!();
-        for exit in [
-            Exit::Failed,
-            Exit::Usage,
-            Exit::NoConfig,
-            Exit::InvalidConfig,
-            Exit::Unreachable,
-        ] {
+        for exit in [Exit::Failed, Exit::Usage, Exit::NoConfig, Exit::Unreachable] {
             let line = format!("\n  {}  ", exit as u8);
             assert!(help.contains(&line), "{exit:?} missing from:\n{help}");
         }

@@ -358,7 +358,7 @@ fn each_kind_of_failure_has_its_exit_code() {
         &[],
         dir.path(),
     );
-    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("server.listen"),
         "{}",
@@ -374,7 +374,7 @@ fn each_kind_of_failure_has_its_exit_code() {
         &[],
         dir.path(),
     );
-    assert_eq!(serve.status.code(), Some(4), "{}", stderr(&serve));
+    assert_eq!(serve.status.code(), Some(2), "{}", stderr(&serve));
 
     // Nothing listens there: 5, and it says where the address came from.
     let nowhere = format!("http://127.0.0.1:{}", free_port());
@@ -391,7 +391,7 @@ fn each_kind_of_failure_has_its_exit_code() {
         &[],
         dir.path(),
     );
-    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("cannot reach the admin API"),
         "{}",
@@ -411,7 +411,7 @@ fn each_kind_of_failure_has_its_exit_code() {
         ],
         dir.path(),
     );
-    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
     // The probe only ever says 0 or 1 (Docker reserves 2).
     let probe = creditgate(&["probe", "--admin-url", &nowhere], &[], dir.path());
     assert_eq!(probe.status.code(), Some(1), "{}", stderr(&probe));
@@ -532,10 +532,9 @@ fn help_describes_every_command_with_examples_and_exit_codes() {
         "Exit codes:",
         "  0  success",
         "  1  the admin API refused",
-        "  2  usage",
+        "  2  bad input",
         "  3  no config file found",
-        "  4  the config file is invalid",
-        "  5  the admin API cannot be reached",
+        "  4  the admin API cannot be reached",
         "CREDITGATE_CONFIG",
         "/etc/creditgate/creditgate.toml",
         "creditgate serve --dev",
