@@ -162,8 +162,8 @@ pub struct HistoryPage {
 /// What an admin recount found and wrote (docs/ledger.md, "Bounds and repair").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recount {
-    /// The total the account held before, verbatim: it may not have been a
-    /// number the ledger accepts (that is why one recounts).
+    /// What the stored totals said as of now, or the stored value verbatim
+    /// when it was not a valid total (that is why one recounts).
     pub previous_used: String,
     /// The total now stored: the costs of the debits counting in the window.
     pub used: u64,
@@ -172,7 +172,8 @@ pub struct Recount {
     /// Debits whose own cost was above [`bounds::MAX_CREDITS`]: they could
     /// not be counted exactly, so they are marked refunded (history keeps them).
     pub voided: u64,
-    /// Whether anything stored was different from what the debits say.
+    /// Whether the stored totals disagreed with the debits (damaged, or
+    /// wrong): `false` on a healthy account.
     pub changed: bool,
 }
 
@@ -191,6 +192,18 @@ pub enum LedgerError {
     /// A value the ledger cannot hold exactly was refused; nothing was written.
     #[error("ledger refused an out-of-range value: {0}")]
     OutOfRange(String),
+}
+
+impl LedgerError {
+    /// Whether the ledger could not be reached or answered (what
+    /// `ledger.on_unavailable` is about), as opposed to a refusal that
+    /// retrying or forwarding unmetered must not paper over.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            LedgerError::Timeout | LedgerError::Unavailable(_) | LedgerError::Protocol(_)
+        )
+    }
 }
 
 /// The ledger an instance uses. An enum rather than a trait object: two

@@ -7,13 +7,20 @@
 -- Returns {} when there is no account,
 -- {'too_large', total} when the debits add up to more than MAX_CREDITS
 -- (nothing written), else
--- {'recounted', previous used (verbatim), used, counted, voided, changed (0/1)}.
+-- {'recounted', previous used, used, counted, voided, changed (0/1)}, where
+-- the previous used is what the stored totals said as of now (debits that
+-- left the window subtracted), or the stored value verbatim when the totals
+-- were damaged; changed is 0 when the recount agrees with them.
 
-local account = redis.call('HMGET', KEYS[1], 'plan', 'used', 'first')
+local account = redis.call('HMGET', KEYS[1], 'plan', 'used', 'seen', 'first')
 if not account[1] then return {} end
-local previous_used = account[2] or '0'
-local previous_first = account[3] or '-1'
 local cutoff = ledger_now() - tonumber(ARGV[1])
+local previous = window_state(account[2], account[3], account[4])
+local previous_used = account[2] or '0'
+if previous then
+  advance(KEYS[2], previous, cutoff)
+  previous_used = int(previous.used)
+end
 local used, counted, first = 0, 0, -1
 local void = {}
 local offset = 0
@@ -44,6 +51,6 @@ for i = 1, #void, 2 do
 end
 local state = { used = used, seen = cutoff, first = first }
 save_state(KEYS[1], state)
-local changed = 0
-if previous_used ~= int(used) or previous_first ~= int(first) or #void > 0 then changed = 1 end
+local changed = 1
+if previous and previous.used == used and previous.first == first and #void == 0 then changed = 0 end
 return {'recounted', previous_used, used, counted, #void / 2, changed}
