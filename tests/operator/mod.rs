@@ -1,6 +1,9 @@
 //! The binary as operators run it: `check`, `serve` with signals and reload,
 //! the `account` CLI, and what its logs contain.
 
+mod config_refusals;
+mod ledger_repair;
+
 use std::time::{Duration, Instant};
 
 use crate::support::gateway::VENDOR_KEY;
