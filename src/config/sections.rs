@@ -33,6 +33,9 @@ const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 const DAY: u64 = 86_400;
 
+const NO_REDIS_TLS: &str = "TLS to Redis (rediss://) is not built into this version; \
+     use redis:// over a private network or a TLS tunnel";
+
 /// Walks the whole file. Every problem found is pushed to `issues`; the
 /// [`Draft`] holds whatever could be read.
 pub(super) fn read_root(
@@ -179,13 +182,11 @@ fn read_ledger(section: Option<Section<'_>>) -> LedgerConfig {
             for (i, item) in items.into_iter().enumerate() {
                 match item {
                     toml::Value::String(raw) => match substitute(&raw, s.env) {
-                        Ok(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                            urls.push(url)
+                        Ok(url) if url.starts_with("redis://") => urls.push(url),
+                        Ok(url) if url.starts_with("rediss://") => {
+                            s.issue(&format!("cluster[{i}]"), NO_REDIS_TLS)
                         }
-                        Ok(_) => s.issue(
-                            &format!("cluster[{i}]"),
-                            "must start with redis:// or rediss://",
-                        ),
+                        Ok(_) => s.issue(&format!("cluster[{i}]"), "must start with redis://"),
                         Err(message) => s.issue(&format!("cluster[{i}]"), message),
                     },
                     _ => s.issue(&format!("cluster[{i}]"), "expected a redis:// URL string"),
@@ -203,7 +204,7 @@ fn read_ledger(section: Option<Section<'_>>) -> LedgerConfig {
     };
     if let Some(url) = &redis_url {
         if url.starts_with("rediss://") {
-            s.issue("redis_url", "TLS to Redis (rediss://) is not built into this version; use redis:// over a private network or a TLS tunnel");
+            s.issue("redis_url", NO_REDIS_TLS);
         } else if !url.starts_with("redis://") {
             s.issue("redis_url", "must start with redis://");
         }
