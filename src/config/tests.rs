@@ -281,7 +281,10 @@ fn backend_rules() {
         "[ledger]\ncluster = [\"rediss://a:1\"]",
     ] {
         let error = parse(tls).unwrap_err();
-        assert!(error.to_string().contains("not built into this version"), "{error}");
+        assert!(
+            error.to_string().contains("not built into this version"),
+            "{error}"
+        );
     }
     assert_eq!(
         parse("[ledger]\nbackend = \"memory\"")

@@ -376,6 +376,11 @@ async fn a_damaged_total_is_reported_and_a_recount_repairs_it(h: Harness) {
     );
     assert!(h.ledger.recount("acct").await.unwrap().unwrap().changed);
     assert_eq!(h.used("acct").await, 8);
+
+    // The sweep schedule is no total: a bad one is taken as due and rewritten.
+    node.cli(&["HSET", &keys.account, "sweep", "soon"]);
+    assert!(admitted(&h.debit("e", 1).await));
+    assert_ne!(node.cli(&["HGET", &keys.account, "sweep"]), "soon");
 }
 
 /// A window member in the debit record format (docs/ledger.md): a text id

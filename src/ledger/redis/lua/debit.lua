@@ -42,7 +42,8 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
   if not state then return 'D ' .. damaged end
   local changed = advance(k.window, state, now - window_ms)
   -- History past its retention goes now and then, a bounded batch at a time.
-  if now >= tonumber(account[6] or '0') then
+  -- (A sweep time that is not a number is taken as due, and rewritten.)
+  if now >= (tonumber(account[6] or '0') or 0) then
     local more = sweep(k.window, k.ids, now - retention_ms)
     local next_sweep = now + math.min(60000, math.floor(retention_ms / 16))
     if more then next_sweep = now end
