@@ -112,7 +112,7 @@ LUA
 # The peer: nginx with a Lua access phase that runs the gateway's own debit
 # script (same key layout, same Redis) before proxy_pass; its account is the
 # bearer token itself (no key lookup), which only flatters the peer.
-cat src/ledger/prelude.lua src/ledger/debit.lua >"$WORK/debit.lua"
+cat src/ledger/redis/lua/prelude.lua src/ledger/redis/lua/debit.lua >"$WORK/debit.lua"
 mkdir -p "$WORK/nginx-tmp"
 cat >"$WORK/nginx.conf" <<NGINX
 worker_processes auto;

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{self, Body};
+use crate::ledger::LedgerError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -23,6 +24,8 @@ pub enum ErrorKind {
     RequestTimeout,
     CreditsExhausted,
     LedgerUnavailable,
+    /// The account's stored totals are damaged; an operator must recount it.
+    LedgerInconsistent,
     InvalidUnits,
     UpstreamUnavailable,
     UpstreamTimeout,
@@ -51,7 +54,7 @@ impl ErrorKind {
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             UnknownPlan => StatusCode::UNPROCESSABLE_ENTITY,
-            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            LedgerInconsistent | Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -69,6 +72,7 @@ impl ErrorKind {
             RequestTimeout => "request_timeout",
             CreditsExhausted => "credits_exhausted",
             LedgerUnavailable => "ledger_unavailable",
+            LedgerInconsistent => "ledger_inconsistent",
             InvalidUnits => "invalid_units",
             UpstreamUnavailable => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
@@ -94,6 +98,7 @@ impl ErrorKind {
             RequestTimeout => "Request body too slow",
             CreditsExhausted => "Not enough credits",
             LedgerUnavailable => "Credit ledger unavailable",
+            LedgerInconsistent => "Credit balance needs repair",
             InvalidUnits => "Invalid pricing input",
             UpstreamUnavailable => "Upstream unavailable",
             UpstreamTimeout => "Upstream timed out",
@@ -165,6 +170,28 @@ impl GatewayError {
         .with_extra(Extra::RetryAfter(1))
     }
 
+    /// A ledger failure as the client sees it: an outage is a 503
+    /// `ledger_unavailable`; an account whose stored totals are damaged is a
+    /// 500 `ledger_inconsistent` until an operator recounts it
+    /// (docs/ledger.md, "Bounds and repair"). Nothing is charged either way.
+    pub fn from_ledger(error: LedgerError) -> Self {
+        match error {
+            LedgerError::Inconsistent(_) => Self::new(
+                ErrorKind::LedgerInconsistent,
+                "this account's credit balance is inconsistent and needs repair by the operator; nothing was charged",
+            )
+            .with_internal(error),
+            LedgerError::OutOfRange(_) => Self::new(
+                ErrorKind::Internal,
+                "the credit ledger refused an amount outside its range; nothing was charged",
+            )
+            .with_internal(error),
+            LedgerError::Timeout | LedgerError::Unavailable(_) | LedgerError::Protocol(_) => {
+                Self::ledger_unavailable(error)
+            }
+        }
+    }
+
     /// The RFC 9457 problem response.
     pub fn to_response(&self) -> Response<Body> {
         let status = self.kind.status();
@@ -214,6 +241,12 @@ impl GatewayError {
     }
 }
 
+impl From<LedgerError> for GatewayError {
+    fn from(error: LedgerError) -> Self {
+        GatewayError::from_ledger(error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +285,24 @@ mod tests {
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["retry-after"], "1");
         assert!(!format!("{:?}", response.body()).contains("10.1.2.3"));
+    }
+
+    #[tokio::test]
+    async fn a_damaged_account_is_a_500_that_says_so_without_internals() {
+        let error = GatewayError::from_ledger(LedgerError::Inconsistent(
+            "account `a`: the stored `used` is not a valid total".into(),
+        ));
+        assert!(error.internal.as_deref().unwrap().contains("stored `used`"));
+        let response = error.to_response();
+        assert_eq!(response.status(), 500);
+        assert!(response.headers().get("retry-after").is_none());
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["code"], "ledger_inconsistent");
+        assert!(!json["detail"].as_str().unwrap().contains("used"));
+        assert_eq!(
+            GatewayError::from_ledger(LedgerError::Timeout).kind,
+            ErrorKind::LedgerUnavailable
+        );
     }
 }

@@ -7,9 +7,10 @@
 //!
 //! Backends: [`memory::MemoryLedger`] (in-process, one instance) and
 //! [`redis::RedisLedger`] (shared by every instance; Lua scripts read Redis
-//! `TIME`). `ledger/keys.rs` is the only place that spells a Redis key.
+//! `TIME`). `ledger/keys.rs` is the only place that spells a Redis key;
+//! [`bounds`] holds the numeric range both backends keep.
 
-pub mod connection;
+pub mod bounds;
 pub mod keys;
 pub mod memory;
 pub mod redis;
@@ -158,6 +159,24 @@ pub struct HistoryPage {
     pub next: Option<HistoryCursor>,
 }
 
+/// What an admin recount found and wrote (docs/ledger.md, "Bounds and repair").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recount {
+    /// What the stored totals said as of now, or the stored value verbatim
+    /// when it was not a valid total (that is why one recounts).
+    pub previous_used: String,
+    /// The total now stored: the costs of the debits counting in the window.
+    pub used: u64,
+    /// Debits counting in the window.
+    pub counted: u64,
+    /// Debits whose own cost was above [`bounds::MAX_CREDITS`]: they could
+    /// not be counted exactly, so they are marked refunded (history keeps them).
+    pub voided: u64,
+    /// Whether the stored totals disagreed with the debits (damaged, or
+    /// wrong): `false` on a healthy account.
+    pub changed: bool,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LedgerError {
     #[error("ledger call timed out")]
@@ -166,6 +185,25 @@ pub enum LedgerError {
     Unavailable(String),
     #[error("ledger returned an unexpected reply: {0}")]
     Protocol(String),
+    /// An account's stored totals cannot be trusted; nothing was done. Not an
+    /// outage: it lasts until an operator recounts the account.
+    #[error("ledger inconsistent: {0}")]
+    Inconsistent(String),
+    /// A value the ledger cannot hold exactly was refused; nothing was written.
+    #[error("ledger refused an out-of-range value: {0}")]
+    OutOfRange(String),
+}
+
+impl LedgerError {
+    /// Whether the ledger could not be reached or answered (what
+    /// `ledger.on_unavailable` is about), as opposed to a refusal that
+    /// retrying or forwarding unmetered must not paper over.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            LedgerError::Timeout | LedgerError::Unavailable(_) | LedgerError::Protocol(_)
+        )
+    }
 }
 
 /// The ledger an instance uses. An enum rather than a trait object: two
@@ -193,6 +231,9 @@ impl Ledger {
         }
     }
 
+    /// A cost above the allowance (any cost above [`bounds::MAX_CREDITS`]
+    /// is) is rejected with no retry time; a plan table with an allowance
+    /// above the bound is refused with [`LedgerError::OutOfRange`].
     pub async fn debit(&self, debit: &Debit<'_>) -> Result<DebitOutcome, LedgerError> {
         dispatch!(self, l => l.debit(debit).await)
     }
@@ -217,7 +258,10 @@ impl Ledger {
         dispatch!(self, l => l.refund(account, request_id, Some(at_ms)).await)
     }
 
-    /// Replaces a debit's cost (a reservation) by its settled cost.
+    /// Replaces a debit's cost (a reservation) by its settled cost, which
+    /// may take `used` above the allowance (the work was done). Refused with
+    /// [`LedgerError::OutOfRange`], nothing written, when the cost or the new
+    /// total would be above [`bounds::MAX_CREDITS`].
     pub async fn settle(
         &self,
         account: &str,
@@ -273,6 +317,13 @@ impl Ledger {
 
     pub async fn find_key(&self, digest: &[u8; 32]) -> Result<Option<KeyOwner>, LedgerError> {
         dispatch!(self, l => l.find_key(digest).await)
+    }
+
+    /// Recomputes an account's running totals from the debits in its window
+    /// (an admin repair; a scan, never on the request path). `Ok(None)` when
+    /// the account does not exist.
+    pub async fn recount(&self, account: &str) -> Result<Option<Recount>, LedgerError> {
+        dispatch!(self, l => l.recount(account).await)
     }
 
     /// Reachability check for `/readyz`.

@@ -25,7 +25,7 @@
 //! - [`request_id`], [`ratelimit`]: `X-Request-Id` and the credit headers.
 //! - [`proxy`]: the request phases; [`forward`]: upstream clients and header hygiene.
 //! - [`ledger`]: the `Ledger` contract and its `memory` and `redis` backends
-//!   (`ledger/keys.rs` spells every Redis key; `ledger/*.lua` are the scripts).
+//!   (`ledger/keys.rs` spells every Redis key; `ledger/redis/lua/` holds the scripts).
 //! - [`api`]: `/v1/credits*` (customers) and the admin listener.
 //! - [`state`]: shared state and the reloadable snapshot; [`reload`] swaps it.
 //! - [`metrics`]: every metric name and label; [`clock`]: the one place time is read.

@@ -411,6 +411,8 @@ async fn debit(
         .ledger_call("debit", started.elapsed(), outcome.is_ok());
     let window_secs = snapshot.window_secs;
     match outcome {
+        // A damaged account or a refused amount: never forwarded unmetered.
+        Err(error) if !error.is_outage() => Err(GatewayError::from_ledger(error)),
         Err(error) => match snapshot.config.ledger.on_unavailable {
             OnUnavailable::Reject => Err(GatewayError::ledger_unavailable(error)),
             OnUnavailable::Allow => {

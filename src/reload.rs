@@ -1,9 +1,10 @@
 //! Live reload (SIGHUP, `POST /admin/v1/reload`): re-read the config file and
 //! swap in a new snapshot — routes, costs, plans, upstreams, admin token.
 //!
-//! Listeners, TLS and the ledger connection are fixed for the life of the
-//! process; a reload that changes them applies everything else and logs which
-//! settings wait for a restart. An invalid file changes nothing.
+//! Listeners, TLS, connection limits and timers, and the ledger are fixed
+//! for the life of the process; a reload that changes them applies
+//! everything else and logs which settings wait for a restart. An invalid
+//! file changes nothing (docs/configuration.md, "Reload").
 
 use crate::config::Config;
 use crate::state::{Gateway, Snapshot};
@@ -63,6 +64,10 @@ pub fn apply(gateway: &Gateway, config: Config) -> Result<Vec<String>, String> {
             current.config.server.workers != config.server.workers,
         ),
         (
+            "server.drain_timeout",
+            current.config.server.drain_timeout != config.server.drain_timeout,
+        ),
+        (
             "admin.listen",
             current.config.admin.listen != config.admin.listen,
         ),
@@ -94,6 +99,7 @@ pub fn apply(gateway: &Gateway, config: Config) -> Result<Vec<String>, String> {
     config.server.header_read_timeout = current.config.server.header_read_timeout;
     config.server.idle_timeout = current.config.server.idle_timeout;
     config.server.workers = current.config.server.workers;
+    config.server.drain_timeout = current.config.server.drain_timeout;
     config.server.max_headers = current.config.server.max_headers;
     config.server.max_header_bytes = current.config.server.max_header_bytes;
     config.server.max_connections = current.config.server.max_connections;

@@ -43,15 +43,13 @@ pub struct RouteTable {
 #[derive(Debug, Clone)]
 struct Candidate {
     index: usize,
-    /// Upper-case method token; `None` = any method.
-    method: Option<String>,
+    /// `None` = any method.
+    method: Option<Method>,
 }
 
 impl Candidate {
     fn accepts(&self, method: &Method) -> bool {
-        self.method
-            .as_deref()
-            .is_none_or(|wanted| wanted == method.as_str())
+        self.method.as_ref().is_none_or(|wanted| wanted == method)
     }
 }
 
@@ -130,7 +128,7 @@ impl RouteTable {
         let mut allow: Vec<String> = self
             .matching(normalized_path)
             .flatten()
-            .filter_map(|c| c.method.clone())
+            .filter_map(|c| c.method.as_ref().map(|m| m.as_str().to_owned()))
             .collect();
         allow.sort_unstable();
         allow.dedup();
@@ -161,7 +159,7 @@ mod tests {
         };
         RouteConfig {
             name: format!("{} {pattern}", method.unwrap_or("ANY")),
-            method: method.map(str::to_owned),
+            method: method.map(|m| Method::from_bytes(m.as_bytes()).expect("valid method")),
             path,
             upstream: "up".to_owned(),
             cost: 1,
@@ -386,7 +384,7 @@ mod tests {
             .collect();
         let best = matching
             .iter()
-            .filter(|(_, r, _)| r.method.as_deref().is_none_or(|m| m == method))
+            .filter(|(_, r, _)| r.method.as_ref().is_none_or(|m| m == method))
             .min_by_key(|(i, r, s)| (std::cmp::Reverse(*s), r.method.is_none(), *i));
         if let Some((i, _, _)) = best {
             return RouteMatch::Found(*i);
@@ -396,7 +394,7 @@ mod tests {
         }
         let allow: std::collections::BTreeSet<String> = matching
             .iter()
-            .filter_map(|(_, r, _)| r.method.clone())
+            .filter_map(|(_, r, _)| r.method.as_ref().map(|m| m.to_string()))
             .collect();
         RouteMatch::MethodNotAllowed {
             allow: allow.into_iter().collect(),

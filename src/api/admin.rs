@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 
 use crate::body::{self, Body};
 use crate::error::{ErrorKind, GatewayError};
-use crate::ledger::{AccountRecord, RefundOutcome};
+use crate::ledger::{AccountRecord, LedgerError, RefundOutcome};
 use crate::state::Gateway;
 
 /// Admin request bodies are small JSON documents.
@@ -93,6 +93,7 @@ async fn serve(
             Ok(body::json(&super::history_json(&page)))
         }
         (Method::POST, ["accounts", id, "refunds"]) => refund(gateway, id, request).await,
+        (Method::POST, ["accounts", id, "recount"]) => recount(gateway, id).await,
         _ => Err(not_found()),
     }
 }
@@ -191,7 +192,7 @@ async fn account_view(gateway: &Gateway, id: &str) -> Result<Value, GatewayError
         .ledger
         .balance(id, &snapshot.config.plans)
         .await
-        .map_err(GatewayError::ledger_unavailable)?
+        .map_err(GatewayError::from_ledger)?
         .ok_or_else(|| GatewayError::new(ErrorKind::NotFound, format!("no account `{id}`")))?;
     let mut view = super::balance_json(id, &balance);
     view["suspended"] = balance.account.suspended.into();
@@ -352,4 +353,40 @@ async fn refund(
             "already_refunded": outcome == RefundOutcome::AlreadyRefunded,
         }))),
     }
+}
+
+/// `POST /admin/v1/accounts/{id}/recount`: recomputes the account's running
+/// totals from the debits in its window — the repair for an account whose
+/// stored totals are damaged (docs/ledger.md, "Bounds and repair"). Answers
+/// what was found and the account as it now stands.
+async fn recount(gateway: &Gateway, id: &str) -> Result<Response<Body>, GatewayError> {
+    let id = valid_account_id(id)?;
+    let recount = gateway
+        .ledger
+        .recount(id)
+        .await
+        .map_err(|error| match error {
+            // The operator asked: tell them what stood in the way.
+            LedgerError::OutOfRange(message) => GatewayError::new(ErrorKind::Internal, message),
+            other => GatewayError::from_ledger(other),
+        })?
+        .ok_or_else(|| GatewayError::new(ErrorKind::NotFound, format!("no account `{id}`")))?;
+    if recount.changed {
+        tracing::warn!(
+            account = id,
+            previous_used = %recount.previous_used,
+            used = recount.used,
+            voided = recount.voided,
+            "account totals repaired by a recount"
+        );
+    }
+    let mut view = account_view(gateway, id).await?;
+    view["recount"] = json!({
+        "previous_used": recount.previous_used,
+        "used": recount.used,
+        "debits_counted": recount.counted,
+        "debits_voided": recount.voided,
+        "changed": recount.changed,
+    });
+    Ok(body::json(&view))
 }

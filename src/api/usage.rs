@@ -44,7 +44,7 @@ pub async fn handle(
             .ledger
             .balance(account, &snapshot.config.plans)
             .await
-            .map_err(GatewayError::ledger_unavailable)?
+            .map_err(GatewayError::from_ledger)?
             .ok_or_else(|| {
                 GatewayError::new(
                     ErrorKind::Unauthenticated,
@@ -58,6 +58,6 @@ pub async fn handle(
         .ledger
         .history(account, limit, before.as_ref())
         .await
-        .map_err(GatewayError::ledger_unavailable)?;
+        .map_err(GatewayError::from_ledger)?;
     Ok(body::json(&super::history_json(&page)))
 }

@@ -58,7 +58,10 @@ mod tests {
             ["image-generate", "video-generate", "agents", "status"]
         );
         assert!(config.routes[2].settle.is_some());
-        assert_eq!(config.plan_allowance(super::super::DEMO_PLAN), Some(100));
+        assert_eq!(
+            config.plans.get(super::super::DEMO_PLAN).copied(),
+            Some(100)
+        );
         assert!(config.source.is_none(), "nothing to reload from");
     }
 }

@@ -100,7 +100,7 @@ pub async fn start(options: DevOptions) -> Result<DevGateway, DevError> {
         admin_token: &admin_token,
         vendor_url: &vendor.url(),
     })?;
-    let allowance = config.plan_allowance(DEMO_PLAN).unwrap_or(0);
+    let allowance = config.plans.get(DEMO_PLAN).copied().unwrap_or(0);
     let running = crate::start(config).await?;
     let ledger = &running.gateway.ledger;
     ledger

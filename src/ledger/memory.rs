@@ -3,13 +3,14 @@
 //! One mutex around all accounts; no operation awaits while holding it, and
 //! each is O(log n) amortised in the window size (expired debits are trimmed
 //! from the front of an ordered map, their costs subtracted from a running
-//! total). State is lost when the process exits.
+//! total). State is lost when the process exits. It keeps the same bounds as
+//! Redis (`ledger/bounds.rs`) and answers the same way at them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::SettleOutcome;
+use super::{bounds, Recount, SettleOutcome};
 use super::{
     AccountRecord, Balance, Debit, DebitOutcome, HistoryCursor, HistoryItem, HistoryPage, KeyOwner,
     LedgerError, PlanTable, RefundOutcome, Release, WindowState,
@@ -108,6 +109,7 @@ impl MemoryLedger {
     }
 
     pub async fn debit(&self, debit: &Debit<'_>) -> Result<DebitOutcome, LedgerError> {
+        bounds::check_plans(debit.plans)?;
         let now = self.clock.now_ms();
         let mut state = self.lock();
         let Some(account) = state.accounts.get_mut(debit.account) else {
@@ -131,7 +133,8 @@ impl MemoryLedger {
                 window,
             });
         }
-        if account.used + debit.cost > allowance {
+        // The cost alone first: it may be beyond the bound, where a sum could overflow.
+        if debit.cost > allowance || account.used + debit.cost > allowance {
             let retry_after_ms = if debit.cost > allowance {
                 None
             } else {
@@ -199,29 +202,68 @@ impl MemoryLedger {
         Ok(RefundOutcome::Refunded)
     }
 
+    /// Refused, nothing written, when the cost or the account's new total
+    /// would be above [`bounds::MAX_CREDITS`].
     pub async fn settle(
         &self,
-        account: &str,
+        account_id: &str,
         request_id: &str,
         _at_ms: Option<i64>,
         final_cost: u64,
     ) -> Result<SettleOutcome, LedgerError> {
+        bounds::check_settled_cost(final_cost)?;
+        let now = self.clock.now_ms();
         let mut state = self.lock();
-        let Some(account) = state.accounts.get_mut(account) else {
+        let Some(account) = state.accounts.get_mut(account_id) else {
             return Ok(SettleOutcome::Unknown);
         };
+        self.trim(account, now);
         let Some(record) = account.records.get_mut(request_id) else {
             return Ok(SettleOutcome::Unknown);
         };
         if record.refunded {
             return Ok(SettleOutcome::Refunded);
         }
-        record.cost = final_cost;
+        // A debit that already left the window no longer counts either way.
         if let Some(cost) = account.window.get_mut(&(record.at, request_id.to_owned())) {
-            account.used = account.used - *cost + final_cost;
+            let used = account.used - *cost + final_cost;
+            if used > bounds::MAX_CREDITS {
+                return Err(bounds::total_too_large(account_id, &used.to_string()));
+            }
+            account.used = used;
             *cost = final_cost;
         }
+        record.cost = final_cost;
         Ok(SettleOutcome::Settled { used: account.used })
+    }
+
+    /// Recomputes `used` from the debits in the window. The running total
+    /// here is kept by the same code that keeps the window, so a recount
+    /// finds it right; it answers like the Redis recount all the same.
+    pub async fn recount(&self, account_id: &str) -> Result<Option<Recount>, LedgerError> {
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        let Some(account) = state
+            .accounts
+            .get_mut(account_id)
+            .filter(|a| a.record.is_some())
+        else {
+            return Ok(None);
+        };
+        self.trim(account, now);
+        let previous = account.used;
+        let used: u64 = account.window.values().sum();
+        if used > bounds::MAX_CREDITS {
+            return Err(bounds::total_too_large(account_id, &used.to_string()));
+        }
+        account.used = used;
+        Ok(Some(Recount {
+            previous_used: previous.to_string(),
+            used,
+            counted: account.window.len() as u64,
+            voided: 0,
+            changed: previous != used,
+        }))
     }
 
     pub async fn balance(

@@ -696,3 +696,5 @@ async fn a_broken_account_fails_alone_in_its_batch() {
     assert_eq!((good, failed), (180, 20));
     assert_eq!(h.used("acct").await, 180);
 }
+
+mod bounds;

@@ -2,8 +2,10 @@
 //! the `account` CLI, and what its logs contain.
 
 mod cli;
+mod config_refusals;
 mod deploy;
 mod dev_mode;
+mod ledger_repair;
 mod metrics_docs;
 
 use std::time::{Duration, Instant};

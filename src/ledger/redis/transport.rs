@@ -1,14 +1,18 @@
-//! One Redis or a Redis Cluster behind the same `ConnectionLike`, so the
-//! ledger's scripts and commands are written once.
+//! How the Redis ledger talks to Redis: the connection (one Redis or a
+//! Redis Cluster behind the same `ConnectionLike`, so scripts and commands
+//! are written once), the per-call timeout, script calls by SHA with their
+//! NOSCRIPT retries, and reconnecting after a run of timeouts.
 //!
 //! * One Redis: a `ConnectionManager` (reconnects in the background, never
-//!   replays a command).
+//!   replays a command, so a timed-out debit is never run twice by the client).
 //! * Cluster: redis-rs' async cluster connection (slot map, MOVED/ASK
 //!   redirects, TRYAGAIN retries, per-node connections; `SCRIPT LOAD` goes to
 //!   every primary). It is created on first use and re-created after a
 //!   failure, so a gateway starts — and answers 503 — while the cluster is down.
+//!
+//! docs/ledger.md ("Timeouts and retries") describes the policy.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -16,31 +20,31 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use tokio::sync::Mutex;
 
-use super::LedgerError;
+use crate::ledger::LedgerError;
 
 fn tcp() -> redis::io::tcp::TcpSettings {
     // redis-rs 1.x leaves Nagle on; every ledger call is a small write.
     redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
-pub enum Redis {
+enum Redis {
     Single(Box<Single>),
     Cluster(Box<Cluster>),
 }
 
-pub struct Single {
+struct Single {
     client: redis::Client,
     config: ConnectionManagerConfig,
     manager: std::sync::RwLock<ConnectionManager>,
 }
 
-pub struct Cluster {
+struct Cluster {
     client: ClusterClient,
     connection: Mutex<Option<ClusterConnection>>,
 }
 
 impl Redis {
-    pub fn single(url: &str, timeout: Duration) -> Result<Redis, LedgerError> {
+    fn single(url: &str, timeout: Duration) -> Result<Redis, LedgerError> {
         let bad_url =
             |e: redis::RedisError| LedgerError::Unavailable(format!("bad redis url: {e}"));
         let info = url
@@ -62,7 +66,7 @@ impl Redis {
         })))
     }
 
-    pub fn cluster(urls: &[String], timeout: Duration) -> Result<Redis, LedgerError> {
+    fn cluster(urls: &[String], timeout: Duration) -> Result<Redis, LedgerError> {
         let client = ClusterClient::builder(urls.to_vec())
             .connection_timeout(timeout)
             .response_timeout(timeout)
@@ -79,7 +83,7 @@ impl Redis {
     }
 
     /// A handle for one operation (cheap: both kinds are multiplexed clones).
-    pub async fn handle(&self) -> Result<Handle, LedgerError> {
+    async fn handle(&self) -> Result<Handle, LedgerError> {
         match self {
             Redis::Single(single) => Ok(Handle::Single(
                 single
@@ -110,7 +114,7 @@ impl Redis {
     /// itself after I/O errors, but a server that vanished without a reset
     /// (host gone, network partition) only ever times out; the ledger calls
     /// this when timeouts have lasted a while.
-    pub async fn reset(&self) {
+    async fn reset(&self) {
         match self {
             Redis::Single(single) => {
                 if let Ok(fresh) = ConnectionManager::new_lazy_with_config(
@@ -126,7 +130,7 @@ impl Redis {
 }
 
 #[derive(Clone)]
-pub enum Handle {
+pub(super) enum Handle {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -155,6 +159,121 @@ impl ConnectionLike for Handle {
         match self {
             Handle::Single(c) => c.get_db(),
             Handle::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How long calls may time out back to back before the connection is
+/// replaced.
+const RECONNECT_AFTER: Duration = Duration::from_secs(3);
+
+/// NOSCRIPT answers tolerated per script call beyond redis-rs' own reload.
+const NOSCRIPT_RETRIES: u32 = 3;
+
+/// Every Redis exchange of the ledger goes through here.
+pub(super) struct Transport {
+    connection: Redis,
+    timeout: Duration,
+    /// When the current run of back-to-back timeouts began.
+    timing_out_since: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Transport {
+    /// Connects lazily: nothing is sent until the first call.
+    pub(super) fn connect(
+        target: super::Target<'_>,
+        timeout: Duration,
+    ) -> Result<Transport, LedgerError> {
+        let connection = match target {
+            super::Target::Single(url) => Redis::single(url, timeout)?,
+            super::Target::Cluster(urls) => Redis::cluster(urls, timeout)?,
+        };
+        Ok(Transport {
+            connection,
+            timeout,
+            timing_out_since: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The per-call timeout.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs one Redis exchange under the ledger timeout.
+    pub(super) async fn call<T, F>(&self, operation: F) -> Result<T, LedgerError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let result = match tokio::time::timeout(self.timeout, operation).await {
+            Err(_) => Err(LedgerError::Timeout),
+            Ok(Err(error)) if error.is_timeout() => Err(LedgerError::Timeout),
+            Ok(Err(error)) => Err(LedgerError::Unavailable(error.to_string())),
+            Ok(Ok(value)) => Ok(value),
+        };
+        self.track_timeouts(matches!(result, Err(LedgerError::Timeout)))
+            .await;
+        result
+    }
+
+    /// After [`RECONNECT_AFTER`] of nothing but timeouts, starts a fresh
+    /// connection (see [`Redis::reset`]).
+    async fn track_timeouts(&self, timed_out: bool) {
+        let since = {
+            let mut first = self
+                .timing_out_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !timed_out {
+                *first = None;
+                return;
+            }
+            let since = *first.get_or_insert_with(Instant::now);
+            if since.elapsed() < RECONNECT_AFTER {
+                return;
+            }
+            *first = None;
+            since
+        };
+        tracing::warn!(
+            "redis has not answered for {:?}; reconnecting",
+            since.elapsed()
+        );
+        self.connection.reset().await;
+    }
+
+    /// Runs a script by SHA. redis-rs reloads it once after NOSCRIPT; a
+    /// cache flushed again in between (failover, repeated `SCRIPT FLUSH`)
+    /// gets a few more tries — NOSCRIPT means nothing ran, so retrying is safe.
+    pub(super) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, LedgerError> {
+        let mut conn = self.conn().await?;
+        self.call(async {
+            let mut attempts = 0;
+            loop {
+                match invocation.invoke_async(&mut conn).await {
+                    Err(error)
+                        if attempts < NOSCRIPT_RETRIES
+                            && error.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        attempts += 1;
+                    }
+                    result => return result,
+                }
+            }
+        })
+        .await
+    }
+
+    /// A connection for one operation; creating a cluster connection is
+    /// bounded by the ledger timeout like every call.
+    pub(super) async fn conn(&self) -> Result<Handle, LedgerError> {
+        match tokio::time::timeout(self.timeout, self.connection.handle()).await {
+            Ok(result) => result,
+            Err(_) => Err(LedgerError::Timeout),
         }
     }
 }

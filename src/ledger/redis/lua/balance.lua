@@ -1,13 +1,15 @@
 -- The account and its window as of the ledger's clock.
 -- KEYS: account hash, window zset.   ARGV: window_ms.
--- Returns {} when there is no account, else
+-- Returns {} when there is no account, {'damaged', field} when its stored
+-- totals cannot be trusted, else
 -- {plan, suspended, used, now, next_release_at or -1, next_release_credits}.
 
 local account = redis.call('HMGET', KEYS[1], 'plan', 'suspended', 'used', 'seen', 'first')
 if not account[1] then return {} end
 local window_ms = tonumber(ARGV[1])
 local now = ledger_now()
-local state = window_state(account[3], account[4], account[5])
+local state, damaged = window_state(account[3], account[4], account[5])
+if not state then return {'damaged', damaged} end
 if advance(KEYS[2], state, now - window_ms) then save_state(KEYS[1], state) end
 local release_at, credits = -1, 0
 if state.first >= 0 then

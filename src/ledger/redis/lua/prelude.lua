@@ -1,6 +1,10 @@
--- Shared by the ledger scripts: the clock, the debit record and the window's
--- bookkeeping. Every number here is an integer well below 2^53, so Lua's
--- doubles are exact.
+-- Shared by the ledger scripts: the clock, the bounds, the debit record and
+-- the window's bookkeeping (docs/ledger.md describes the layout).
+--
+-- Lua numbers are doubles, exact for integers up to 2^53. Costs, allowances
+-- and totals are kept at most MAX_CREDITS (10^15, `ledger/bounds.rs`), so
+-- every sum made here — a total plus a cost — stays below 2^53 and is exact.
+-- Timestamps are unix ms, far below 2^53.
 --
 -- An account is the hash `a` — plan, suspended, used (credits counted in the
 -- window), seen (the instant up to which debits that left the window have
@@ -18,6 +22,14 @@
 -- so a debit costs one small sorted-set entry and nothing else. Ids of any
 -- other form are also kept in the hash `i` (id → at) so a reused id is
 -- caught; packed ids are the gateway's own 64 random bits.
+
+local MAX_CREDITS = 1000000000000000
+local MAX_EXACT = 9007199254740991
+
+-- Whether x is an integer in [low, high] (false for nil, NaN, inf).
+local function whole(x, low, high)
+  return x ~= nil and x == math.floor(x) and x >= low and x <= high
+end
 
 local function ledger_now()
   local t = redis.call('TIME')
@@ -105,9 +117,16 @@ local function oldest_counting(kw, cutoff)
   end
 end
 
--- The window's bookkeeping from the account hash fields used, seen, first.
+-- The window's bookkeeping from the account hash fields used, seen, first;
+-- or nil and the name of the first field that holds no valid value (an
+-- older build, or a hand edit, may have written one). Nothing is computed
+-- from such a state: the callers report it, and the admin recount repairs it.
 local function window_state(used, seen, first)
-  return { used = tonumber(used or '0'), seen = tonumber(seen or '0'), first = tonumber(first or '-1') }
+  local state = { used = tonumber(used or '0'), seen = tonumber(seen or '0'), first = tonumber(first or '-1') }
+  if not whole(state.used, 0, MAX_CREDITS) then return nil, 'used' end
+  if not whole(state.seen, 0, MAX_EXACT) then return nil, 'seen' end
+  if not whole(state.first, -1, MAX_EXACT) then return nil, 'first' end
+  return state
 end
 
 -- Brings the window to `cutoff` (= now - window). Nothing is read while the

@@ -15,6 +15,7 @@
 --   R <plan number> <used> <next_release_in_ms> <retry-after ms or -1> <now>
 --   N (no account) | S (suspended) | X <now> (past its deadline)
 --   U <plan name> (not in the table) | E <message> (a Redis error; the others still run)
+--   D <field> (the account's stored totals are damaged: nothing recorded)
 -- where the plan number is the plan's position in ARGV's table, from 1.
 
 -- Plan name → its position in ARGV's table (filled below).
@@ -37,10 +38,12 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
   -- be abandoned by the gateway, which answered 503: it must not debit.
   if deadline > 0 and now > deadline then return 'X ' .. int(now) end
 
-  local state = window_state(account[3], account[4], account[5])
+  local state, damaged = window_state(account[3], account[4], account[5])
+  if not state then return 'D ' .. damaged end
   local changed = advance(k.window, state, now - window_ms)
   -- History past its retention goes now and then, a bounded batch at a time.
-  if now >= tonumber(account[6] or '0') then
+  -- (A sweep time that is not a number is taken as due, and rewritten.)
+  if now >= (tonumber(account[6] or '0') or 0) then
     local more = sweep(k.window, k.ids, now - retention_ms)
     local next_sweep = now + math.min(60000, math.floor(retention_ms / 16))
     if more then next_sweep = now end
@@ -52,7 +55,9 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
     return reply('A', plan_number, state, now, window_ms, 1)
   end
 
-  if state.used + cost > allowance then
+  -- A cost above the allowance is compared alone first: it may be beyond
+  -- MAX_CREDITS, where a sum would no longer be exact.
+  if cost > allowance or state.used + cost > allowance then
     if changed then save_state(k.account, state) end
     -- Walk the oldest counting debits until enough would have left for this
     -- cost to fit; only rejected requests pay for this, and only as far as needed.

@@ -1,0 +1,405 @@
+//! The walk of the file's sections — `[server]`, `[admin]`, `[ledger]`,
+//! `[plans.*]`, `[upstreams.*]` — into their typed form, with the defaults
+//! of docs/configuration.md. `[[routes]]` are read in `routes.rs`; rules
+//! across sections are in `validate.rs`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::env::{substitute, Env};
+use super::reader::Section;
+use super::routes::read_routes;
+use super::{
+    AdminConfig, Config, ConfigIssue, LedgerBackend, LedgerConfig, OnUnavailable, ServerConfig,
+    TlsConfig, UpstreamConfig, UpstreamScheme,
+};
+
+/// What the walk read, before the rules across sections.
+pub(super) struct Draft {
+    pub config: Config,
+    /// `[[routes]]` tables in the file, read or not.
+    pub declared_routes: usize,
+}
+
+pub(super) fn is_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+const DAY: u64 = 86_400;
+
+const NO_REDIS_TLS: &str = "TLS to Redis (rediss://) is not built into this version; \
+     use redis:// over a private network or a TLS tunnel";
+
+/// Walks the whole file. Every problem found is pushed to `issues`; the
+/// [`Draft`] holds whatever could be read.
+pub(super) fn read_root(
+    table: toml::Table,
+    base_dir: &Path,
+    env: Env<'_>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Draft {
+    let mut root = Section {
+        path: String::new(),
+        table,
+        issues,
+        env,
+    };
+    let server = read_server(root.table("server"), base_dir);
+    let admin = read_admin(root.table("admin"));
+    let ledger = read_ledger(root.table("ledger"));
+    let plans = read_plans(root.table("plans"));
+    let upstreams = read_upstreams(root.table("upstreams"));
+    let (routes, declared_routes) = read_routes(&mut root, &upstreams);
+    root.finish();
+    Draft {
+        config: Config {
+            source: None,
+            server,
+            admin,
+            ledger,
+            plans,
+            upstreams,
+            routes,
+        },
+        declared_routes,
+    }
+}
+
+fn read_server(section: Option<Section<'_>>, base_dir: &Path) -> ServerConfig {
+    let mut server = ServerConfig {
+        listen: DEFAULT_LISTEN.parse().expect("valid default"),
+        tls: None,
+        max_body_bytes: 10 * 1024 * 1024,
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        workers: std::thread::available_parallelism().map_or(1, usize::from),
+        drain_timeout: Duration::from_secs(30),
+        body_read_timeout: Duration::from_secs(60),
+        max_headers: 100,
+        max_header_bytes: 64 * 1024,
+        max_connections: 10_000,
+    };
+    let Some(mut s) = section else {
+        return server;
+    };
+    if let Some(listen) = s.socket_addr("listen") {
+        server.listen = listen;
+    }
+    if let Some(mut tls) = s.table("tls") {
+        let cert = tls.string("cert");
+        let cert = tls.require("cert", cert);
+        let key = tls.string("key");
+        let key = tls.require("key", key);
+        tls.finish();
+        if let (Some(cert), Some(key)) = (cert, key) {
+            server.tls = Some(TlsConfig {
+                cert: base_dir.join(cert),
+                key: base_dir.join(key),
+            });
+        }
+    }
+    match s.u64("max_body_bytes") {
+        Some(0) => s.issue("max_body_bytes", "must be greater than zero"),
+        Some(n) => server.max_body_bytes = n,
+        None => {}
+    }
+    if let Some(d) = s.duration("header_read_timeout") {
+        server.header_read_timeout = d;
+    }
+    if let Some(d) = s.duration("idle_timeout") {
+        server.idle_timeout = d;
+    }
+    match s.u64("workers") {
+        Some(n @ 1..=1024) => server.workers = n as usize,
+        Some(_) => s.issue("workers", "must be between 1 and 1024"),
+        None => {}
+    }
+    if let Some(d) = s.duration("drain_timeout") {
+        server.drain_timeout = d;
+    }
+    if let Some(d) = s.duration("body_read_timeout") {
+        server.body_read_timeout = d;
+    }
+    match s.u64("max_headers") {
+        Some(n @ 1..=10_000) => server.max_headers = n as usize,
+        Some(_) => s.issue("max_headers", "must be between 1 and 10000"),
+        None => {}
+    }
+    match s.u64("max_header_bytes") {
+        Some(n @ 8192..=16_777_216) => server.max_header_bytes = n as usize,
+        Some(_) => s.issue("max_header_bytes", "must be between 8192 and 16777216"),
+        None => {}
+    }
+    match s.u64("max_connections") {
+        Some(0) => s.issue("max_connections", "must be at least 1"),
+        Some(n) => server.max_connections = n as usize,
+        None => {}
+    }
+    s.finish();
+    server
+}
+
+fn read_admin(section: Option<Section<'_>>) -> AdminConfig {
+    let mut admin = AdminConfig {
+        listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default"),
+        token: None,
+    };
+    let Some(mut s) = section else {
+        return admin;
+    };
+    if let Some(listen) = s.socket_addr("listen") {
+        admin.listen = listen;
+    }
+    admin.token = s.string("token").filter(|t| !t.is_empty());
+    s.finish();
+    admin
+}
+
+fn read_ledger(section: Option<Section<'_>>) -> LedgerConfig {
+    let mut ledger = LedgerConfig {
+        backend: LedgerBackend::Memory,
+        window: Duration::from_secs(30 * DAY),
+        timeout: Duration::from_millis(250),
+        on_unavailable: OnUnavailable::Reject,
+        history_retention: Duration::from_secs(90 * DAY),
+        require_durable: false,
+    };
+    let Some(mut s) = section else {
+        return ledger;
+    };
+    let backend = s.string("backend");
+    let redis_url = s.string("redis_url");
+    let cluster = match s.take("cluster") {
+        None => None,
+        Some(toml::Value::Array(items)) => {
+            let mut urls = Vec::new();
+            for (i, item) in items.into_iter().enumerate() {
+                match item {
+                    toml::Value::String(raw) => match substitute(&raw, s.env) {
+                        Ok(url) if url.starts_with("redis://") => urls.push(url),
+                        Ok(url) if url.starts_with("rediss://") => {
+                            s.issue(&format!("cluster[{i}]"), NO_REDIS_TLS)
+                        }
+                        Ok(_) => s.issue(&format!("cluster[{i}]"), "must start with redis://"),
+                        Err(message) => s.issue(&format!("cluster[{i}]"), message),
+                    },
+                    _ => s.issue(&format!("cluster[{i}]"), "expected a redis:// URL string"),
+                }
+            }
+            if urls.is_empty() {
+                s.issue("cluster", "needs at least one node URL");
+            }
+            Some(urls)
+        }
+        Some(_) => {
+            s.issue("cluster", "expected an array of redis:// URLs");
+            None
+        }
+    };
+    if let Some(url) = &redis_url {
+        if url.starts_with("rediss://") {
+            s.issue("redis_url", NO_REDIS_TLS);
+        } else if !url.starts_with("redis://") {
+            s.issue("redis_url", "must start with redis://");
+        }
+    }
+    match (backend.as_deref(), redis_url, cluster) {
+        (_, Some(_), Some(_)) => s.issue(
+            "cluster",
+            "give either redis_url (one Redis) or cluster (Redis Cluster), not both",
+        ),
+        (None | Some("redis"), None, Some(urls)) => {
+            if !urls.is_empty() {
+                ledger.backend = LedgerBackend::RedisCluster { urls };
+            }
+        }
+        (None | Some("redis"), Some(url), None) => ledger.backend = LedgerBackend::Redis { url },
+        (None, None, None) => {}
+        (Some("redis"), None, None) => s.issue(
+            "redis_url",
+            "missing: required when backend = \"redis\" (or give cluster)",
+        ),
+        (Some("memory"), None, None) => {}
+        (Some("memory"), _, _) => s.issue(
+            "backend",
+            "is \"memory\" but redis_url or cluster is set; remove one of them",
+        ),
+        (Some(other), _, _) => s.issue(
+            "backend",
+            format!("unknown backend `{other}`; use \"redis\" or \"memory\""),
+        ),
+    }
+    if let Some(d) = s.duration("window") {
+        ledger.window = d;
+    }
+    if let Some(d) = s.duration("timeout") {
+        ledger.timeout = d;
+    }
+    match s.string("on_unavailable").as_deref() {
+        None => {}
+        Some("reject") => ledger.on_unavailable = OnUnavailable::Reject,
+        Some("allow") => ledger.on_unavailable = OnUnavailable::Allow,
+        Some(other) => s.issue(
+            "on_unavailable",
+            format!("unknown value `{other}`; use \"reject\" or \"allow\""),
+        ),
+    }
+    // Unset, the retention follows a window longer than its default; set,
+    // it is taken as written (shorter than the window is an error, see
+    // `validate.rs`).
+    ledger.history_retention = s
+        .duration("history_retention")
+        .unwrap_or(ledger.history_retention.max(ledger.window));
+    if let Some(flag) = s.bool("require_durable") {
+        ledger.require_durable = flag;
+    }
+    s.finish();
+    ledger
+}
+
+fn read_plans(section: Option<Section<'_>>) -> BTreeMap<String, u64> {
+    let mut plans = BTreeMap::new();
+    let Some(mut s) = section else {
+        return plans;
+    };
+    let names: Vec<String> = s.table.keys().cloned().collect();
+    for name in names {
+        if !is_name(&name) {
+            s.issue(&name, "plan names are 1-64 characters of A-Z a-z 0-9 . _ -");
+        }
+        let Some(mut plan) = s.table(&name) else {
+            continue;
+        };
+        let allowance = plan.credits("monthly_allowance");
+        let allowance = plan.require("monthly_allowance", allowance);
+        plan.finish();
+        if let Some(allowance) = allowance {
+            plans.insert(name, allowance);
+        }
+    }
+    s.finish();
+    plans
+}
+
+/// Headers an upstream config may not inject: they are the connection's own.
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+fn read_upstreams(section: Option<Section<'_>>) -> BTreeMap<String, UpstreamConfig> {
+    let mut upstreams = BTreeMap::new();
+    let Some(mut s) = section else {
+        return upstreams;
+    };
+    let names: Vec<String> = s.table.keys().cloned().collect();
+    for name in names {
+        if !is_name(&name) {
+            s.issue(
+                &name,
+                "upstream names are 1-64 characters of A-Z a-z 0-9 . _ -",
+            );
+        }
+        let Some(mut u) = s.table(&name) else {
+            continue;
+        };
+        let url = u.string("url");
+        let url = u
+            .require("url", url)
+            .and_then(|url| match parse_upstream_url(&url) {
+                Ok(parts) => Some(parts),
+                Err(message) => {
+                    u.issue("url", message);
+                    None
+                }
+            });
+        let timeout = u.duration("timeout").unwrap_or(Duration::from_secs(60));
+        let connect_timeout = u
+            .duration("connect_timeout")
+            .unwrap_or(Duration::from_secs(5))
+            .min(timeout);
+        let mut headers = Vec::new();
+        if let Some(mut h) = u.table("headers") {
+            let names: Vec<String> = h.table.keys().cloned().collect();
+            for header in names {
+                let Some(value) = h.string(&header) else {
+                    continue;
+                };
+                let lower = header.to_ascii_lowercase();
+                if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+                    h.issue(&header, "not a valid header name");
+                } else if RESERVED_HEADERS.contains(&lower.as_str()) {
+                    h.issue(
+                        &header,
+                        "this header is managed by the gateway and cannot be injected",
+                    );
+                } else {
+                    match (
+                        http::HeaderName::from_bytes(lower.as_bytes()),
+                        http::HeaderValue::from_str(&value),
+                    ) {
+                        (Ok(name), Ok(mut value)) => {
+                            // Vendor credentials: kept out of debug output.
+                            value.set_sensitive(true);
+                            headers.push((name, value));
+                        }
+                        // The value may hold a secret: never echo it.
+                        _ => h.issue(&header, "not a valid header value"),
+                    }
+                }
+            }
+            h.finish();
+        }
+        u.finish();
+        if let Some((scheme, authority, base_path)) = url {
+            upstreams.insert(
+                name,
+                UpstreamConfig {
+                    scheme,
+                    authority,
+                    base_path,
+                    timeout,
+                    connect_timeout,
+                    headers,
+                },
+            );
+        }
+    }
+    s.finish();
+    upstreams
+}
+
+fn parse_upstream_url(url: &str) -> Result<(UpstreamScheme, String, String), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL `{url}`: {e}"))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => UpstreamScheme::Http,
+        Some("https") => UpstreamScheme::Https,
+        _ => return Err(format!("`{url}` must start with http:// or https://")),
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("`{url}` has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err("user info (`user@`) is not allowed in upstream URLs; use headers".to_owned());
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(format!("`{url}` must not have a query or fragment"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    Ok((scheme, authority.as_str().to_owned(), base_path))
+}

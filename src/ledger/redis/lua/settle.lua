@@ -1,0 +1,32 @@
+-- Replace a reservation by the settled cost, atomically. The settled cost
+-- may take `used` above the allowance (the upstream did the work); it may
+-- not take it above MAX_CREDITS: then nothing is written.
+-- KEYS: account hash, window zset, id index.
+-- ARGV: window_ms, the id packed ('' when it cannot be) and as text (see
+--       find_debit), the id itself, at_ms ('' when unknown), final cost
+--       (at most MAX_CREDITS: the gateway checks before calling).
+-- Returns {'settled', used}, {'refunded'}, {'unknown'},
+-- {'damaged', field} (the account's totals cannot be trusted; nothing written)
+-- or {'too_large', total} (the new total would be above MAX_CREDITS; nothing written).
+
+local member, at = find_debit(KEYS[2], KEYS[3], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+if not member then return {'unknown'} end
+local flags, id, cost, route = parse(member)
+if flags % 2 == 1 then return {'refunded'} end
+local final = tonumber(ARGV[6])
+local cutoff = ledger_now() - tonumber(ARGV[1])
+local account = redis.call('HMGET', KEYS[1], 'used', 'seen')
+local state, damaged = window_state(account[1], account[2], nil)
+if not state then return {'damaged', damaged} end
+state.used, state.seen = expire(KEYS[2], state.used, state.seen, cutoff)
+-- A debit that already left the window no longer counts either way.
+if at > state.seen then
+  local used = state.used - cost + final
+  if used > MAX_CREDITS then return {'too_large', int(used)} end
+  state.used = math.max(used, 0)
+end
+redis.call('ZREM', KEYS[2], member)
+redis.call('ZADD', KEYS[2], at, string.char(flags) .. id .. varint(final) .. varint(route))
+state.first = oldest_counting(KEYS[2], cutoff) or -1
+save_state(KEYS[1], state)
+return {'settled', state.used}

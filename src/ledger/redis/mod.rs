@@ -1,0 +1,88 @@
+//! The Redis ledger: shared by every gateway instance (docs/ledger.md has
+//! the semantics and the Redis layout).
+//!
+//! Each operation on an account's window is one Lua script (`lua/`), so
+//! check-and-record is atomic across instances and the clock is Redis
+//! `TIME`. The module holds one concern per file:
+//!
+//! - `transport.rs`: the connection (one Redis or a Cluster), the per-call
+//!   timeout, scripts by SHA with NOSCRIPT retries, reconnecting;
+//! - `batch.rs`: debits queued while earlier calls are in flight go out as
+//!   one script call;
+//! - `deadline.rs`: a debit Redis runs after the gateway gave up records nothing;
+//! - `debit.rs`, `amend.rs` (refund, settle), `repair.rs` (recount),
+//!   `read.rs` (balance, history), `accounts.rs` (accounts and API keys),
+//!   `health.rs` (ping, durability): the operations;
+//! - `codec.rs`: the packed debit record and every script's reply layout;
+//! - `scripts.rs`: the scripts, loaded once. `ledger/keys.rs` spells the keys.
+
+mod accounts;
+mod amend;
+mod batch;
+mod codec;
+mod deadline;
+mod debit;
+mod health;
+mod read;
+mod repair;
+mod scripts;
+mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use health::Durability;
+
+use crate::ledger::LedgerError;
+use batch::Batcher;
+use deadline::DebitDeadline;
+use scripts::Scripts;
+use transport::Transport;
+
+/// Where the ledger lives.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Single(&'a str),
+    Cluster(&'a [String]),
+}
+
+pub struct RedisLedger {
+    core: Arc<Core>,
+    /// Present for one Redis (not a cluster, where a script may only touch
+    /// one slot): where debits queue for a batch.
+    batcher: Option<Batcher>,
+}
+
+/// What the ledger's calls share with its batch task.
+struct Core {
+    transport: Transport,
+    scripts: Scripts,
+    window_ms: u64,
+    retention_ms: u64,
+    deadline: DebitDeadline,
+}
+
+impl RedisLedger {
+    /// Connects lazily: the gateway starts (and answers 503) while Redis is
+    /// down, and serves as soon as it is reachable.
+    pub async fn connect(
+        target: Target<'_>,
+        window: Duration,
+        history_retention: Duration,
+        timeout: Duration,
+    ) -> Result<RedisLedger, LedgerError> {
+        let transport = Transport::connect(target, timeout)?;
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let core = Arc::new(Core {
+            transport,
+            scripts: Scripts::new(),
+            window_ms,
+            retention_ms: u64::try_from(history_retention.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(window_ms),
+            deadline: DebitDeadline::new(timeout),
+        });
+        let batcher = matches!(target, Target::Single(_)).then(|| Batcher::start(core.clone()));
+        Ok(RedisLedger { core, batcher })
+    }
+}
