@@ -150,7 +150,10 @@ impl Metrics {
         let listener = if admin { "admin" } else { "data" };
         self.lock().add(
             "creditgate_connections_closed_total",
-            vec![("listener", listener.to_owned()), ("reason", reason.to_owned())],
+            vec![
+                ("listener", listener.to_owned()),
+                ("reason", reason.to_owned()),
+            ],
             1,
         );
     }

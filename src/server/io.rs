@@ -22,9 +22,16 @@ const SETTINGS_FRAME: u8 = 0x4;
 /// HTTP/1 or HTTP/2, so both always agree.
 #[derive(Debug)]
 enum Handshake {
-    Preface { matched: usize },
-    FrameHeader { header: [u8; FRAME_HEADER_LEN], seen: usize },
-    SettingsPayload { remaining: usize },
+    Preface {
+        matched: usize,
+    },
+    FrameHeader {
+        header: [u8; FRAME_HEADER_LEN],
+        seen: usize,
+    },
+    SettingsPayload {
+        remaining: usize,
+    },
     /// HTTP/1, a complete HTTP/2 handshake, or a broken one h2 refuses.
     Over,
 }

@@ -94,6 +94,10 @@ impl Watchdog {
 
     pub fn check(&mut self, activity: &Activity, now: Instant) -> Action {
         let Timeouts { header_read, idle } = self.timeouts;
+        if self.going_away.is_some() && !activity.started() {
+            // Nothing was asked yet: nothing is lost by closing.
+            return Action::Close(None);
+        }
         if !activity.started() {
             let deadline = activity.accepted() + header_read;
             return if now >= deadline {
@@ -137,8 +141,13 @@ impl Watchdog {
         }
         let idle_since = activity.idle_since();
         if let Some(told) = self.going_away {
-            // Told to go away and nothing in flight: a client that neither
-            // closes nor answers the GOAWAY gets `header_read_timeout`.
+            if activity.protocol() != Protocol::Http2 {
+                // hyper closes an idle HTTP/1 connection it is told to shut
+                // down, but not one in the middle of reading a head.
+                return Action::Close(None);
+            }
+            // An HTTP/2 client that neither closes nor answers the GOAWAY
+            // gets `header_read_timeout`.
             let deadline = told.max(idle_since) + header_read;
             return if now >= deadline {
                 Action::Close(None)
@@ -364,6 +373,23 @@ mod tests {
             activity.response_taken();
         }
         assert!(now > accepted + IDLE * 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_closes_unstarted_and_idle_http1_connections_at_once() {
+        let accepted = Instant::now();
+        let unstarted = Activity::new(accepted);
+        let mut dog = watchdog();
+        dog.going_away(accepted);
+        assert_eq!(dog.check(&unstarted, accepted), Action::Close(None));
+
+        let mid_head = Arc::new(Activity::new(accepted));
+        mid_head.set_protocol(Protocol::Http1);
+        drop(RequestGuard::start(&mid_head));
+        mid_head.bytes_read();
+        let mut dog = watchdog();
+        dog.going_away(accepted);
+        assert_eq!(dog.check(&mid_head, accepted), Action::Close(None));
     }
 
     #[tokio::test(start_paused = true)]

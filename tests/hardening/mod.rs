@@ -6,3 +6,4 @@ mod paths;
 mod secrets;
 mod slow_clients;
 mod smuggling;
+mod timers;
