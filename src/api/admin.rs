@@ -172,8 +172,8 @@ async fn read_json(request: Request<Incoming>) -> Result<Value, GatewayError> {
         .await
         .map_err(|_| GatewayError::bad_request("the request body is unreadable or over 64 KiB"))?
         .to_bytes();
-    serde_json::from_slice(&bytes)
-        .map_err(|e| GatewayError::bad_request(format!("the body is not valid JSON: {e}")))
+    // Strict: a repeated key is a 400 naming it, never "last one wins".
+    super::json::parse(&bytes).map_err(|e| GatewayError::bad_request(e.to_string()))
 }
 
 async fn existing_account(gateway: &Gateway, id: &str) -> Result<AccountRecord, GatewayError> {

@@ -1,6 +1,7 @@
 //! Hostile clients and many instances: smuggling and path-confusion corpora,
 //! slow clients, secrets, and exact admission across gateway processes.
 
+mod admin_input;
 mod instances;
 mod paths;
 mod secrets;
