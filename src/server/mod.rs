@@ -40,6 +40,15 @@
 //! The timer is re-armed lazily: it sleeps until the earliest deadline the
 //! activity allows and, when it fires, re-reads the activity. Requests and
 //! I/O only update a few atomics; no timer is armed per request.
+//!
+//! ## HTTP/1 line endings
+//! A bare LF ends a line in a request head (RFC 9112 §2.2; hyper's parser
+//! does so for every line, framing headers included), so the gateway frames
+//! a request by the same lines it forwards, and forwarded heads are written
+//! anew with CRLF. Refusing bare LFs would take a second parser in front of
+//! hyper's — two parsers that may disagree on framing are what smuggling
+//! feeds on. The reasoning and its tests: "HTTP/1 line endings" in
+//! `docs/operations.md`, `tests/hardening/line_endings.rs`.
 
 pub mod accept;
 pub mod activity;

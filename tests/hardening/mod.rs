@@ -3,6 +3,7 @@
 
 mod admin_input;
 mod instances;
+mod line_endings;
 mod paths;
 mod secrets;
 mod slow_clients;
