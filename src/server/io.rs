@@ -110,6 +110,10 @@ impl<T> ObservedIo<T> {
         }
     }
 
+    /// A write or flush that returns `Pending` blocks; one that completes is
+    /// progress. (hyper and h2 flush only once every queued byte has been
+    /// written, so a completed flush is never a plain-TCP no-op hiding a
+    /// blocked write.)
     fn observe_write<R>(&self, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         match &polled {
             Poll::Pending => self.activity.write_blocked(),
