@@ -88,7 +88,7 @@ async fn the_drain_closes_idle_and_unstarted_connections_and_finishes_requests_i
             .unwrap_or_else(|| panic!("{kind}: still open after the drain"));
         closed_after.push(closed_at.saturating_duration_since(drain_started));
     }
-    let keep_alive_closed = wait_closed(&mut keep_alive, SLACK).await;
+    let keep_alive_closed = wait_closed(&mut keep_alive, drain_started, SLACK).await;
     assert!(
         keep_alive_closed.is_some(),
         "the keep-alive connection stayed open"

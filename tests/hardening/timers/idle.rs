@@ -181,10 +181,12 @@ async fn an_http1_keep_alive_connection_lives_for_idle_timeout_not_header_read_t
     assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
     // Idle for longer than header_read_timeout: the connection is kept.
     tokio::time::sleep(HEADER + Duration::from_millis(500)).await;
+    // The idle clock starts when the answer is sent, after this.
+    let sent = Instant::now();
     stream.write_all(request.as_bytes()).await.unwrap();
     assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
-    let closed = wait_closed(&mut stream, IDLE + SLACK).await;
-    eprintln!("HTTP/1 keep-alive: closed {closed:?} after its last response");
+    let closed = wait_closed(&mut stream, sent, IDLE + SLACK).await;
+    eprintln!("HTTP/1 keep-alive: closed {closed:?} after its last request was sent");
     let closed = closed.expect("an idle keep-alive connection is closed");
     assert!(closed + EARLY >= IDLE, "closed after {closed:?}");
     assert_eq!(upstream.count(), 2);
@@ -202,11 +204,12 @@ async fn a_later_http1_head_left_unfinished_gets_header_read_timeout() {
         format!("GET /v1/free HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     assert_eq!(read_response(&mut stream).await, "HTTP/1.1 200 OK");
+    let sent = Instant::now();
     stream
         .write_all(b"GET /v1/free HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    let closed = wait_closed(&mut stream, HEADER + SLACK).await;
+    let closed = wait_closed(&mut stream, sent, HEADER + SLACK).await;
     eprintln!("HTTP/1 second head left unfinished: closed {closed:?} after its first bytes");
     let closed = closed.expect("closed");
     assert!(closed + EARLY >= HEADER, "closed after {closed:?}");
@@ -230,14 +233,17 @@ async fn an_http2_connection_without_open_streams_gets_a_goaway_at_idle_timeout(
         .header("authorization", format!("Bearer {key}"))
         .body(Full::new(Bytes::new()))
         .unwrap();
+    // The idle clock starts when the answer is done, after this.
+    let idle_from = Instant::now();
     let response = sender.send_request(request).await.expect("h2 request");
     assert_eq!(response.status(), 200);
     response.into_body().collect().await.expect("h2 body");
-    let idle_from = Instant::now();
     // The client answers the GOAWAY's PING, so the gateway closes at once.
     let ended = tokio::time::timeout(IDLE + SLACK, connection).await;
     let closed = idle_from.elapsed();
-    eprintln!("HTTP/2 idle after one request: connection ended {closed:?} after the response");
+    eprintln!(
+        "HTTP/2 idle after one request: connection ended {closed:?} after the request was sent"
+    );
     assert!(ended.is_ok(), "the idle HTTP/2 connection is still open");
     assert!(closed + EARLY >= IDLE, "ended after {closed:?}");
     assert!(sender.ready().await.is_err(), "no new stream after GOAWAY");

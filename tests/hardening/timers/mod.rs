@@ -63,8 +63,9 @@ pub async fn start_gateway(upstream_url: &str) -> TestGateway {
 /// How a hostile connection ended, seen from the client.
 #[derive(Debug)]
 pub struct Held {
-    /// Since the connection was established until the gateway closed it
-    /// (`None`: still open at the deadline).
+    /// From just before the connection attempt (never later than the
+    /// gateway's accept) until the gateway closed it (`None`: still open at
+    /// the deadline).
     pub closed_after: Option<Duration>,
     pub closed_at: Option<Instant>,
     /// Until the first HTTP/2 GOAWAY frame arrived, if one did.
@@ -75,8 +76,8 @@ pub struct Held {
 /// Connects, sends `bytes`, then only reads until the gateway closes the
 /// connection or `deadline` passes.
 pub async fn hold(addr: SocketAddr, bytes: &[u8], deadline: Duration) -> Held {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
     let opened = Instant::now();
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(bytes).await.expect("write");
     let mut frames = FrameScanner::default();
     let mut goaway_after = None;
@@ -108,14 +109,18 @@ pub async fn hold(addr: SocketAddr, bytes: &[u8], deadline: Duration) -> Held {
     }
 }
 
-/// Reads (and drops) until the peer closes; returns how long that took.
-pub async fn wait_closed(stream: &mut TcpStream, deadline: Duration) -> Option<Duration> {
-    let started = Instant::now();
+/// Reads (and drops) until the peer closes; returns the time from `since`
+/// (`None`: still open `deadline` after the call).
+pub async fn wait_closed(
+    stream: &mut TcpStream,
+    since: Instant,
+    deadline: Duration,
+) -> Option<Duration> {
     let mut buf = [0u8; 4096];
     tokio::time::timeout(deadline, async {
         loop {
             match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(0) | Err(_) => return since.elapsed(),
                 Ok(_) => {}
             }
         }
@@ -202,19 +207,21 @@ pub async fn metrics(gateway: &TestGateway) -> String {
 }
 
 /// Waits (polling the metrics) until `listener`/`reason` reaches `at_least`;
-/// returns how long that took, or panics after `deadline`.
+/// returns the time from `since` until it was seen, or panics after
+/// `deadline`.
 pub async fn wait_for_closed(
     gateway: &TestGateway,
     listener: &str,
     reason: &str,
     at_least: u64,
+    since: Instant,
     deadline: Duration,
 ) -> Duration {
     let started = Instant::now();
     loop {
         let text = metrics(gateway).await;
         if closed_count(&text, listener, reason) >= at_least {
-            return started.elapsed();
+            return since.elapsed();
         }
         assert!(
             started.elapsed() < deadline,

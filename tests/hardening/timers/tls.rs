@@ -53,8 +53,8 @@ async fn a_tls_handshake_counts_against_header_read_timeout() {
     for _ in 0..EACH {
         let connector = connector.clone();
         handshaken.push(tokio::spawn(async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             let opened = Instant::now();
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
             let mut tls = connector.connect(name, tcp).await.expect("tls handshake");
             // Complete TLS, then not one byte of HTTP.
