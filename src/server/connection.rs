@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use super::activity::Activity;
 use super::io::ObservedIo;
 use super::request::{RequestGuard, TrackedBody};
-use super::watchdog::{Action, CloseReason, Timeouts, Watchdog};
+use super::watchdog::{later, Action, CloseReason, Timeouts, Watchdog};
 use super::Plane;
 use crate::proxy::ConnInfo;
 use crate::state::Gateway;
@@ -57,7 +57,7 @@ pub(super) async fn serve(
     };
     // The handshake counts against the header deadline: a client that
     // stalls in TLS is dropped like one that stalls in HTTP.
-    let deadline = activity.accepted() + listener.timeouts.header_read;
+    let deadline = later(activity.accepted(), listener.timeouts.header_read);
     tokio::select! {
         handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => match handshake {
             Ok(Ok(tls)) => drive(tls, conn, activity, listener, drain).await,

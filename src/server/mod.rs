@@ -4,14 +4,14 @@
 //! outliving their use, and a graceful drain on shutdown.
 //!
 //! ## Layout
-//! - [`accept`]: the accept loop, the connection cap, the drain.
+//! - `accept`: the accept loop, the connection cap, the drain.
 //! - `connection`: one connection from accept to close (TLS handshake,
 //!   hyper, its timer).
-//! - [`activity`]: what a connection is doing, reported by the parts that
+//! - `activity`: what a connection is doing, reported by the parts that
 //!   see it: `io` (reads, blocked writes, the HTTP/2 handshake) and
 //!   `request` (requests in flight, responses waiting for the client).
-//! - [`watchdog`]: from that activity, when the connection is closed and why.
-//! - [`tls`]: the rustls acceptor.
+//! - `watchdog`: from that activity, when the connection is closed and why.
+//! - `tls`: the rustls acceptor.
 //!
 //! ## Connection timers (both listeners; see `docs/operations.md`)
 //! hyper alone leaves gaps: its HTTP/1 `header_read_timeout` starts only
@@ -19,7 +19,7 @@
 //! hyper-util's auto builder is still sniffing for the HTTP/2 preface (it
 //! waits for 24 bytes), is never timed; HTTP/2 has no idle timeout; and
 //! nothing notices a client that stops reading. So each connection gets one
-//! timer, owned by its task, and a [`watchdog::Watchdog`] that decides:
+//! timer, owned by its task, and a watchdog that decides:
 //!
 //! - **header_read_timeout**, counted from accept: the first HTTP/1 request
 //!   head must be complete, or the HTTP/2 preface and the client's first
@@ -50,13 +50,13 @@
 //! feeds on. The reasoning and its tests: "HTTP/1 line endings" in
 //! `docs/operations.md`, `tests/hardening/line_endings.rs`.
 
-pub mod accept;
-pub mod activity;
+mod accept;
+mod activity;
 mod connection;
 mod io;
 mod request;
-pub mod tls;
-pub mod watchdog;
+mod tls;
+mod watchdog;
 
 use std::time::Duration;
 

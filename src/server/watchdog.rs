@@ -16,6 +16,15 @@ use tokio::time::Instant;
 
 use super::activity::{Activity, Protocol};
 
+/// Durations come from the config without an upper bound: a deadline
+/// centuries away is as good as never, and must not overflow.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
+
+/// `at + duration`, saturating at [`FAR_FUTURE`] from `at`.
+pub fn later(at: Instant, duration: Duration) -> Instant {
+    at.checked_add(duration.min(FAR_FUTURE)).unwrap_or(at)
+}
+
 /// Why a timer acted on a connection (the `reason` label of
 /// `creditgate_connections_closed_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +93,7 @@ impl Watchdog {
 
     /// The first instant worth looking at.
     pub fn first_check(&self, activity: &Activity) -> Instant {
-        activity.accepted() + self.timeouts.header_read
+        later(activity.accepted(), self.timeouts.header_read)
     }
 
     /// The gateway is draining: the connection was told to go away at `now`.
@@ -99,19 +108,19 @@ impl Watchdog {
             return Action::Close(None);
         }
         if !activity.started() {
-            let deadline = activity.accepted() + header_read;
+            let deadline = later(activity.accepted(), header_read);
             return if now >= deadline {
                 Action::Close(Some(CloseReason::HeaderTimeout))
             } else {
                 Action::WaitUntil(deadline)
             };
         }
-        let mut next = now + idle;
+        let mut next = later(now, idle);
 
         // A response the client is not taking: the socket will not take
         // more bytes, or (HTTP/2) the client's window stays shut.
         if let Some(since) = activity.write_blocked_since() {
-            let deadline = since + idle;
+            let deadline = later(since, idle);
             if now >= deadline {
                 return Action::Close(Some(CloseReason::WriteStalled));
             }
@@ -127,11 +136,11 @@ impl Watchdog {
             };
             self.waiting_since = Some(since);
             self.progress_seen = progress;
-            let deadline = since + idle;
+            let deadline = later(since, idle);
             if now >= deadline {
                 return Action::Close(Some(CloseReason::WriteStalled));
             }
-            next = next.min(deadline).min(now + idle / 2);
+            next = next.min(deadline).min(later(now, idle / 2));
         } else {
             self.waiting_since = None;
         }
@@ -148,7 +157,7 @@ impl Watchdog {
             }
             // An HTTP/2 client that neither closes nor answers the GOAWAY
             // gets `header_read_timeout`.
-            let deadline = told.max(idle_since) + header_read;
+            let deadline = later(told.max(idle_since), header_read);
             return if now >= deadline {
                 Action::Close(None)
             } else {
@@ -157,17 +166,17 @@ impl Watchdog {
         }
         if activity.protocol() == Protocol::Http1 {
             if let Some(head) = activity.head_started() {
-                let deadline = head + header_read;
+                let deadline = later(head, header_read);
                 if now >= deadline {
                     return Action::Close(Some(CloseReason::HeaderTimeout));
                 }
                 next = next.min(deadline);
             }
         }
-        let deadline = idle_since + idle;
+        let deadline = later(idle_since, idle);
         if now >= deadline {
             self.going_away = Some(now);
-            return Action::GoAway(CloseReason::IdleTimeout, now + header_read);
+            return Action::GoAway(CloseReason::IdleTimeout, later(now, header_read));
         }
         Action::WaitUntil(next.min(deadline))
     }
@@ -192,6 +201,23 @@ mod tests {
 
     fn secs(s: f64) -> Duration {
         Duration::from_secs_f64(s)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_of_centuries_do_not_overflow() {
+        let accepted = Instant::now();
+        let activity = Arc::new(Activity::new(accepted));
+        let mut dog = Watchdog::new(Timeouts {
+            header_read: Duration::MAX,
+            idle: Duration::MAX,
+        });
+        assert_eq!(dog.first_check(&activity), accepted + FAR_FUTURE);
+        activity.set_protocol(Protocol::Http2);
+        activity.http2_handshake_done();
+        assert!(matches!(
+            dog.check(&activity, accepted + HEADER),
+            Action::WaitUntil(_)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
