@@ -20,9 +20,9 @@ use super::activity::{Activity, Protocol};
 /// centuries away is as good as never, and must not overflow.
 const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
 
-/// `at + duration`, saturating at [`FAR_FUTURE`] from `at`.
+/// `at + duration`, with `duration` capped at [`FAR_FUTURE`].
 pub fn later(at: Instant, duration: Duration) -> Instant {
-    at.checked_add(duration.min(FAR_FUTURE)).unwrap_or(at)
+    at + duration.min(FAR_FUTURE)
 }
 
 /// Why a timer acted on a connection (the `reason` label of
