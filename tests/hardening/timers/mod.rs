@@ -10,6 +10,7 @@
 mod cap;
 mod drain;
 mod idle;
+mod slow_bodies;
 mod slow_readers;
 mod tls;
 
