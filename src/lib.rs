@@ -18,7 +18,7 @@
 //! ## Layout (one concept per file)
 //! - [`config`]: the TOML file → validated [`config::Config`], every error with its key path.
 //! - [`error`]: [`error::GatewayError`] and its problem+json form; every failure is a response.
-//! - [`server`]: accept loop, TLS, HTTP/1.1 + HTTP/2, graceful drain.
+//! - [`server`]: accept loop, TLS, HTTP/1.1 + HTTP/2, connection timers, graceful drain.
 //! - [`path`]: request path normalisation (pure, property-tested).
 //! - [`routes`]: the route table compiled from config.
 //! - [`auth`]: API key extraction, hashing, the key → account cache.
@@ -180,6 +180,7 @@ pub async fn start_with_clock(
             plane: Plane::Data,
             tls,
             header_read_timeout: server_config.header_read_timeout,
+            idle_timeout: server_config.idle_timeout,
             drain_timeout: server_config.drain_timeout,
             max_headers: server_config.max_headers,
             max_header_bytes: server_config.max_header_bytes,
@@ -194,6 +195,7 @@ pub async fn start_with_clock(
             plane: Plane::Admin,
             tls: None,
             header_read_timeout: server_config.header_read_timeout,
+            idle_timeout: server_config.idle_timeout,
             drain_timeout: server_config.drain_timeout,
             max_headers: server_config.max_headers,
             max_header_bytes: server_config.max_header_bytes,

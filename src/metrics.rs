@@ -53,6 +53,7 @@ const HELP: &[(&str, &str, &str)] = &[
     ("creditgate_ledger_errors_total", "counter", "Failed ledger calls by operation."),
     ("creditgate_config_reloads_total", "counter", "Config reloads by result."),
     ("creditgate_open_connections", "gauge", "Open client connections by listener."),
+    ("creditgate_connections_closed_total", "counter", "Connections the gateway closed itself, by listener and reason (header_timeout, idle_timeout, write_stalled, connection_limit)."),
 ];
 
 impl Metrics {
@@ -140,6 +141,21 @@ impl Metrics {
 
     pub fn connection_closed(&self, admin: bool) {
         self.gauge(admin).fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A connection closed by one of its timers (`reason` is
+    /// `header_timeout`, `idle_timeout` or `write_stalled`) or refused at
+    /// the connection cap (`connection_limit`).
+    pub fn connection_closed_by(&self, admin: bool, reason: &'static str) {
+        let listener = if admin { "admin" } else { "data" };
+        self.lock().add(
+            "creditgate_connections_closed_total",
+            vec![
+                ("listener", listener.to_owned()),
+                ("reason", reason.to_owned()),
+            ],
+            1,
+        );
     }
 
     fn gauge(&self, admin: bool) -> &AtomicI64 {
@@ -292,5 +308,21 @@ mod tests {
             "creditgate_upstream_duration_seconds_bucket{route=\"image-generate\",le=\"+Inf\"} 2"
         ));
         assert!(text.contains("creditgate_open_connections{listener=\"data\"} 0"));
+    }
+
+    #[test]
+    fn counts_connections_closed_by_listener_and_reason() {
+        let metrics = Metrics::default();
+        metrics.connection_closed_by(false, "header_timeout");
+        metrics.connection_closed_by(false, "header_timeout");
+        metrics.connection_closed_by(true, "idle_timeout");
+        let text = metrics.render();
+        assert!(text.contains("# TYPE creditgate_connections_closed_total counter"));
+        assert!(text.contains(
+            "creditgate_connections_closed_total{listener=\"data\",reason=\"header_timeout\"} 2"
+        ));
+        assert!(text.contains(
+            "creditgate_connections_closed_total{listener=\"admin\",reason=\"idle_timeout\"} 1"
+        ));
     }
 }

@@ -167,14 +167,27 @@ fn valid_account_id(id: &str) -> Result<&str, GatewayError> {
     }
 }
 
-async fn read_json(request: Request<Incoming>) -> Result<Value, GatewayError> {
-    let bytes = Limited::new(request.into_body(), MAX_ADMIN_BODY)
-        .collect()
-        .await
+/// Reads a small JSON body whole, within `server.body_read_timeout`: a
+/// request in progress is not idle, so only this deadline frees a
+/// connection whose body stops arriving (see `docs/operations.md`).
+async fn read_json(gateway: &Gateway, request: Request<Incoming>) -> Result<Value, GatewayError> {
+    let deadline = gateway.snapshot().config.server.body_read_timeout;
+    let collected = tokio::time::timeout(
+        deadline,
+        Limited::new(request.into_body(), MAX_ADMIN_BODY).collect(),
+    )
+    .await
+    .map_err(|_| {
+        GatewayError::new(
+            ErrorKind::RequestTimeout,
+            "the request body did not arrive in time",
+        )
+    })?;
+    let bytes = collected
         .map_err(|_| GatewayError::bad_request("the request body is unreadable or over 64 KiB"))?
         .to_bytes();
-    serde_json::from_slice(&bytes)
-        .map_err(|e| GatewayError::bad_request(format!("the body is not valid JSON: {e}")))
+    // Strict: a repeated key is a 400 naming it, never "last one wins".
+    super::json::parse(&bytes).map_err(|e| GatewayError::bad_request(e.to_string()))
 }
 
 async fn existing_account(gateway: &Gateway, id: &str) -> Result<AccountRecord, GatewayError> {
@@ -207,7 +220,7 @@ async fn put_account(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
     let id = valid_account_id(id)?;
-    let body = read_json(request).await?;
+    let body = read_json(gateway, request).await?;
     let object = body
         .as_object()
         .ok_or_else(|| GatewayError::bad_request("the body must be a JSON object"))?;
@@ -329,7 +342,7 @@ async fn refund(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
     let id = valid_account_id(id)?;
-    let body = read_json(request).await?;
+    let body = read_json(gateway, request).await?;
     let request_id = body
         .get("request_id")
         .and_then(Value::as_str)

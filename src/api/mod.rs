@@ -2,6 +2,7 @@
 //! health endpoints on the admin listener.
 
 pub mod admin;
+pub mod json;
 pub mod usage;
 
 use chrono::{DateTime, SecondsFormat, Utc};
