@@ -22,6 +22,12 @@ use crate::body::BoxError;
 #[error("the request body did not arrive within {0:?}")]
 pub struct BodyTimedOut(pub Duration);
 
+/// The body ended cleanly short of its declared length — an HTTP/2 client
+/// can do that with `RST_STREAM(NO_ERROR)`, which hyper reports as an end.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body ended {0} bytes short of its declared length")]
+pub struct BodyCutShort(u64);
+
 /// How a request body ended, as seen after it was handed on.
 #[derive(Debug, Default)]
 pub struct BodyWatch(AtomicU8);
@@ -51,6 +57,8 @@ impl BodyWatch {
 
 pub struct DeadlineBody {
     inner: Incoming,
+    /// Bytes still due when the length was declared.
+    remaining: Option<u64>,
     timeout: Duration,
     sleep: Pin<Box<Sleep>>,
     watch: Arc<BodyWatch>,
@@ -59,6 +67,7 @@ pub struct DeadlineBody {
 impl DeadlineBody {
     pub fn new(inner: Incoming, timeout: Duration) -> DeadlineBody {
         DeadlineBody {
+            remaining: inner.size_hint().exact(),
             inner,
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
@@ -82,8 +91,19 @@ impl Body for DeadlineBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            if let Some(Err(_)) = &frame {
-                this.watch.set(BROKE_OFF);
+            match &frame {
+                Some(Ok(frame)) => {
+                    if let (Some(remaining), Some(data)) = (&mut this.remaining, frame.data_ref()) {
+                        *remaining = remaining.saturating_sub(data.len() as u64);
+                    }
+                }
+                Some(Err(_)) => this.watch.set(BROKE_OFF),
+                None => {
+                    if let Some(short) = this.remaining.filter(|remaining| *remaining > 0) {
+                        this.watch.set(BROKE_OFF);
+                        return Poll::Ready(Some(Err(Box::new(BodyCutShort(short)))));
+                    }
+                }
             }
             return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
         }

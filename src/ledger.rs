@@ -448,8 +448,11 @@ impl MeteredLedger {
     }
 
     pub async fn revoke_key(&self, account: &str, key_id: &str) -> Result<bool, LedgerError> {
-        self.timed(LedgerOp::RevokeKey, self.backend.revoke_key(account, key_id))
-            .await
+        self.timed(
+            LedgerOp::RevokeKey,
+            self.backend.revoke_key(account, key_id),
+        )
+        .await
     }
 
     pub async fn find_key(&self, digest: &[u8; 32]) -> Result<Option<KeyOwner>, LedgerError> {

@@ -125,7 +125,10 @@ impl RunningGateway {
             let _ = server.await;
         }
         let tasks = &self.gateway.tasks;
-        if tokio::time::timeout_at(deadline, tasks.idle()).await.is_ok() {
+        if tokio::time::timeout_at(deadline, tasks.idle())
+            .await
+            .is_ok()
+        {
             return;
         }
         tracing::warn!(

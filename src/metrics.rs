@@ -40,6 +40,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     open_data_connections: AtomicI64,
     open_admin_connections: AtomicI64,
+    charge_work_in_flight: AtomicI64,
 }
 
 const HELP: &[(&str, &str, &str)] = &[
@@ -55,6 +56,7 @@ const HELP: &[(&str, &str, &str)] = &[
     ("creditgate_ledger_errors_total", "counter", "Failed ledger calls by operation."),
     ("creditgate_config_reloads_total", "counter", "Config reloads by result."),
     ("creditgate_open_connections", "gauge", "Open client connections by listener."),
+    ("creditgate_charge_work_in_flight", "gauge", "Exchanges, refunds and settlements in flight that hold a request's money (shutdown waits for them)."),
 ];
 
 impl Metrics {
@@ -162,6 +164,14 @@ impl Metrics {
         self.gauge(admin).fetch_sub(1, Ordering::Relaxed);
     }
 
+    pub fn charge_work_started(&self) {
+        self.charge_work_in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn charge_work_ended(&self) {
+        self.charge_work_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
     fn gauge(&self, admin: bool) -> &AtomicI64 {
         if admin {
             &self.open_admin_connections
@@ -191,6 +201,13 @@ impl Metrics {
                         gauge.load(Ordering::Relaxed)
                     );
                 }
+            }
+            if *name == "creditgate_charge_work_in_flight" {
+                let _ = writeln!(
+                    out,
+                    "{name} {}",
+                    self.charge_work_in_flight.load(Ordering::Relaxed)
+                );
             }
             for ((metric, labels), value) in &registry.counters {
                 if metric == name {

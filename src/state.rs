@@ -75,8 +75,8 @@ impl Gateway {
             snapshot: RwLock::new(Arc::new(snapshot)),
             ledger: MeteredLedger::new(ledger, metrics.clone()),
             keys: KeyCache::default(),
+            tasks: Arc::new(Tasks::new(metrics.clone())),
             metrics,
-            tasks: Arc::default(),
             config_path,
         }
     }

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+use crate::metrics::Metrics;
+
 /// How long shutdown waits, after cutting, for the ledger calls the cut
 /// started. Refunds retry for at most about this long (see
 /// `charge::refund::RETRY`), so a reachable ledger finishes them all.
@@ -27,6 +29,7 @@ pub const SETTLE_AFTER_CUT: Duration = Duration::from_secs(5);
 
 /// Counts money-holding work in flight; see the module doc.
 pub struct Tasks {
+    metrics: Arc<Metrics>,
     in_flight: AtomicUsize,
     /// Set once shutdown waits: only then is reaching zero announced.
     draining: AtomicBool,
@@ -34,35 +37,22 @@ pub struct Tasks {
     cut: watch::Sender<bool>,
 }
 
-impl Default for Tasks {
-    fn default() -> Self {
+impl Tasks {
+    /// The count is also the `creditgate_charge_work_in_flight` gauge.
+    pub fn new(metrics: Arc<Metrics>) -> Tasks {
         Tasks {
+            metrics,
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             idle: Notify::new(),
             cut: watch::Sender::new(false),
         }
     }
-}
 
-/// One unit of work in flight; counted until dropped.
-pub struct InFlight(Arc<Tasks>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let tasks = &self.0;
-        if tasks.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
-            && tasks.draining.load(Ordering::SeqCst)
-        {
-            tasks.idle.notify_waiters();
-        }
-    }
-}
-
-impl Tasks {
     /// Counts the caller's work until the guard drops.
     pub fn enter(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.metrics.charge_work_started();
         InFlight(self.clone())
     }
 
@@ -119,13 +109,29 @@ impl Tasks {
     }
 }
 
+/// One unit of work in flight; counted until dropped.
+pub struct InFlight(Arc<Tasks>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let tasks = &self.0;
+        tasks.metrics.charge_work_ended();
+        if tasks.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && tasks.draining.load(Ordering::SeqCst)
+        {
+            tasks.idle.notify_waiters();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn idle_waits_for_guards_and_spawned_work() {
-        let tasks = Arc::new(Tasks::default());
+        let metrics = Arc::new(Metrics::default());
+        let tasks = Arc::new(Tasks::new(metrics.clone()));
         tasks.idle().await;
         let guard = tasks.enter();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -133,6 +139,9 @@ mod tests {
             let _ = rx.await;
         }));
         assert_eq!(tasks.in_flight(), 2);
+        assert!(metrics
+            .render()
+            .contains("creditgate_charge_work_in_flight 2"));
         let waiter = tokio::spawn({
             let tasks = tasks.clone();
             async move { tasks.idle().await }
@@ -147,7 +156,7 @@ mod tests {
 
     #[tokio::test]
     async fn cut_reaches_signals_taken_before_and_after() {
-        let tasks = Arc::new(Tasks::default());
+        let tasks = Arc::new(Tasks::new(Arc::default()));
         let before = tasks.cut_signal();
         assert!(!tasks.is_cut());
         tasks.cut();

@@ -100,7 +100,11 @@ where
                 if let (Some(scanner), Some(data)) = (this.scanner.as_mut(), frame.data_ref()) {
                     scanner.feed(data);
                 }
-                if this.inner.as_ref().is_some_and(|inner| inner.is_end_stream()) {
+                if this
+                    .inner
+                    .as_ref()
+                    .is_some_and(|inner| inner.is_end_stream())
+                {
                     this.ended();
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -117,7 +121,9 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|inner| inner.is_end_stream())
+        self.inner
+            .as_ref()
+            .is_none_or(|inner| inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {

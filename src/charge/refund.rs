@@ -66,18 +66,48 @@ pub struct Work {
     pub pending: Pending,
 }
 
+/// Logs and counts work dropped before it ran to its end: no runtime was
+/// left to spawn it, or the runtime tore down with it still queued.
+struct Unfinished {
+    metrics: Arc<crate::metrics::Metrics>,
+    route: String,
+    id: DebitId,
+    pending: Pending,
+    done: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.done {
+            give_up(
+                &self.metrics,
+                &self.route,
+                &self.id,
+                self.pending,
+                "the process stopped first",
+            );
+        }
+    }
+}
+
 /// Runs `work` on the runtime (counted by [`crate::tasks::Tasks`], so
-/// shutdown waits for it). Without a runtime left to run it, the failure is
-/// logged and counted at once.
+/// shutdown waits for it). Work that cannot run (no runtime left) is
+/// logged and counted as failed.
 pub fn finish_in_background(work: Work) {
     let tasks = work.gateway.tasks.clone();
-    let id = work.id.clone();
-    let route = work.route.clone();
-    let metrics = work.gateway.metrics.clone();
-    let pending = work.pending;
-    if !tasks.spawn(work.run()) {
-        give_up(&metrics, &route, &id, pending, "no runtime left to run it");
-    }
+    let unfinished = Unfinished {
+        metrics: work.gateway.metrics.clone(),
+        route: work.route.clone(),
+        id: work.id.clone(),
+        pending: work.pending,
+        done: false,
+    };
+    // Not spawned, the future is dropped here and `unfinished` reports it.
+    let _ = tasks.spawn(async move {
+        let mut unfinished = unfinished;
+        work.run().await;
+        unfinished.done = true;
+    });
 }
 
 impl Work {
