@@ -117,10 +117,14 @@ impl Exchange {
         match result {
             Ok(response) => respond(charge, response, refund_on_failure).await,
             Err(error) => {
+                // A body that broke off is the client's doing: the upstream
+                // never had the request, whatever the route says.
                 let body_broke = self.body_watch.broke_off();
                 if let Some(charge) = &mut charge {
                     if body_broke || refund_on_failure {
                         charge.refund().await;
+                    } else {
+                        charge.keep();
                     }
                 }
                 let error = if self.body_watch.timed_out() {

@@ -131,14 +131,6 @@ impl Charge {
         &self.record
     }
 
-    pub fn cost(&self) -> u64 {
-        self.cost
-    }
-
-    pub fn reserved(&self) -> u64 {
-        self.reserved
-    }
-
     /// The upstream answered (its response head arrived): from now on the
     /// debit stands unless the route's rules refund or settle it.
     pub fn mark_delivered(&mut self) {
@@ -147,8 +139,11 @@ impl Charge {
         }
     }
 
-    pub fn is_delivered(&self) -> bool {
-        self.state == State::Delivered
+    /// The upstream failed (no answer, a timeout, a malformed response) on
+    /// a route with `refund_on_failure = false`: the debit stands as if
+    /// delivered.
+    pub fn keep(&mut self) {
+        self.mark_delivered();
     }
 
     /// Whether a refund or settlement can still change the cost.

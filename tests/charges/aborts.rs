@@ -12,8 +12,8 @@ use http::Request;
 
 use super::{audit, Backend, Fixture, Options};
 use crate::support::abort::{
-    h2_connect, h2_send_then_reset, http1_post, http1_send_then_leave, never_ending,
-    random_pause, whole, Leave,
+    h2_connect, h2_send_then_reset, http1_post, http1_send_then_leave, never_ending, random_pause,
+    whole, Leave,
 };
 use crate::support::cluster::redis_cli_available;
 use crate::support::upstream::RecordingUpstream;
@@ -130,7 +130,10 @@ async fn clients_leave(backend: Backend) {
             .into_iter()
             .filter(|item| item["request_id"].as_str().unwrap().starts_with(&prefix))
             .collect::<Vec<_>>();
-        let refunds = debits.iter().filter(|item| item["refunded"] == true).count();
+        let refunds = debits
+            .iter()
+            .filter(|item| item["refunded"] == true)
+            .count();
         let hits = received.iter().filter(|id| id.starts_with(&prefix)).count();
         eprintln!(
             "{backend:?} {tag}: {} requests, {} debits, {hits} vendor hits, {refunds} refunds",
@@ -170,4 +173,53 @@ async fn clients_that_leave_are_charged_only_for_what_the_vendor_received_cluste
         "redis-cli is needed to build the cluster"
     );
     clients_leave(Backend::Cluster).await;
+}
+
+/// hyper reports a stream reset with `NO_ERROR` as a clean end of the body
+/// (an early-response signal); mid-body, it is still a body that broke off,
+/// refunded whatever the route's `refund_on_failure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_reset_with_no_error_mid_body_is_refunded() {
+    let upstream = RecordingUpstream::start().await;
+    let mut options = Options::new(Backend::Memory, upstream.url());
+    options.extra = r#"
+[[routes]]
+name = "kept"
+method = "POST"
+path = "/v1/kept"
+upstream = "vendor"
+cost = 7
+refund_on_failure = false
+"#
+    .to_owned();
+    let fixture = Fixture::start(options).await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", fixture.gateway.data_port))
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = Request::post(fixture.gateway.url("/v1/kept"))
+        .header("authorization", fixture.auth())
+        .header("x-request-id", "no-error-reset")
+        .header("content-length", "512")
+        .body(())
+        .unwrap();
+    let (_response, mut body) = client.send_request(request, false).unwrap();
+    body.send_data(bytes::Bytes::from_static(&BODY[..100]), false)
+        .unwrap();
+    // Wait until the request is debited and forwarded (the upstream waits
+    // for the rest of the body), then reset.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while upstream.connections() == 0 || fixture.used().await == 0 {
+        assert!(std::time::Instant::now() < deadline, "never forwarded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    body.send_reset(h2::Reason::NO_ERROR);
+    // Closing the connection lets the gateway settle.
+    drop((client, _response, body));
+    let audit = audit(&fixture, COST, &upstream).await;
+    assert_eq!(audit.debits, 1);
+    assert_eq!(audit.refunded, 1, "the upstream never had the whole body");
+    assert_eq!(upstream.count(), 0);
 }

@@ -66,7 +66,10 @@ async fn concurrent_requests_and_streams_have_one_line_each_with_their_final_cos
         .client
         .get(
             &fixture.gateway.url("/v1/credits"),
-            &[("authorization", &fixture.auth()), ("x-request-id", "usage-1")],
+            &[
+                ("authorization", &fixture.auth()),
+                ("x-request-id", "usage-1"),
+            ],
         )
         .await;
     assert_eq!(usage.status, 200, "{}", usage.text());

@@ -69,7 +69,8 @@ fn line(fixture: &Fixture, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_that_break_off_settle_at_the_last_figure_or_follow_refund_on_failure() {
-    let sse_figure = BreakingUpstream::start("text/event-stream", vec![FIGURE, PARTIAL_EVENT]).await;
+    let sse_figure =
+        BreakingUpstream::start("text/event-stream", vec![FIGURE, PARTIAL_EVENT]).await;
     let sse_none = BreakingUpstream::start("text/event-stream", vec![NO_FIGURE]).await;
     let json = BreakingUpstream::start("application/json", vec!["{\"usage\":{\"total_to"]).await;
     let plain = BreakingUpstream::start("application/octet-stream", vec!["partial bytes"]).await;
@@ -89,13 +90,25 @@ async fn responses_that_break_off_settle_at_the_last_figure_or_follow_refund_on_
     let fixture = Fixture::start(options).await;
 
     // Event stream, a figure before the break: settled at it (2500 tokens → 3).
-    assert_eq!(send(&fixture, "/v1/sse/figure", "sse-figure").await, (Some(200), false));
+    assert_eq!(
+        send(&fixture, "/v1/sse/figure", "sse-figure").await,
+        (Some(200), false)
+    );
     // Event stream without a figure: refunded, or the reservation stands.
-    assert_eq!(send(&fixture, "/v1/sse/none", "sse-none").await, (Some(200), false));
-    assert_eq!(send(&fixture, "/v1/sse/kept", "sse-kept").await, (Some(200), false));
+    assert_eq!(
+        send(&fixture, "/v1/sse/none", "sse-none").await,
+        (Some(200), false)
+    );
+    assert_eq!(
+        send(&fixture, "/v1/sse/kept", "sse-kept").await,
+        (Some(200), false)
+    );
     // JSON read for settlement: a 502, refunded or kept.
     assert_eq!(send(&fixture, "/v1/json", "json").await, (Some(502), true));
-    assert_eq!(send(&fixture, "/v1/json/kept", "json-kept").await, (Some(502), true));
+    assert_eq!(
+        send(&fixture, "/v1/json/kept", "json-kept").await,
+        (Some(502), true)
+    );
     // Any other body: refund_on_failure (true by default) refunds.
     let request = http::Request::post(fixture.gateway.url("/v1/paid"))
         .header("authorization", fixture.auth())
@@ -119,7 +132,11 @@ async fn responses_that_break_off_settle_at_the_last_figure_or_follow_refund_on_
             assert_eq!(item["cost"], cost, "{id}: {item}");
         }
         let line = line(&fixture, id);
-        assert_eq!(line["cost"], if refunded { 0 } else { cost }, "{id}: {line}");
+        assert_eq!(
+            line["cost"],
+            if refunded { 0 } else { cost },
+            "{id}: {line}"
+        );
         assert_eq!(line["refunded"], refunded, "{id}: {line}");
         line
     };

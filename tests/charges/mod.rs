@@ -186,7 +186,8 @@ cost = 7
     }
 
     pub async fn used(&self) -> u64 {
-        self.admin_get(&format!("/admin/v1/accounts/{ACCOUNT}")).await["used"]
+        self.admin_get(&format!("/admin/v1/accounts/{ACCOUNT}"))
+            .await["used"]
             .as_u64()
             .expect("used")
     }
@@ -267,7 +268,10 @@ pub async fn audit(fixture: &Fixture, cost: u64, upstream: &RecordingUpstream) -
         .filter(|item| item["refunded"] == false)
         .map(|item| item["request_id"].as_str().unwrap().to_owned())
         .collect();
-    let refunded = history.iter().filter(|item| item["refunded"] == true).count();
+    let refunded = history
+        .iter()
+        .filter(|item| item["refunded"] == true)
+        .count();
     let report = || {
         format!(
             "debits {}, refunded {refunded}, used {used}, vendor received {} whole\n\
@@ -322,7 +326,12 @@ pub async fn one_line_each(fixture: &Fixture, ids: &[String]) -> BTreeMap<String
     lines
         .into_iter()
         .map(|(id, found)| {
-            assert_eq!(found.len(), 1, "request {id} has {} access lines: {found:?}", found.len());
+            assert_eq!(
+                found.len(),
+                1,
+                "request {id} has {} access lines: {found:?}",
+                found.len()
+            );
             (id, found.into_iter().next().unwrap())
         })
         .collect()

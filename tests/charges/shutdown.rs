@@ -38,7 +38,11 @@ async fn a_body_that_stalls_mid_forward_is_refunded() {
     assert_eq!(history.len(), 1, "{history:?}");
     assert_eq!(history[0]["refunded"], true, "{history:?}");
     assert_eq!(fixture.used().await, 0);
-    assert_eq!(upstream.count(), 0, "the upstream never had the whole request");
+    assert_eq!(
+        upstream.count(),
+        0,
+        "the upstream never had the whole request"
+    );
     let lines: Vec<_> = fixture
         .access_lines()
         .into_iter()

@@ -71,9 +71,7 @@ pub type H2Body = BoxBody<Bytes, Infallible>;
 
 /// An HTTP/2 prior-knowledge connection.
 pub async fn h2_connect(addr: SocketAddr) -> SendRequest<H2Body> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect");
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let _ = stream.set_nodelay(true);
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -94,7 +92,10 @@ pub fn never_ending(first: &'static [u8]) -> H2Body {
         if sent {
             std::future::pending::<()>().await;
         }
-        Some((Ok::<_, Infallible>(Frame::data(Bytes::from_static(first))), true))
+        Some((
+            Ok::<_, Infallible>(Frame::data(Bytes::from_static(first))),
+            true,
+        ))
     });
     StreamBody::new(stream).boxed()
 }
