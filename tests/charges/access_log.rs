@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 
 use super::{one_line_each, Backend, Fixture, Options};
+use crate::support::http::TestClient;
 use crate::support::upstream::{Behavior, RecordingUpstream};
 
 const SSE_ROUTE: &str = r#"
@@ -43,6 +44,7 @@ async fn concurrent_requests_and_streams_have_one_line_each_with_their_final_cos
     options.extra = SSE_ROUTE.to_owned();
     let fixture = Fixture::start(options).await;
 
+    let data_client = TestClient::new();
     let mut requests = Vec::new();
     for i in 0..60 {
         let (path, body): (&str, &'static [u8]) = if i % 2 == 0 {
@@ -55,15 +57,14 @@ async fn concurrent_requests_and_streams_have_one_line_each_with_their_final_cos
             .header("x-request-id", format!("log-{i}"))
             .body(Full::new(Bytes::from_static(body)))
             .unwrap();
-        let client = fixture.client.clone();
+        let client = data_client.clone();
         requests.push(tokio::spawn(async move { client.send(request).await }));
     }
     for request in requests {
         let response = request.await.unwrap();
         assert_eq!(response.status, 200, "{}", response.text());
     }
-    let usage = fixture
-        .client
+    let usage = data_client
         .get(
             &fixture.gateway.url("/v1/credits"),
             &[
@@ -73,6 +74,7 @@ async fn concurrent_requests_and_streams_have_one_line_each_with_their_final_cos
         )
         .await;
     assert_eq!(usage.status, 200, "{}", usage.text());
+    drop(data_client);
 
     fixture.wait_settled().await;
     let mut ids: Vec<String> = (0..60).map(|i| format!("log-{i}")).collect();

@@ -12,6 +12,7 @@ use http_body_util::Full;
 use serde_json::Value;
 
 use super::{Backend, Fixture, Options};
+use crate::support::http::TestClient;
 use crate::support::breaking_upstream::BreakingUpstream;
 
 const FIGURE: &str = "data: {\"usage\":{\"total_tokens\":2500}}\n\n";
@@ -43,7 +44,7 @@ async fn send(fixture: &Fixture, path: &str, id: &str) -> (Option<u16>, bool) {
         .header("x-request-id", id)
         .body(Full::new(Bytes::from_static(br#"{"max_tokens":8000}"#)))
         .unwrap();
-    match fixture.client.try_send(request).await {
+    match TestClient::new().try_send(request).await {
         Ok(response) => (Some(response.status), true),
         Err(error) if error.starts_with("reading the body") => (Some(200), false),
         Err(_) => (None, false),
@@ -115,7 +116,7 @@ async fn responses_that_break_off_settle_at_the_last_figure_or_follow_refund_on_
         .header("x-request-id", "plain")
         .body(Full::new(Bytes::from_static(b"x")))
         .unwrap();
-    let plain_outcome = fixture.client.try_send(request).await;
+    let plain_outcome = TestClient::new().try_send(request).await;
     assert!(
         plain_outcome
             .as_ref()

@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::Notify;
 
 use super::{Backend, Fixture, Options};
+use crate::support::http::TestClient;
 
 /// An upstream that reads each request whole and answers 500 only once
 /// its gate is opened.
@@ -82,8 +83,7 @@ async fn a_refund_the_ledger_refuses_at_first_is_retried_until_it_succeeds() {
         .header("x-request-id", "retried-refund")
         .body(Full::new(Bytes::from_static(b"x")))
         .unwrap();
-    let client = fixture.client.clone();
-    let answer = tokio::spawn(async move { client.send(request).await });
+    let answer = tokio::spawn(async move { TestClient::new().send(request).await });
     // Debited and delivered; now the ledger freezes and the vendor fails.
     wait_until("the upstream has the request", async || {
         upstream.received.load(Ordering::SeqCst) == 1

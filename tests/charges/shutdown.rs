@@ -8,7 +8,7 @@ use http_body_util::Full;
 
 use super::{Backend, Fixture, Options, ACCOUNT};
 use crate::support::gateway::{Setup, TestGateway};
-use crate::support::http::raw_exchange;
+use crate::support::http::{raw_exchange, TestClient};
 use crate::support::upstream::{Behavior, RecordingUpstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,8 +67,7 @@ async fn a_request_the_drain_timeout_cuts_is_refunded_before_the_process_exits()
         .header("x-request-id", "cut-by-drain")
         .body(Full::new(Bytes::from_static(b"x")))
         .unwrap();
-    let client = fixture.client.clone();
-    let in_flight = tokio::spawn(async move { client.try_send(request).await });
+    let in_flight = tokio::spawn(async move { TestClient::new().try_send(request).await });
     upstream.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(fixture.used().await, 7, "debited while in flight");
 
