@@ -22,6 +22,7 @@
 //! for its upstream; its charge refunds (docs/http-api.md, "Charges").
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -35,9 +36,8 @@ use crate::body::{self, Body};
 use crate::charge::{self, Charge};
 use crate::deadline::BodyWatch;
 use crate::error::{ErrorKind, GatewayError};
-use crate::forward::{self, ClientContext, ForwardError};
+use crate::forward::{self, ClientContext, ConnInfo, ForwardError};
 use crate::ledger::KeyOwner;
-use crate::proxy::ConnInfo;
 use crate::record::Record;
 use crate::state::{Gateway, Snapshot};
 use crate::tasks::Tasks;
@@ -207,7 +207,16 @@ impl<F: Future + Send + 'static> Future for Detached<F> {
             .future
             .as_mut()
             .expect("a Detached future is not polled after it finished");
-        let output = ready!(future.as_mut().poll(cx));
+        // A future that panicked cannot be resumed: drop it here (its charge
+        // refunds) rather than hand it to the runtime on the way out.
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
+        let output = match polled {
+            Ok(polled) => ready!(polled),
+            Err(panic) => {
+                this.future = None;
+                std::panic::resume_unwind(panic);
+            }
+        };
         this.future = None;
         Poll::Ready(output)
     }
@@ -224,5 +233,83 @@ impl<F: Future + Send + 'static> Drop for Detached<F> {
         let _ = self.tasks.spawn(async move {
             let _ = future.await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn parts() -> (Arc<Record>, Arc<Tasks>) {
+        let metrics = Arc::new(Metrics::default());
+        let record = Record::start(
+            metrics.clone(),
+            http::Method::POST,
+            "/v1/paid".into(),
+            http::HeaderValue::from_static("t-1"),
+        );
+        (record, Arc::new(Tasks::new(metrics)))
+    }
+
+    #[tokio::test]
+    async fn a_dropped_exchange_finishes_on_the_runtime_and_shutdown_waits_for_it() {
+        let (record, tasks) = parts();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let exchange = Detached::new(
+            async move {
+                let _ = released.await;
+                let _ = done.send(());
+            },
+            record.clone(),
+            tasks.clone(),
+        );
+        // Polled once in place (pending), then dropped as hyper drops a
+        // request whose client left.
+        let mut exchange = Box::pin(exchange);
+        let first = std::future::poll_fn(|cx| Poll::Ready(exchange.as_mut().poll(cx))).await;
+        assert!(first.is_pending());
+        drop(exchange);
+        assert!(record.has_client_left());
+        assert_eq!(tasks.in_flight(), 1, "the rest runs as counted work");
+        release.send(()).unwrap();
+        finished.await.expect("the exchange ran to its end");
+        tasks.idle().await;
+    }
+
+    #[tokio::test]
+    async fn a_finished_exchange_is_not_detached() {
+        let (record, tasks) = parts();
+        let output = Detached::new(async { 7 }, record.clone(), tasks.clone()).await;
+        assert_eq!(output, 7);
+        assert!(!record.has_client_left());
+        assert_eq!(tasks.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_exchange_is_dropped_not_resumed() {
+        struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let (record, tasks) = parts();
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let owned = Dropped(dropped.clone());
+        let exchange = Detached::new(
+            async move {
+                let _owned = owned;
+                panic!("a phase panicked");
+            },
+            record.clone(),
+            tasks.clone(),
+        );
+        let outcome = tokio::spawn(exchange).await;
+        assert!(outcome.unwrap_err().is_panic());
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(!record.has_client_left(), "nothing was handed on");
+        assert_eq!(tasks.in_flight(), 0);
     }
 }

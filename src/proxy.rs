@@ -14,7 +14,6 @@
 //! leaves cannot cancel; what is logged and counted belongs to its
 //! [`Record`], written once when the last of its owners is done.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, Version};
@@ -27,18 +26,12 @@ use crate::charge::debit::suspended;
 use crate::deadline::DeadlineBody;
 use crate::error::{ErrorKind, Extra, GatewayError};
 use crate::exchange::Exchange;
+pub use crate::forward::ConnInfo;
 use crate::path;
 use crate::record::{Answer, ClientBody, Record};
 use crate::request_id;
 use crate::routes::RouteMatch;
 use crate::state::{Gateway, Snapshot};
-
-/// The client side of a connection.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub tls: bool,
-}
 
 /// The hyper service body: never fails.
 pub async fn handle(
@@ -63,7 +56,9 @@ pub async fn handle(
 fn problem(record: &Record, error: GatewayError) -> Response<Body> {
     record.set_problem(error.kind);
     if let Some(internal) = &error.internal {
-        tracing::warn!(request_id = ?record.request_id(), code = error.kind.code(), "{internal}");
+        let request_id = record.request_id();
+        let request_id = request_id.to_str().unwrap_or_default();
+        tracing::warn!(request_id, code = error.kind.code(), "{internal}");
     }
     error.to_response()
 }

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 
 /// How long shutdown waits, after cutting, for the ledger calls the cut
 /// started. Refunds retry for at most about this long (see
-/// `charge::refund::RETRY`), so a reachable ledger finishes them all.
+/// `charge::retry::RETRY`), so a reachable ledger finishes them all.
 pub const SETTLE_AFTER_CUT: Duration = Duration::from_secs(5);
 
 /// Counts money-holding work in flight; see the module doc.

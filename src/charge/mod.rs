@@ -14,15 +14,15 @@
 //! **A charge follows delivery** (docs/http-api.md, "Charges"): a charge
 //! dropped while still *reserved* — whatever dropped it: a client that left,
 //! an HTTP/2 reset, a stalled body, the drain timeout, a panic — refunds
-//! itself in the background ([`refund`]), with retries. A ledger call that
+//! itself in the background ([`retry`]), with retries. A ledger call that
 //! was under way when its charge was dropped (a refund or a settlement) is
 //! finished in the background the same way; both are idempotent.
 //!
 //! The charge holds the request's [`Record`], so the access line is only
 //! written once the money is final.
 //!
-//! Layout: [`debit`] (admission: the debit and its refusals), [`refund`]
-//! (ledger calls finished in the background, with retries), [`settle`]
+//! Layout: [`debit`] (admission: the debit and its refusals), [`retry`]
+//! (the refund and settle calls, and their retries in the background), [`settle`]
 //! (settlement from the response head or a JSON body), [`body`] (the
 //! response body that carries the charge to its end: event streams, bodies
 //! that break off, clients that leave), [`usage`] (reading reported
@@ -30,7 +30,7 @@
 
 pub mod body;
 pub mod debit;
-pub mod refund;
+pub mod retry;
 pub mod settle;
 pub mod usage;
 
@@ -159,7 +159,7 @@ impl Charge {
             return;
         }
         self.state = State::Refunding;
-        let outcome = refund::call(&self.gateway, &self.id).await;
+        let outcome = retry::call(&self.gateway, &self.id).await;
         match outcome {
             Ok(RefundOutcome::Refunded | RefundOutcome::AlreadyRefunded) => self.refunded(),
             Ok(RefundOutcome::Unknown) => {
@@ -174,7 +174,7 @@ impl Charge {
                     request_id = %self.id.request_id,
                     "refund failed, retrying in the background: {error}"
                 );
-                self.finish_in_background(refund::Pending::Refund);
+                self.finish_in_background(retry::Pending::Refund);
             }
         }
     }
@@ -197,7 +197,7 @@ impl Charge {
             return;
         }
         self.state = State::Settling { cost: final_cost };
-        let outcome = refund::settle_call(&self.gateway, &self.id, final_cost).await;
+        let outcome = retry::settle_call(&self.gateway, &self.id, final_cost).await;
         match outcome {
             Ok(SettleOutcome::Settled { used }) => self.settled(final_cost, Some(used)),
             Ok(SettleOutcome::Refunded) => self.refunded(),
@@ -210,7 +210,7 @@ impl Charge {
                     request_id = %self.id.request_id,
                     "settlement failed, retrying in the background: {error}"
                 );
-                self.finish_in_background(refund::Pending::Settle(final_cost));
+                self.finish_in_background(retry::Pending::Settle(final_cost));
             }
         }
     }
@@ -257,9 +257,9 @@ impl Charge {
     }
 
     /// Hands what is left to do to a background task; this charge is done.
-    fn finish_in_background(&mut self, pending: refund::Pending) {
+    fn finish_in_background(&mut self, pending: retry::Pending) {
         self.state = State::Closed;
-        refund::finish_in_background(refund::Work {
+        retry::finish_in_background(retry::Work {
             gateway: self.gateway.clone(),
             record: self.record.clone(),
             route: self.route().name.clone(),
@@ -273,10 +273,8 @@ impl Charge {
 impl Drop for Charge {
     fn drop(&mut self) {
         match self.state {
-            State::Reserved | State::Refunding => {
-                self.finish_in_background(refund::Pending::Refund)
-            }
-            State::Settling { cost } => self.finish_in_background(refund::Pending::Settle(cost)),
+            State::Reserved | State::Refunding => self.finish_in_background(retry::Pending::Refund),
+            State::Settling { cost } => self.finish_in_background(retry::Pending::Settle(cost)),
             State::Delivered | State::Closed => {}
         }
     }

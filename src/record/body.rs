@@ -76,3 +76,65 @@ impl Drop for ClientBody {
         self.record.body_finished(self.bytes, complete);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use http_body_util::BodyExt;
+
+    fn record(metrics: &Arc<crate::metrics::Metrics>) -> Arc<Record> {
+        let record = Record::start(
+            metrics.clone(),
+            http::Method::GET,
+            "/v1/paid".into(),
+            http::HeaderValue::from_static("b-1"),
+        );
+        record.set_route("paid");
+        record
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_its_end_is_forwarded_and_counted_once_it_is_dropped() {
+        let metrics = Arc::new(Metrics::default());
+        let response = ClientBody::respond(
+            record(&metrics),
+            Response::new(crate::body::full("twelve bytes")),
+        );
+        assert_eq!(response.headers()["x-request-id"], "b-1");
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+        assert!(!metrics.render().contains("creditgate_requests_total{"));
+        drop(body);
+        assert!(metrics.render().contains(
+            "creditgate_requests_total{route=\"paid\",outcome=\"forwarded\",status=\"200\"} 1"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_is_a_client_that_left() {
+        let metrics = Arc::new(Metrics::default());
+        let (sender, streamed) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let stream = http_body_util::StreamBody::new(tokio_stream_from(streamed));
+        let response =
+            ClientBody::respond(record(&metrics), Response::new(crate::body::stream(stream)));
+        let mut body = response.into_body();
+        sender
+            .send(Ok(Frame::data(Bytes::from_static(b"part"))))
+            .await
+            .unwrap();
+        body.frame().await.unwrap().unwrap();
+        drop(body);
+        assert!(metrics.render().contains(
+            "creditgate_requests_total{route=\"paid\",outcome=\"client_closed\",status=\"200\"} 1"
+        ));
+    }
+
+    fn tokio_stream_from(
+        mut receiver: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+    ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> {
+        futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+    }
+}

@@ -12,8 +12,8 @@ use http_body_util::Full;
 use serde_json::Value;
 
 use super::{Backend, Fixture, Options};
-use crate::support::http::TestClient;
 use crate::support::breaking_upstream::BreakingUpstream;
+use crate::support::http::TestClient;
 
 const FIGURE: &str = "data: {\"usage\":{\"total_tokens\":2500}}\n\n";
 const NO_FIGURE: &str = "data: {\"choices\":[\"he\"]}\n\n";

@@ -1,5 +1,6 @@
-//! Ledger calls a charge could not finish where it was: retried in the
-//! background until they succeed or the retries run out.
+//! A charge's ledger calls — the refund and the settlement — and, for those
+//! it could not finish where it was, their retries in the background until
+//! they succeed or the retries run out.
 //!
 //! Both calls are idempotent — a refund removes one debit by its id (twice
 //! is a no-op), a settlement sets the debit's cost to one final value — so
