@@ -87,7 +87,7 @@ struct CachedLookup {
     owner: Option<Arc<KeyOwner>>,
 }
 
-/// Per-instance cache in front of [`Ledger::find_key`].
+/// Per-instance cache in front of [`MeteredLedger::find_key`].
 #[derive(Default)]
 pub struct KeyCache {
     entries: Mutex<HashMap<[u8; 32], CachedLookup>>,

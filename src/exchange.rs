@@ -6,7 +6,7 @@
 //! `RST_STREAM`). Dropped half-way, a debit may be recorded with nobody to
 //! refund it, and a request the upstream already has whole would be
 //! refunded although the vendor does the work. So a priced exchange runs
-//! [`Detached`]: it is polled in place while the client waits (no task, no
+//! `Detached`: it is polled in place while the client waits (no task, no
 //! extra wake-up on the common path) and, if the request's future is
 //! dropped first, the rest of it is handed to the runtime and finishes
 //! there, counted by [`crate::tasks::Tasks`] so shutdown waits for it.

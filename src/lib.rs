@@ -27,7 +27,8 @@
 //! - [`server`]: accept loop, TLS, HTTP/1.1 + HTTP/2, graceful drain.
 //! - [`path`]: request path normalisation (pure, property-tested).
 //! - [`routes`]: the route table compiled from config.
-//! - [`auth`]: API key extraction, hashing, the key → account cache.
+//! - [`auth`]: API key extraction, hashing, the key → account cache, and
+//!   `authenticate` (the data plane's and the usage API's one key check).
 //! - [`request_id`], [`ratelimit`]: `X-Request-Id` and the credit headers.
 //! - [`proxy`]: the request phases; [`admit`]: body limits and pricing before
 //!   the debit; [`exchange`]: debit → forward → response head, uncancellable;
@@ -37,7 +38,8 @@
 //!   [`tasks`]: money-holding work that outlives its request.
 //! - [`deadline`], [`body`]: the request body's deadline; the body type.
 //! - [`ledger`]: the `Ledger` contract and its `memory` and `redis` backends
-//!   (`ledger/keys.rs` spells every Redis key; `ledger/*.lua` are the scripts).
+//!   (`ledger/keys.rs` spells every Redis key; `ledger/*.lua` are the scripts);
+//!   [`ledger::MeteredLedger`], the gateway's handle, times every call.
 //! - [`api`]: `/v1/credits*` (customers) and the admin listener.
 //! - [`state`]: shared state and the reloadable snapshot; [`reload`] swaps it.
 //! - [`metrics`]: every metric name and label; [`clock`]: the one place time is read.

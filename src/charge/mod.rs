@@ -1,6 +1,6 @@
 //! A request's money has one owner: its [`Charge`].
 //!
-//! The debit creates it ([`debit`]); from then on it is the only way credits
+//! The debit creates it ([`debit()`]); from then on it is the only way credits
 //! move on the data plane — [`Charge::mark_delivered`], [`Charge::refund`],
 //! [`Charge::settle`] — and it carries the account, the request id, the
 //! debit's time on the ledger clock, the cost and the credit headers.
@@ -21,7 +21,7 @@
 //! The charge holds the request's [`Record`], so the access line is only
 //! written once the money is final.
 //!
-//! Layout: [`debit`] (admission: the debit and its refusals), [`retry`]
+//! Layout: [`mod@debit`] (admission: the debit and its refusals), [`retry`]
 //! (the refund and settle calls, and their retries in the background), [`settle`]
 //! (settlement from the response head or a JSON body), [`body`] (the
 //! response body that carries the charge to its end: event streams, bodies
