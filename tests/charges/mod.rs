@@ -220,13 +220,17 @@ cost = 7
 
     /// Waits until the gateway holds no client connection and no
     /// money-holding work: every charge is final, every record written.
+    /// (Twice in a row: an HTTP/2 stream's task can outlive its connection
+    /// by a moment.)
     pub async fn wait_settled(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut quiet_polls = 0;
         loop {
             let metrics = self.metrics().await;
             let quiet = metrics.contains("creditgate_charge_work_in_flight 0\n")
                 && metrics.contains("creditgate_open_connections{listener=\"data\"} 0\n");
-            if quiet {
+            quiet_polls = if quiet { quiet_polls + 1 } else { 0 };
+            if quiet_polls == 2 {
                 return;
             }
             assert!(
@@ -238,7 +242,7 @@ cost = 7
                     .collect::<Vec<_>>()
                     .join("\n")
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
