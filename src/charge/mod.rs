@@ -18,6 +18,10 @@
 //! was under way when its charge was dropped (a refund or a settlement) is
 //! finished in the background the same way; both are idempotent.
 //!
+//! A route with `refund_on_failure = false` keeps the debit of an upstream
+//! failure ([`Charge::keep`]); a body that broke off on the client's side is
+//! refunded whatever the route says (the upstream never had the request).
+//!
 //! The charge holds the request's [`Record`], so the access line is only
 //! written once the money is final.
 //!
