@@ -20,8 +20,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::ledger::{KeyOwner, Ledger, LedgerError};
-use crate::metrics::Metrics;
+use crate::error::{ErrorKind, GatewayError};
+use crate::ledger::{KeyOwner, LedgerError, MeteredLedger};
 
 pub const POSITIVE_TTL: Duration = Duration::from_secs(2);
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(1);
@@ -42,6 +42,27 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     }
     let token = headers.get("x-api-key")?.to_str().ok()?.trim();
     (!token.is_empty()).then_some(token)
+}
+
+/// The account behind a request's API key (`Authorization: Bearer` or
+/// `X-Api-Key`): 401 `unauthenticated` when there is none or it is unknown,
+/// 503 `ledger_unavailable` when the ledger cannot tell.
+pub async fn authenticate(
+    keys: &KeyCache,
+    ledger: &MeteredLedger,
+    headers: &HeaderMap,
+) -> Result<Arc<KeyOwner>, GatewayError> {
+    let unauthenticated = || {
+        GatewayError::new(
+            ErrorKind::Unauthenticated,
+            "send a valid API key as `Authorization: Bearer <key>` or `X-Api-Key: <key>`",
+        )
+    };
+    let key = presented_key(headers).ok_or_else(unauthenticated)?;
+    keys.authenticate(ledger, key)
+        .await
+        .map_err(GatewayError::ledger_unavailable)?
+        .ok_or_else(unauthenticated)
 }
 
 pub fn digest(key: &str) -> [u8; 32] {
@@ -66,7 +87,7 @@ struct CachedLookup {
     owner: Option<Arc<KeyOwner>>,
 }
 
-/// Per-instance cache in front of [`Ledger::find_key`].
+/// Per-instance cache in front of [`MeteredLedger::find_key`].
 #[derive(Default)]
 pub struct KeyCache {
     entries: Mutex<HashMap<[u8; 32], CachedLookup>>,
@@ -74,21 +95,19 @@ pub struct KeyCache {
 
 impl KeyCache {
     /// The owner of `key`, or `None` for an unknown key. Only a cache miss
-    /// asks the ledger, and only that call is timed in `metrics`.
+    /// asks the ledger (and so only a miss is a timed ledger call).
     pub async fn authenticate(
         &self,
-        ledger: &Ledger,
-        metrics: &Metrics,
+        ledger: &MeteredLedger,
         key: &str,
     ) -> Result<Option<Arc<KeyOwner>>, LedgerError> {
         let digest = digest(key);
         if let Some(hit) = self.cached(&digest) {
             return Ok(hit);
         }
-        let started = Instant::now();
-        let found = ledger.find_key(&digest).await;
-        metrics.ledger_call("find_key", started.elapsed(), found.is_ok());
-        let owner = found?
+        let owner = ledger
+            .find_key(&digest)
+            .await?
             .filter(|owner| bool::from(owner.digest.ct_eq(&digest)))
             .map(Arc::new);
         self.store(digest, owner.clone());

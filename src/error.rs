@@ -11,6 +11,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{self, Body};
 use crate::ledger::LedgerError;
+use crate::ratelimit::CreditHeaders;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -29,6 +30,7 @@ pub enum ErrorKind {
     InvalidUnits,
     UpstreamUnavailable,
     UpstreamTimeout,
+    ShuttingDown,
     // Admin plane.
     AdminDisabled,
     AdminUnauthorized,
@@ -50,7 +52,7 @@ impl ErrorKind {
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             CreditsExhausted => StatusCode::TOO_MANY_REQUESTS,
-            LedgerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            LedgerUnavailable | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             UnknownPlan => StatusCode::UNPROCESSABLE_ENTITY,
@@ -76,6 +78,7 @@ impl ErrorKind {
             InvalidUnits => "invalid_units",
             UpstreamUnavailable => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
+            ShuttingDown => "shutting_down",
             AdminDisabled => "admin_disabled",
             AdminUnauthorized => "unauthorized",
             NotFound => "not_found",
@@ -102,6 +105,7 @@ impl ErrorKind {
             InvalidUnits => "Invalid pricing input",
             UpstreamUnavailable => "Upstream unavailable",
             UpstreamTimeout => "Upstream timed out",
+            ShuttingDown => "Gateway shutting down",
             AdminDisabled => "Admin API disabled",
             AdminUnauthorized => "Missing or wrong admin token",
             NotFound => "Not found",
@@ -135,6 +139,9 @@ pub struct GatewayError {
     /// Logged, never shown.
     pub internal: Option<String>,
     pub extra: Extra,
+    /// The credit headers of a request on a priced route (docs/http-api.md).
+    /// Boxed: most errors have none, and every `Result` carries the size.
+    pub credit_headers: Option<Box<CreditHeaders>>,
 }
 
 impl GatewayError {
@@ -144,6 +151,7 @@ impl GatewayError {
             detail: detail.into(),
             internal: None,
             extra: Extra::None,
+            credit_headers: None,
         }
     }
 
@@ -154,6 +162,11 @@ impl GatewayError {
 
     pub fn with_extra(mut self, extra: Extra) -> Self {
         self.extra = extra;
+        self
+    }
+
+    pub fn with_credit_headers(mut self, headers: &CreditHeaders) -> Self {
+        self.credit_headers = Some(Box::new(headers.clone()));
         self
     }
 
@@ -237,6 +250,9 @@ impl GatewayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(credits) = &self.credit_headers {
+            credits.apply(response.headers_mut());
+        }
         response
     }
 }

@@ -82,6 +82,13 @@ pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
+/// The client side of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
 /// What the proxy knows about the client side of a request.
 pub struct ClientContext<'a> {
     pub peer: SocketAddr,

@@ -9,6 +9,11 @@
 //! [`redis::RedisLedger`] (shared by every instance; Lua scripts read Redis
 //! `TIME`). `ledger/keys.rs` is the only place that spells a Redis key;
 //! [`bounds`] holds the numeric range both backends keep.
+//!
+//! [`Ledger`] dispatches to a backend (the conformance suite runs on it);
+//! [`MeteredLedger`] is what the gateway holds: the same calls, each timed
+//! and counted under a static [`LedgerOp`] label, so no call site times a
+//! ledger call itself.
 
 pub mod bounds;
 pub mod keys;
@@ -16,7 +21,11 @@ pub mod memory;
 pub mod redis;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
+
+use crate::metrics::Metrics;
 
 /// Plan name → monthly allowance, as configured.
 pub type PlanTable = BTreeMap<String, u64>;
@@ -329,5 +338,188 @@ impl Ledger {
     /// Reachability check for `/readyz`.
     pub async fn ping(&self) -> Result<(), LedgerError> {
         dispatch!(self, l => l.ping().await)
+    }
+}
+
+/// Every kind of ledger call, as the `op` label of the ledger metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerOp {
+    Debit,
+    Refund,
+    Settle,
+    Balance,
+    History,
+    PutAccount,
+    GetAccount,
+    AddKey,
+    RevokeKey,
+    FindKey,
+    Recount,
+    Ping,
+}
+
+impl LedgerOp {
+    pub fn label(self) -> &'static str {
+        match self {
+            LedgerOp::Debit => "debit",
+            LedgerOp::Refund => "refund",
+            LedgerOp::Settle => "settle",
+            LedgerOp::Balance => "balance",
+            LedgerOp::History => "history",
+            LedgerOp::PutAccount => "put_account",
+            LedgerOp::GetAccount => "get_account",
+            LedgerOp::AddKey => "add_key",
+            LedgerOp::RevokeKey => "revoke_key",
+            LedgerOp::FindKey => "find_key",
+            LedgerOp::Recount => "recount",
+            LedgerOp::Ping => "ping",
+        }
+    }
+}
+
+/// The gateway's ledger: [`Ledger`]'s calls, each one timed and its failures
+/// counted (`creditgate_ledger_duration_seconds`, `creditgate_ledger_errors_total`).
+#[derive(Clone)]
+pub struct MeteredLedger {
+    backend: Ledger,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredLedger {
+    pub fn new(backend: Ledger, metrics: Arc<Metrics>) -> MeteredLedger {
+        MeteredLedger { backend, metrics }
+    }
+
+    /// The backend itself, for what is not a ledger call (its kind, Redis
+    /// durability settings).
+    pub fn backend(&self) -> &Ledger {
+        &self.backend
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.backend_name()
+    }
+
+    async fn timed<T>(
+        &self,
+        op: LedgerOp,
+        call: impl Future<Output = Result<T, LedgerError>>,
+    ) -> Result<T, LedgerError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics
+            .ledger_call(op.label(), started.elapsed(), result.is_ok());
+        result
+    }
+
+    pub async fn debit(&self, debit: &Debit<'_>) -> Result<DebitOutcome, LedgerError> {
+        self.timed(LedgerOp::Debit, self.backend.debit(debit)).await
+    }
+
+    /// See [`Ledger::refund`].
+    pub async fn refund(
+        &self,
+        account: &str,
+        request_id: &str,
+    ) -> Result<RefundOutcome, LedgerError> {
+        self.timed(LedgerOp::Refund, self.backend.refund(account, request_id))
+            .await
+    }
+
+    /// See [`Ledger::refund_debit`].
+    pub async fn refund_debit(
+        &self,
+        account: &str,
+        request_id: &str,
+        at_ms: i64,
+    ) -> Result<RefundOutcome, LedgerError> {
+        self.timed(
+            LedgerOp::Refund,
+            self.backend.refund_debit(account, request_id, at_ms),
+        )
+        .await
+    }
+
+    /// See [`Ledger::settle`].
+    pub async fn settle(
+        &self,
+        account: &str,
+        request_id: &str,
+        at_ms: Option<i64>,
+        final_cost: u64,
+    ) -> Result<SettleOutcome, LedgerError> {
+        self.timed(
+            LedgerOp::Settle,
+            self.backend.settle(account, request_id, at_ms, final_cost),
+        )
+        .await
+    }
+
+    pub async fn balance(
+        &self,
+        account: &str,
+        plans: &PlanTable,
+    ) -> Result<Option<Balance>, LedgerError> {
+        self.timed(LedgerOp::Balance, self.backend.balance(account, plans))
+            .await
+    }
+
+    pub async fn history(
+        &self,
+        account: &str,
+        limit: usize,
+        before: Option<&HistoryCursor>,
+    ) -> Result<HistoryPage, LedgerError> {
+        self.timed(
+            LedgerOp::History,
+            self.backend.history(account, limit, before),
+        )
+        .await
+    }
+
+    pub async fn put_account(&self, id: &str, record: &AccountRecord) -> Result<bool, LedgerError> {
+        self.timed(LedgerOp::PutAccount, self.backend.put_account(id, record))
+            .await
+    }
+
+    pub async fn get_account(&self, id: &str) -> Result<Option<AccountRecord>, LedgerError> {
+        self.timed(LedgerOp::GetAccount, self.backend.get_account(id))
+            .await
+    }
+
+    pub async fn add_key(
+        &self,
+        account: &str,
+        key_id: &str,
+        digest: &[u8; 32],
+    ) -> Result<bool, LedgerError> {
+        self.timed(
+            LedgerOp::AddKey,
+            self.backend.add_key(account, key_id, digest),
+        )
+        .await
+    }
+
+    pub async fn revoke_key(&self, account: &str, key_id: &str) -> Result<bool, LedgerError> {
+        self.timed(
+            LedgerOp::RevokeKey,
+            self.backend.revoke_key(account, key_id),
+        )
+        .await
+    }
+
+    pub async fn find_key(&self, digest: &[u8; 32]) -> Result<Option<KeyOwner>, LedgerError> {
+        self.timed(LedgerOp::FindKey, self.backend.find_key(digest))
+            .await
+    }
+
+    /// See [`Ledger::recount`].
+    pub async fn recount(&self, account: &str) -> Result<Option<Recount>, LedgerError> {
+        self.timed(LedgerOp::Recount, self.backend.recount(account))
+            .await
+    }
+
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        self.timed(LedgerOp::Ping, self.backend.ping()).await
     }
 }

@@ -10,10 +10,16 @@
 //! ## One request's life
 //! ```text
 //! accept → read head → normalise path → authenticate key → match route
-//!        → admit body → debit (atomic) → forward (stream) → refund on failure
-//!        → respond → record
+//!        → admit body and price → debit (atomic) → forward (stream)
+//!        → response head → failure rules / settle → respond → record
 //! ```
 //! [`proxy`] holds these phases in order; [`server`] owns the listeners.
+//! A request's money has one owner, its [`charge::Charge`]: created by the
+//! debit, delivered when the upstream answers, refunded by itself if it is
+//! dropped before that — whatever dropped it. The [`exchange`] that holds it
+//! cannot be cancelled by a client that leaves, and [`tasks`] lets shutdown
+//! wait for it. The [`record`] (one access line, the metrics) is written when
+//! the last owner of the request lets go, with the final cost.
 //!
 //! ## Layout (one concept per file)
 //! - [`config`]: the TOML file → validated [`config::Config`], every error with its key path.
@@ -21,11 +27,19 @@
 //! - [`server`]: accept loop, TLS, HTTP/1.1 + HTTP/2, connection timers, graceful drain.
 //! - [`path`]: request path normalisation (pure, property-tested).
 //! - [`routes`]: the route table compiled from config.
-//! - [`auth`]: API key extraction, hashing, the key → account cache.
+//! - [`auth`]: API key extraction, hashing, the key → account cache, and
+//!   `authenticate` (the data plane's and the usage API's one key check).
 //! - [`request_id`], [`ratelimit`]: `X-Request-Id` and the credit headers.
-//! - [`proxy`]: the request phases; [`forward`]: upstream clients and header hygiene.
+//! - [`proxy`]: the request phases; [`admit`]: body limits and pricing before
+//!   the debit; [`exchange`]: debit → forward → response head, uncancellable;
+//!   [`forward`]: upstream clients and header hygiene.
+//! - [`charge`]: the request's money (debit, delivery, refund, settlement);
+//!   [`pricing`]: its arithmetic; [`record`]: the access line and metrics;
+//!   [`tasks`]: money-holding work that outlives its request.
+//! - [`deadline`], [`body`]: the request body's deadline; the body type.
 //! - [`ledger`]: the `Ledger` contract and its `memory` and `redis` backends
-//!   (`ledger/keys.rs` spells every Redis key; `ledger/redis/lua/` holds the scripts).
+//!   (`ledger/keys.rs` spells every Redis key; `ledger/redis/lua/` holds the scripts);
+//!   [`ledger::MeteredLedger`], the gateway's handle, times every call.
 //! - [`api`]: `/v1/credits*` (customers) and the admin listener.
 //! - [`state`]: shared state and the reloadable snapshot; [`reload`] swaps it.
 //! - [`metrics`]: every metric name and label; [`clock`]: the one place time is read.
@@ -34,14 +48,17 @@
 #![forbid(unsafe_code)]
 
 pub mod account_id;
+pub mod admit;
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod charge;
 pub mod clock;
 pub mod config;
 pub mod deadline;
 pub mod dev;
 pub mod error;
+pub mod exchange;
 pub mod forward;
 pub mod hex;
 pub mod ledger;
@@ -50,15 +67,17 @@ pub mod path;
 pub mod pricing;
 pub mod proxy;
 pub mod ratelimit;
+pub mod record;
 pub mod reload;
 pub mod request_id;
 pub mod routes;
 pub mod server;
-pub mod settle;
 pub mod state;
+pub mod tasks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -94,15 +113,41 @@ pub struct RunningGateway {
     pub gateway: Arc<Gateway>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
+    drain_timeout: Duration,
 }
 
 impl RunningGateway {
-    /// Stops accepting, drains in-flight requests (bounded by
-    /// `server.drain_timeout`) and returns when both listeners are done.
+    /// Stops accepting and drains: in-flight requests, and the exchanges,
+    /// refunds and settlements that outlive their requests, may finish
+    /// until `server.drain_timeout`. Then exchanges still waiting for an
+    /// upstream are cut (their charges refund) and the refunds are awaited,
+    /// at most [`tasks::SETTLE_AFTER_CUT`] more (docs/http-api.md, "Shutdown").
     pub async fn shutdown(self) {
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
         let _ = self.shutdown.send(true);
         for server in self.servers {
             let _ = server.await;
+        }
+        let tasks = &self.gateway.tasks;
+        if tokio::time::timeout_at(deadline, tasks.idle())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tracing::warn!(
+            in_flight = tasks.in_flight(),
+            "drain timeout reached; cutting exchanges still waiting for upstreams (their charges are refunded)"
+        );
+        tasks.cut();
+        if tokio::time::timeout(tasks::SETTLE_AFTER_CUT, tasks.idle())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                in_flight = tasks.in_flight(),
+                "refunds and settlements still unfinished at exit; see the errors above for their request ids"
+            );
         }
     }
 }
@@ -171,7 +216,7 @@ pub async fn start_with_clock(
     let server_config = config.server.clone();
     let config_path = config.source.clone();
     let snapshot = Snapshot::build(config).map_err(StartError::Upstream)?;
-    let gateway = Arc::new(Gateway::new(snapshot, ledger, clock, config_path));
+    let gateway = Arc::new(Gateway::new(snapshot, ledger, config_path));
     let (shutdown, watcher) = watch::channel(false);
     let data = tokio::spawn(server::serve(
         data_listener,
@@ -211,6 +256,7 @@ pub async fn start_with_clock(
         gateway,
         shutdown,
         servers: vec![data, admin],
+        drain_timeout: server_config.drain_timeout,
     })
 }
 

@@ -40,13 +40,16 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     open_data_connections: AtomicI64,
     open_admin_connections: AtomicI64,
+    charge_work_in_flight: AtomicI64,
 }
 
 const HELP: &[(&str, &str, &str)] = &[
-    ("creditgate_requests_total", "counter", "Data-plane requests by route, outcome and status."),
-    ("creditgate_rejections_total", "counter", "Requests answered by the gateway itself, by reason."),
-    ("creditgate_credits_debited_total", "counter", "Credits debited, by route."),
-    ("creditgate_credits_refunded_total", "counter", "Credits refunded after upstream failures, by route."),
+    ("creditgate_requests_total", "counter", "Data-plane requests by route, outcome and status, counted once when the request ends (outcome: forwarded, usage_api, client_closed or a problem code)."),
+    ("creditgate_rejections_total", "counter", "Requests the gateway answered with a problem, by reason (the problem code)."),
+    ("creditgate_credits_debited_total", "counter", "Credits taken by debits at admission (reservations included), by route."),
+    ("creditgate_credits_refunded_total", "counter", "Credits given back by refunds (upstream failures, requests that never reached the upstream), by route."),
+    ("creditgate_credits_charged_total", "counter", "Credits finally charged (after refunds and settlements), by route."),
+    ("creditgate_refund_failures_total", "counter", "Refunds that still failed after every retry (the debit stands; see the error log), by route."),
     ("creditgate_unmetered_requests_total", "counter", "Requests forwarded without a debit because the ledger was unreachable (on_unavailable = allow)."),
     ("creditgate_upstream_duration_seconds", "histogram", "Time from forwarding to the upstream's response head."),
     ("creditgate_ledger_duration_seconds", "histogram", "Ledger call latency by operation."),
@@ -54,10 +57,13 @@ const HELP: &[(&str, &str, &str)] = &[
     ("creditgate_config_reloads_total", "counter", "Config reloads by result."),
     ("creditgate_open_connections", "gauge", "Open client connections by listener."),
     ("creditgate_connections_closed_total", "counter", "Connections the gateway closed itself, by listener and reason (header_timeout, idle_timeout, write_stalled, connection_limit)."),
+    ("creditgate_charge_work_in_flight", "gauge", "Exchanges, refunds and settlements in flight that hold a request's money (shutdown waits for them)."),
 ];
 
 impl Metrics {
-    pub fn request(&self, route: &str, outcome: &'static str, status: u16) {
+    /// One finished request. `rejection`: the gateway answered it with a
+    /// problem (`outcome` is then its code).
+    pub fn request(&self, route: &str, outcome: &'static str, status: u16, rejection: bool) {
         let mut registry = self.lock();
         registry.add(
             "creditgate_requests_total",
@@ -68,7 +74,7 @@ impl Metrics {
             ],
             1,
         );
-        if outcome != "forwarded" {
+        if rejection {
             registry.add(
                 "creditgate_rejections_total",
                 vec![("reason", outcome.to_owned())],
@@ -90,6 +96,22 @@ impl Metrics {
             "creditgate_credits_refunded_total",
             vec![("route", route.to_owned())],
             credits,
+        );
+    }
+
+    pub fn credits_charged(&self, route: &str, credits: u64) {
+        self.lock().add(
+            "creditgate_credits_charged_total",
+            vec![("route", route.to_owned())],
+            credits,
+        );
+    }
+
+    pub fn refund_failed(&self, route: &str) {
+        self.lock().add(
+            "creditgate_refund_failures_total",
+            vec![("route", route.to_owned())],
+            1,
         );
     }
 
@@ -158,6 +180,14 @@ impl Metrics {
         );
     }
 
+    pub fn charge_work_started(&self) {
+        self.charge_work_in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn charge_work_ended(&self) {
+        self.charge_work_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
     fn gauge(&self, admin: bool) -> &AtomicI64 {
         if admin {
             &self.open_admin_connections
@@ -187,6 +217,13 @@ impl Metrics {
                         gauge.load(Ordering::Relaxed)
                     );
                 }
+            }
+            if *name == "creditgate_charge_work_in_flight" {
+                let _ = writeln!(
+                    out,
+                    "{name} {}",
+                    self.charge_work_in_flight.load(Ordering::Relaxed)
+                );
             }
             for ((metric, labels), value) in &registry.counters {
                 if metric == name {
@@ -290,8 +327,9 @@ mod tests {
     #[test]
     fn renders_counters_and_cumulative_histograms() {
         let metrics = Metrics::default();
-        metrics.request("image-generate", "forwarded", 200);
-        metrics.request("image-generate", "credits_exhausted", 429);
+        metrics.request("image-generate", "forwarded", 200, false);
+        metrics.request("image-generate", "credits_exhausted", 429, true);
+        metrics.request("", "usage_api", 200, false);
         metrics.credits_debited("image-generate", 10);
         metrics.upstream_latency("image-generate", Duration::from_millis(20));
         metrics.upstream_latency("image-generate", Duration::from_secs(200));
@@ -300,6 +338,7 @@ mod tests {
             "creditgate_requests_total{route=\"image-generate\",outcome=\"forwarded\",status=\"200\"} 1"
         ));
         assert!(text.contains("creditgate_rejections_total{reason=\"credits_exhausted\"} 1"));
+        assert!(!text.contains("reason=\"usage_api\""), "{text}");
         assert!(text.contains("creditgate_credits_debited_total{route=\"image-generate\"} 10"));
         assert!(text.contains(
             "creditgate_upstream_duration_seconds_bucket{route=\"image-generate\",le=\"0.025\"} 1"

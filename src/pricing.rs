@@ -1,12 +1,12 @@
-//! Prices that follow the work (docs/configuration.md, "Prices that follow the work"): the admission cost read from the
-//! request body, and the settled cost read from the response.
+//! The arithmetic of prices that follow the work (docs/configuration.md,
+//! "Prices that follow the work"): the admission cost from the request
+//! body's units, and the settled cost from a reported figure.
 //!
 //! Admission cost = `cost × ceil(units / per)`. With `settle`, that cost is a
-//! reservation; when the response ends it is replaced by
+//! reservation, replaced when the response ends by
 //! `cost × ceil(reported / per)`, capped at `settle.max` credits (default: the
-//! reservation). No usable figure → the reservation stands. A reservation
-//! is an ordinary debit until it is settled, so a crash or a lost connection
-//! leaves it charged at the reserved amount — never dropped, never pending.
+//! reservation). Reading the figure and moving the money is the charge's
+//! business (`charge/`).
 
 use serde_json::Value;
 
@@ -52,69 +52,6 @@ fn steps(count: f64, per: u64) -> u64 {
 
 fn non_negative(value: &Value) -> Option<f64> {
     value.as_f64().filter(|n| n.is_finite() && *n >= 0.0)
-}
-
-/// The figure at `pointer` in a JSON document, if it is a usable number.
-pub fn reported_in_json(bytes: &[u8], pointer: &str) -> Option<f64> {
-    let document: Value = serde_json::from_slice(bytes).ok()?;
-    non_negative(document.pointer(pointer)?)
-}
-
-/// Finds the usage figure in a `text/event-stream` as it streams by: each
-/// event's `data:` line is tried as JSON; the last figure found wins.
-#[derive(Debug)]
-pub struct SseScanner {
-    pointer: String,
-    line: Vec<u8>,
-    pub last: Option<f64>,
-}
-
-/// Longer lines cannot be usage events worth reading; they are skipped
-/// rather than buffered without bound.
-const MAX_LINE: usize = 1 << 20;
-
-impl SseScanner {
-    pub fn new(pointer: &str) -> SseScanner {
-        SseScanner {
-            pointer: pointer.to_owned(),
-            line: Vec::new(),
-            last: None,
-        }
-    }
-
-    pub fn feed(&mut self, mut chunk: &[u8]) {
-        while let Some(end) = chunk.iter().position(|b| *b == b'\n') {
-            if self.line.len() + end <= MAX_LINE {
-                self.line.extend_from_slice(&chunk[..end]);
-                self.finish_line();
-            }
-            self.line.clear();
-            chunk = &chunk[end + 1..];
-        }
-        if self.line.len() + chunk.len() <= MAX_LINE {
-            self.line.extend_from_slice(chunk);
-        } else {
-            self.line.clear();
-        }
-    }
-
-    /// The stream ended: a last line without a newline still counts.
-    pub fn finish(&mut self) {
-        if !self.line.is_empty() {
-            self.finish_line();
-            self.line.clear();
-        }
-    }
-
-    fn finish_line(&mut self) {
-        let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
-        let Some(data) = line.strip_prefix(b"data:") else {
-            return;
-        };
-        if let Some(found) = reported_in_json(data.trim_ascii(), &self.pointer) {
-            self.last = Some(found);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -176,21 +113,5 @@ mod tests {
             ..settle
         };
         assert_eq!(settled_cost(1, &capped, 99_000.0, 32), 40);
-    }
-
-    #[test]
-    fn sse_usage_is_found_across_chunk_boundaries_and_the_last_wins() {
-        let mut scanner = SseScanner::new("/usage/total_tokens");
-        let stream = "data: {\"choices\":[]}\n\ndata: {\"usage\":{\"total_tokens\":10}}\n\ndata: {\"usage\":{\"total_\
-                      tokens\":1234}}\r\n\r\ndata: [DONE]\n\n";
-        for chunk in stream.as_bytes().chunks(7) {
-            scanner.feed(chunk);
-        }
-        scanner.finish();
-        assert_eq!(scanner.last, Some(1234.0));
-        let mut unterminated = SseScanner::new("/u");
-        unterminated.feed(b"data: {\"u\": 5}");
-        unterminated.finish();
-        assert_eq!(unterminated.last, Some(5.0));
     }
 }

@@ -1,5 +1,6 @@
-//! Shared state: the process-wide parts (ledger, key cache, clock) and the
-//! reloadable snapshot (config, route table, upstream clients).
+//! Shared state: the process-wide parts (ledger, key cache, metrics, the
+//! background work that holds money) and the reloadable snapshot (config,
+//! route table, upstream clients).
 //!
 //! A request reads the snapshot once at its start and keeps that `Arc` to the
 //! end, so a reload never changes the rules under a request in flight.
@@ -9,12 +10,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::auth::KeyCache;
-use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::forward::Upstream;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, MeteredLedger};
 use crate::metrics::Metrics;
 use crate::routes::RouteTable;
+use crate::tasks::Tasks;
 
 /// Everything derived from one version of the config file.
 pub struct Snapshot {
@@ -58,27 +59,24 @@ impl Snapshot {
 /// State shared by every connection of this instance.
 pub struct Gateway {
     snapshot: RwLock<Arc<Snapshot>>,
-    pub ledger: Ledger,
+    pub ledger: MeteredLedger,
     pub keys: KeyCache,
-    pub clock: SharedClock,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// Exchanges, refunds and settlements that outlive their request.
+    pub tasks: Arc<Tasks>,
     /// Where reloads read the config from.
     pub config_path: Option<PathBuf>,
 }
 
 impl Gateway {
-    pub fn new(
-        snapshot: Snapshot,
-        ledger: Ledger,
-        clock: SharedClock,
-        config_path: Option<PathBuf>,
-    ) -> Gateway {
+    pub fn new(snapshot: Snapshot, ledger: Ledger, config_path: Option<PathBuf>) -> Gateway {
+        let metrics = Arc::new(Metrics::default());
         Gateway {
             snapshot: RwLock::new(Arc::new(snapshot)),
-            ledger,
+            ledger: MeteredLedger::new(ledger, metrics.clone()),
             keys: KeyCache::default(),
-            clock,
-            metrics: Metrics::default(),
+            tasks: Arc::new(Tasks::new(metrics.clone())),
+            metrics,
             config_path,
         }
     }

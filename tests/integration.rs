@@ -1,6 +1,7 @@
 //! One test binary for every integration test (one link step instead of many).
 mod support;
 
+mod charges;
 mod fuzz;
 mod hardening;
 mod ledger;

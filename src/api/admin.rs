@@ -103,7 +103,7 @@ async fn readiness(gateway: &Gateway) -> Response<Body> {
     match gateway.ledger.ping().await {
         Ok(()) => {
             let mut ready = json!({"status": "ready", "ledger": backend});
-            if let crate::ledger::Ledger::Redis(redis) = &gateway.ledger {
+            if let crate::ledger::Ledger::Redis(redis) = gateway.ledger.backend() {
                 ready["durability"] = match redis.durability().await {
                     Ok(Some(durability)) => json!({
                         "appendonly": durability.appendonly,

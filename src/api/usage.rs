@@ -1,12 +1,14 @@
 //! `/v1/credits` and `/v1/credits/history`: what the plugin dashboard shows
-//! a customer, authenticated with the customer's own API key.
+//! a customer, authenticated with the customer's own API key
+//! (docs/http-api.md, "Usage API").
 
 use http::request::Parts;
 use http::{Method, Response};
 
+use crate::auth::authenticate;
 use crate::body::{self, Body};
 use crate::error::{ErrorKind, Extra, GatewayError};
-use crate::proxy::{authenticate, RequestRecord};
+use crate::record::Record;
 use crate::state::{Gateway, Snapshot};
 
 const BALANCE: &str = "/v1/credits";
@@ -22,7 +24,7 @@ pub async fn handle(
     snapshot: &Snapshot,
     parts: &Parts,
     path: &str,
-    record: &mut RequestRecord,
+    record: &Record,
 ) -> Result<Response<Body>, GatewayError> {
     if path != BALANCE && path != HISTORY {
         return Err(GatewayError::new(
@@ -30,8 +32,8 @@ pub async fn handle(
             format!("no such usage resource: {path}"),
         ));
     }
-    let owner = authenticate(gateway, &parts.headers).await?;
-    record.account = Some(owner.account_id.clone());
+    let owner = authenticate(&gateway.keys, &gateway.ledger, &parts.headers).await?;
+    record.set_account(&owner.account_id);
     if parts.method != Method::GET {
         return Err(
             GatewayError::new(ErrorKind::MethodNotAllowed, "this path accepts GET")

@@ -259,6 +259,7 @@ async fn logs_have_one_line_per_request_and_never_a_key() {
         ("x-request-id", "log-req"),
     ];
     let mut seen_ids = Vec::new();
+    let mut body_lengths = Vec::new();
     // Success, upstream 5xx (refund), upstream timeout (refund), unreachable (refund), 401, 404.
     for behavior in [
         Behavior::Ok,
@@ -270,6 +271,7 @@ async fn logs_have_one_line_per_request_and_never_a_key() {
             .post(&gateway.url("/v1/paid"), &headers, "body-canary")
             .await;
         seen_ids.push(response.header("x-request-id").unwrap().to_owned());
+        body_lengths.push(response.body.len());
         assert!(!response.text().contains(VENDOR_KEY) && !response.text().contains(&key));
     }
     let dead_route = client.post(&gateway.url("/v1/dead"), &headers, "x").await;
@@ -318,6 +320,9 @@ async fn logs_have_one_line_per_request_and_never_a_key() {
     assert_eq!(first["cost"], 7);
     assert_eq!(first["request_id"], "log-req");
     assert!(first["total_ms"].is_number());
+    // The line counts the body bytes that went out: it was written after the body.
+    assert_eq!(first["body_bytes"], body_lengths[0], "{logs}");
+    assert_eq!(first["outcome"], "forwarded");
     assert_eq!(line_with_status(500)["refunded"], true);
     let timed_out = line_with_status(504);
     assert_eq!(timed_out["outcome"], "upstream_timeout", "{logs}");

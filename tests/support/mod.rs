@@ -1,6 +1,9 @@
 //! Real processes for tests: redis-server on a free port, recording upstreams, gateways.
 #![allow(dead_code)]
 
+pub mod abort;
+pub mod access_log;
+pub mod breaking_upstream;
 pub mod cluster;
 pub mod gateway;
 pub mod http;
