@@ -10,6 +10,7 @@ mod forwarding;
 mod limits;
 mod outage;
 mod pricing;
+mod redis_tls;
 mod transport;
 mod window;
 

@@ -6,4 +6,5 @@ pub mod gateway;
 pub mod http;
 pub mod process;
 pub mod redis;
+pub mod tls;
 pub mod upstream;
