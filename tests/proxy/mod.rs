@@ -11,6 +11,7 @@ mod limits;
 mod outage;
 mod pricing;
 mod redis_tls;
+mod sentinel;
 mod transport;
 mod window;
 

@@ -189,7 +189,8 @@ impl Sentinel {
     }
 
     /// Drops the current connection (a run of timeouts: the server may be
-    /// gone without a reset); the next call asks the sentinels again.
+    /// gone without a reset; a READONLY answer: it is a replica now); the
+    /// next call asks the sentinels again.
     pub(super) fn reset(&self) {
         let mut state = self.state();
         if matches!(&*state, State::Connected(_)) {
@@ -198,10 +199,11 @@ impl Sentinel {
     }
 }
 
-/// Whether an error says this connection no longer reaches a primary.
+/// Whether an error says this connection is gone. (READONLY — reached a
+/// replica — is seen by the transport, which also sees the READONLY errors
+/// scripts catch, and resets the connection.)
 fn lost_primary(error: &RedisError) -> bool {
     error.is_unrecoverable_error()
-        || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
 }
 
 fn build_client(config: &SentinelConfig, roots: &Roots) -> Result<SentinelClient, RedisError> {
@@ -255,13 +257,12 @@ pub(super) struct SentinelHandle {
 }
 
 impl SentinelHandle {
-    fn watch<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
-        if let Err(error) = &result {
+    fn watch<T>(&self, result: &redis::RedisResult<T>) {
+        if let Err(error) = result {
             if lost_primary(error) {
                 self.sentinel.forget(self.primary.generation, error);
             }
         }
-        result
     }
 }
 
@@ -269,7 +270,8 @@ impl ConnectionLike for SentinelHandle {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             let result = self.primary.connection.req_packed_command(cmd).await;
-            self.watch(result)
+            self.watch(&result);
+            result
         })
     }
 
@@ -285,7 +287,8 @@ impl ConnectionLike for SentinelHandle {
                 .connection
                 .req_packed_commands(cmd, offset, count)
                 .await;
-            self.watch(result)
+            self.watch(&result);
+            result
         })
     }
 

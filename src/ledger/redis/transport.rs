@@ -187,12 +187,31 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(3);
 /// NOSCRIPT answers tolerated per script call beyond redis-rs' own reload.
 const NOSCRIPT_RETRIES: u32 = 3;
 
+/// The least time between two reconnections for READONLY answers (calls
+/// in flight on the old connection all get one).
+const RECONNECT_SPACING: Duration = Duration::from_secs(1);
+
+/// Whether a script reply reports a READONLY error it caught: the debit
+/// script runs each debit under `pcall` and answers a failed one with a
+/// line `E <error>` (`codec.rs`).
+fn caught_read_only(reply: &Value) -> bool {
+    let text = match reply {
+        Value::BulkString(bytes) => bytes.as_slice(),
+        Value::SimpleString(text) => text.as_bytes(),
+        _ => return false,
+    };
+    text.split(|&b| b == b'\n')
+        .any(|line| line.starts_with(b"E READONLY"))
+}
+
 /// Every Redis exchange of the ledger goes through here.
 pub(super) struct Transport {
     connection: Redis,
     timeout: Duration,
     /// When the current run of back-to-back timeouts began.
     timing_out_since: std::sync::Mutex<Option<Instant>>,
+    /// When a READONLY answer last made it reconnect.
+    read_only_reset: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Transport {
@@ -216,6 +235,7 @@ impl Transport {
             connection,
             timeout,
             timing_out_since: std::sync::Mutex::new(None),
+            read_only_reset: std::sync::Mutex::new(None),
         })
     }
 
@@ -232,7 +252,12 @@ impl Transport {
         let result = match tokio::time::timeout(self.timeout, operation).await {
             Err(_) => Err(LedgerError::Timeout),
             Ok(Err(error)) if error.is_timeout() => Err(LedgerError::Timeout),
-            Ok(Err(error)) => Err(LedgerError::Unavailable(error.to_string())),
+            Ok(Err(error)) => {
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) {
+                    self.replica_answered().await;
+                }
+                Err(LedgerError::Unavailable(error.to_string()))
+            }
             Ok(Ok(value)) => Ok(value),
         };
         self.track_timeouts(matches!(result, Err(LedgerError::Timeout)))
@@ -266,6 +291,26 @@ impl Transport {
         self.connection.reset().await;
     }
 
+    /// A server answered READONLY: it is a replica now — a failover moved
+    /// the primary, or a managed service's endpoint name points at another
+    /// node — and this connection would keep writing to it. Connect again
+    /// (Sentinel: ask the sentinels; one Redis: resolve the name again;
+    /// Cluster: a fresh slot map), at most once per [`RECONNECT_SPACING`].
+    async fn replica_answered(&self) {
+        {
+            let mut last = self
+                .read_only_reset
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < RECONNECT_SPACING) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        tracing::warn!("redis answered READONLY (the server is a replica now); reconnecting");
+        self.connection.reset().await;
+    }
+
     /// Runs a script by SHA. redis-rs reloads it once after NOSCRIPT; a
     /// cache flushed again in between (failover, repeated `SCRIPT FLUSH`)
     /// gets a few more tries — NOSCRIPT means nothing ran, so retrying is safe.
@@ -274,22 +319,29 @@ impl Transport {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, LedgerError> {
         let mut conn = self.conn().await?;
-        self.call(async {
-            let mut attempts = 0;
-            loop {
-                match invocation.invoke_async(&mut conn).await {
-                    Err(error)
-                        if attempts < NOSCRIPT_RETRIES
-                            && error.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                    {
-                        attempts += 1;
+        let reply: Value = self
+            .call(async {
+                let mut attempts = 0;
+                loop {
+                    match invocation.invoke_async(&mut conn).await {
+                        Err(error)
+                            if attempts < NOSCRIPT_RETRIES
+                                && error.kind()
+                                    == redis::ErrorKind::Server(
+                                        redis::ServerErrorKind::NoScript,
+                                    ) =>
+                        {
+                            attempts += 1;
+                        }
+                        result => return result,
                     }
-                    result => return result,
                 }
-            }
-        })
-        .await
+            })
+            .await?;
+        if caught_read_only(&reply) {
+            self.replica_answered().await;
+        }
+        redis::from_redis_value(reply).map_err(|e| LedgerError::Protocol(e.to_string()))
     }
 
     /// A connection for one operation; creating a cluster connection is
