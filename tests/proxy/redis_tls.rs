@@ -7,7 +7,8 @@
 use serde_json::json;
 
 use super::assert_problem;
-use crate::support::gateway::{config_toml, Setup, TestGateway, ADMIN_TOKEN};
+use crate::support::gateway::{config_toml, parse, Setup, TestGateway, ADMIN_TOKEN};
+use crate::support::process::{GatewayProcess, TempDir};
 use crate::support::tls::{TestPki, TlsCluster, TlsRedis};
 use crate::support::upstream::{Behavior, RecordingUpstream};
 
@@ -127,8 +128,8 @@ async fn acl_user_and_password_come_from_the_url() {
         "creditgate",
         "on",
         ">p@ss:w/rd",
-        "~*",
-        "&*",
+        // What docs/operations.md advises: every command, the ledger's keys.
+        "~cg:*",
         "+@all",
     ]);
     let used_before = redis.cli(&["DBSIZE"]);
@@ -198,5 +199,61 @@ async fn a_tls_cluster_keeps_accounts_on_every_primary() {
     assert!(
         holding.iter().all(|keys| *keys > 0),
         "12 accounts spread over every primary: {holding:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_ca_file_stops_the_start() {
+    let upstream = RecordingUpstream::start().await;
+    let dir = TempDir::new("redis-ca");
+    let empty = dir.write("empty.pem", "no certificate here\n");
+    for (ca, says) in [
+        (dir.path().join("missing.pem"), "cannot read"),
+        (empty, "no PEM certificate"),
+    ] {
+        let toml = tls_toml(&upstream, "rediss://localhost:1/0", Some(&ca));
+        let Err(error) = creditgate::start(parse(&toml)).await else {
+            panic!("started with tls_ca = {}", ca.display());
+        };
+        let error = error.to_string();
+        assert!(error.contains("tls_ca") && error.contains(says), "{error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reports_an_untrusted_certificate_and_keeps_answering() {
+    let pki = TestPki::new();
+    let other_ca = TestPki::new();
+    let redis = TlsRedis::start(&pki, &[]);
+    let upstream = RecordingUpstream::start().await;
+    let dir = TempDir::new("tls-binary");
+    let toml = tls_toml(&upstream, &redis.url(), Some(&other_ca.ca))
+        .replace(
+            "listen = \"127.0.0.1:0\"\nmax_body_bytes",
+            "listen = \"{DATA}\"\nmax_body_bytes",
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"\ntoken",
+            "listen = \"{ADMIN}\"\ntoken",
+        );
+    let process = GatewayProcess::start(&dir, &toml, &[]);
+    let client = crate::support::http::TestClient::new();
+    for _ in 0..3 {
+        let refused = client
+            .post(
+                &process.url("/v1/paid"),
+                &[("authorization", "Bearer any-key")],
+                "x",
+            )
+            .await;
+        assert_problem(&refused, 503, "ledger_unavailable");
+    }
+    let ready = client.get(&process.admin_url("/readyz"), &[]).await;
+    assert_eq!(ready.status, 503);
+    let logs = process.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert!(
+        logs.contains("invalid peer certificate"),
+        "the log says why: {logs}"
     );
 }

@@ -83,3 +83,46 @@ pub(super) fn client(url: &str, roots: &Roots) -> Result<redis::Client, LedgerEr
 pub(super) fn is_tls(url: &str) -> bool {
     url.starts_with("rediss://")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_needs_at_least_one_certificate() {
+        assert!(Roots::from_pem(None).unwrap().certificates().is_none());
+        for bad in [
+            &b""[..],
+            b"not a certificate",
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        ] {
+            let error = Roots::from_pem(Some(bad)).err().expect("refused");
+            assert!(error.to_string().contains("tls_ca"), "{error}");
+        }
+        let broken = b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n";
+        assert!(Roots::from_pem(Some(broken)).is_err());
+    }
+
+    #[test]
+    fn ring_is_the_only_crypto_provider_built() {
+        // Two providers in one binary make rustls refuse to pick one (and
+        // code that asks it to, panic); `aws-lc-rs` must never be resolved.
+        let lock = include_str!("../../../Cargo.lock");
+        for name in ["aws-lc-rs", "aws-lc-sys"] {
+            assert!(
+                !lock.contains(&format!("name = \"{name}\"")),
+                "{name} is in Cargo.lock: a dependency turned on rustls' default provider"
+            );
+        }
+        use_ring();
+        let provider = rustls::crypto::CryptoProvider::get_default().expect("a default provider");
+        assert!(
+            provider.cipher_suites.iter().all(|suite| {
+                rustls::crypto::ring::default_provider()
+                    .cipher_suites
+                    .contains(suite)
+            }),
+            "the default provider is ring's"
+        );
+    }
+}
