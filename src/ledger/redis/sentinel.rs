@@ -8,9 +8,11 @@
 //!
 //! - one multiplexed connection to the primary is shared by every call;
 //! - a call that fails in a way that says this connection no longer reaches
-//!   a primary — the connection dropped (killed primary), `READONLY` (a
-//!   primary demoted to replica keeps its clients), anything redis-rs calls
-//!   unrecoverable — drops it, and the next call asks the sentinels again;
+//!   a primary — the connection dropped (killed primary), anything else
+//!   redis-rs calls unrecoverable, or `READONLY` (a primary demoted to
+//!   replica keeps its clients; the transport sees it, scripts' caught
+//!   errors included, and calls [`Sentinel::reset`]) — drops it, and the
+//!   next call asks the sentinels again;
 //! - asking the sentinels runs in its own task, one lookup at a time: calls
 //!   wait for it within their own timeout, and a lookup that outlives them
 //!   still finishes for the calls after them;
@@ -21,7 +23,7 @@
 //! A failing call is never sent again: a debit whose fate is unknown is
 //! refused by its deadline if Redis runs it late (see `deadline.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,7 +56,7 @@ pub(super) struct Sentinel {
     state: Mutex<State>,
     changed: Notify,
     /// Lookups failed in a row: the first is a warning, the rest debug lines.
-    failures: std::sync::atomic::AtomicU32,
+    failures: AtomicU32,
 }
 
 enum State {
@@ -93,7 +95,7 @@ impl Sentinel {
                 .set_response_timeout(Some(timeout)),
             state: Mutex::new(State::Idle),
             changed: Notify::new(),
-            failures: std::sync::atomic::AtomicU32::new(0),
+            failures: AtomicU32::new(0),
         }))
     }
 
@@ -135,6 +137,10 @@ impl Sentinel {
 
     /// Asks the sentinels for the primary and connects to it.
     async fn look_up(self: Arc<Self>) {
+        // Should this task end early (a panic in the client, the runtime
+        // shutting down), the next call starts another lookup rather than
+        // waiting on this one forever.
+        let mut unfinished = Unfinished(Some(self.clone()));
         let found = tokio::time::timeout(LOOKUP_LIMIT, async {
             let mut client = self.client.lock().await;
             let primary = client.async_get_client().await?;
@@ -164,12 +170,15 @@ impl Sentinel {
             )),
         };
         drop(state);
+        unfinished.0 = None;
         self.changed.notify_waiters();
     }
 
     fn failed(&self, error: String) -> State {
         if self.failures.fetch_add(1, Ordering::Relaxed) == 0 {
-            tracing::warn!("redis sentinel: {error}; retrying every {RETRY_PAUSE:?}");
+            tracing::warn!(
+                "redis sentinel: {error}; calls fail for {RETRY_PAUSE:?} after each failed lookup"
+            );
         } else {
             tracing::debug!("redis sentinel: {error}");
         }
@@ -195,6 +204,18 @@ impl Sentinel {
         let mut state = self.state();
         if matches!(&*state, State::Connected(_)) {
             *state = State::Idle;
+        }
+    }
+}
+
+/// Puts a lookup that did not finish back to `Idle` (see [`Sentinel::look_up`]).
+struct Unfinished(Option<Arc<Sentinel>>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(sentinel) = self.0.take() {
+            *sentinel.state() = State::Idle;
+            sentinel.changed.notify_waiters();
         }
     }
 }
