@@ -42,7 +42,7 @@ pub(super) fn read_ledger(section: Option<Section<'_>>, base_dir: &Path) -> Ledg
             false
         }
     });
-    let cluster = read_cluster(&mut s).flatten();
+    let cluster = read_cluster(&mut s);
     let sentinel = s.table("sentinel").and_then(read_sentinel);
     let target = match (redis_url, cluster, sentinel) {
         (Some(url), None, None) => Some(LedgerBackend::Redis { url }),
@@ -81,7 +81,10 @@ pub(super) fn read_ledger(section: Option<Section<'_>>, base_dir: &Path) -> Ledg
     if let Some(ca) = s.string("tls_ca") {
         if ca.is_empty() {
             s.issue("tls_ca", "is empty; give the path of a PEM file");
-        } else if matches!(ledger.backend, LedgerBackend::Memory) || uses_tls(&ledger.backend) {
+        } else if uses_tls(&ledger.backend)
+            // A Redis target that was given but is wrong is reported already.
+            || (matches!(ledger.backend, LedgerBackend::Memory) && !given.is_empty())
+        {
             ledger.tls_ca = Some(base_dir.join(ca));
         } else {
             s.issue(
@@ -162,16 +165,12 @@ fn credentials(info: &redis::ConnectionInfo) -> (Option<String>, Option<String>)
 }
 
 /// An array of Redis URLs (`cluster`, `sentinel.nodes`): each parsed, `${VAR}`
-/// replaced; `None` when the key is absent, `Some(None)` when it is present
-/// but wrong (already reported).
-fn read_urls(
-    s: &mut Section<'_>,
-    key: &str,
-) -> Option<Option<Vec<(String, redis::ConnectionInfo)>>> {
+/// replaced; `None` when the key is absent or wrong (reported).
+fn read_urls(s: &mut Section<'_>, key: &str) -> Option<Vec<(String, redis::ConnectionInfo)>> {
     let value = s.take(key)?;
     let toml::Value::Array(items) = value else {
         s.issue(key, "expected an array of redis:// or rediss:// URLs");
-        return Some(None);
+        return None;
     };
     let mut urls = Vec::new();
     let mut valid = true;
@@ -192,10 +191,10 @@ fn read_urls(
     }
     if urls.is_empty() && valid {
         s.issue(key, "needs at least one node URL");
-        return Some(None);
+        return None;
     }
     if !valid {
-        return Some(None);
+        return None;
     }
     // redis-rs uses one TLS mode and one set of credentials for all of them.
     let first = &urls[0].1;
@@ -205,7 +204,7 @@ fn read_urls(
             key,
             "mixes redis:// and rediss://; every node must use the same scheme",
         );
-        return Some(None);
+        return None;
     }
     if urls
         .iter()
@@ -215,24 +214,21 @@ fn read_urls(
             key,
             "the nodes' URLs carry different user names or passwords; they must all be the same",
         );
-        return Some(None);
+        return None;
     }
-    Some(Some(urls))
+    Some(urls)
 }
 
-fn read_cluster(s: &mut Section<'_>) -> Option<Option<Vec<String>>> {
+fn read_cluster(s: &mut Section<'_>) -> Option<Vec<String>> {
     let urls = read_urls(s, "cluster")?;
-    let Some(urls) = urls else {
-        return Some(None);
-    };
     if urls.iter().any(|(_, info)| info.redis_settings().db() != 0) {
         s.issue(
             "cluster",
             "names a database other than 0; Redis Cluster has only database 0",
         );
-        return Some(None);
+        return None;
     }
-    Some(Some(urls.into_iter().map(|(url, _)| url).collect()))
+    Some(urls.into_iter().map(|(url, _)| url).collect())
 }
 
 /// `sentinel = { master, nodes, tls, username, password, db }`; `None` when
@@ -249,14 +245,10 @@ fn read_sentinel(mut s: Section<'_>) -> Option<SentinelConfig> {
         }
         name => name,
     };
-    let nodes = match read_urls(&mut s, "nodes") {
-        Some(nodes) => nodes,
-        None => {
-            s.issue("nodes", "missing required key: the sentinels' URLs");
-            None
-        }
-    };
-    let nodes = nodes.filter(|nodes| {
+    if !s.table.contains_key("nodes") {
+        s.issue("nodes", "missing required key: the sentinels' URLs");
+    }
+    let nodes = read_urls(&mut s, "nodes").filter(|nodes| {
         let no_db = nodes
             .iter()
             .all(|(_, info)| info.redis_settings().db() == 0);
@@ -423,6 +415,17 @@ cost = 1
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].0, "ledger.tls_ca");
         assert!(found[0].1.contains("rediss://"), "{found:?}");
+    }
+
+    #[test]
+    fn a_ca_with_the_memory_ledger_is_a_mistake_too() {
+        let found = issues("tls_ca = \"ca.pem\"");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "ledger.tls_ca");
+        // Not repeated when the URL is wrong: that one is the error.
+        let found = issues("redis_url = \"rediss://h:x\"\ntls_ca = \"ca.pem\"");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "ledger.redis_url");
     }
 
     #[test]
