@@ -155,37 +155,41 @@ impl RunningGateway {
 /// Builds the ledger named by the config.
 pub async fn open_ledger(config: &Config, clock: SharedClock) -> Result<Ledger, StartError> {
     let ledger = &config.ledger;
-    Ok(match &ledger.backend {
+    let target = match &ledger.backend {
         LedgerBackend::Memory => {
             tracing::warn!(
                 "ledger backend is `memory`: accounts, keys and debits live in this process only \
                  and are LOST ON RESTART; configure [ledger] redis_url for production"
             );
-            Ledger::Memory(Arc::new(ledger::memory::MemoryLedger::new(
+            return Ok(Ledger::Memory(Arc::new(ledger::memory::MemoryLedger::new(
                 clock,
                 ledger.window,
                 ledger.history_retention,
-            )))
+            ))));
         }
-        LedgerBackend::Redis { url } => Ledger::Redis(Arc::new(
-            ledger::redis::RedisLedger::connect(
-                ledger::redis::Target::Single(url),
-                ledger.window,
-                ledger.history_retention,
-                ledger.timeout,
-            )
-            .await?,
-        )),
-        LedgerBackend::RedisCluster { urls } => Ledger::Redis(Arc::new(
-            ledger::redis::RedisLedger::connect(
-                ledger::redis::Target::Cluster(urls),
-                ledger.window,
-                ledger.history_retention,
-                ledger.timeout,
-            )
-            .await?,
-        )),
-    })
+        LedgerBackend::Redis { url } => ledger::redis::Target::Single(url),
+        LedgerBackend::RedisCluster { urls } => ledger::redis::Target::Cluster(urls),
+        LedgerBackend::RedisSentinel(sentinel) => ledger::redis::Target::Sentinel(sentinel),
+    };
+    let tls_ca = match &ledger.tls_ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            StartError::Tls(format!(
+                "ledger.tls_ca: cannot read {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    Ok(Ledger::Redis(Arc::new(
+        ledger::redis::RedisLedger::connect_with_ca(
+            target,
+            tls_ca.as_deref(),
+            ledger.window,
+            ledger.history_retention,
+            ledger.timeout,
+        )
+        .await?,
+    )))
 }
 
 /// Starts a gateway for `config` (listening on the configured addresses;

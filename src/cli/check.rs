@@ -29,6 +29,7 @@ pub fn run(args: CheckArgs) -> Outcome {
         LedgerBackend::Memory => "memory",
         LedgerBackend::Redis { .. } => "redis",
         LedgerBackend::RedisCluster { .. } => "redis cluster",
+        LedgerBackend::RedisSentinel(_) => "redis sentinel",
     };
     let summary = json!({
         "config": located.path.display().to_string(),

@@ -10,13 +10,14 @@
 //! - `mod.rs`: the validated types, [`Config::load`] and [`Config::parse`];
 //! - `reader.rs`: reading one TOML table (typed keys, unknown keys);
 //! - `env.rs`: `${VAR}` substitution;
-//! - `sections.rs`, `routes.rs`: the walk of each section, with its defaults;
+//! - `sections.rs`, `ledger.rs`, `routes.rs`: the walk of each section, with its defaults;
 //! - `validate.rs`: the credits bound and the rules across keys and sections.
 //!
 //! Values validated here stay typed (methods, header names and values), so
 //! nothing downstream parses them again.
 
 mod env;
+mod ledger;
 mod reader;
 mod routes;
 mod sections;
@@ -88,9 +89,12 @@ pub struct AdminConfig {
     pub token: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Where the ledger lives. URLs may hold passwords: `Debug` shows them as
+/// `***` (see `ledger.rs`).
+#[derive(Clone, PartialEq)]
 pub enum LedgerBackend {
     Memory,
+    /// One Redis: `redis://` or `rediss://` (TLS), `user:password@` for ACLs.
     Redis {
         url: String,
     },
@@ -98,6 +102,26 @@ pub enum LedgerBackend {
     RedisCluster {
         urls: Vec<String>,
     },
+    /// The primary that Redis Sentinel names, followed across failovers.
+    RedisSentinel(SentinelConfig),
+}
+
+/// `ledger.sentinel = { master = "name", nodes = ["redis://h:26379", …] }`
+/// (docs/configuration.md, "Sentinel").
+#[derive(Clone, PartialEq)]
+pub struct SentinelConfig {
+    /// The name the sentinels monitor the primary under.
+    pub master: String,
+    /// The sentinels: `redis://` or `rediss://` URLs, with `user:password@`
+    /// when the sentinels require auth (the same on every node).
+    pub nodes: Vec<String>,
+    /// How the primary itself is reached: over TLS (default: when the
+    /// sentinels' URLs are `rediss://`), as which ACL user, with which
+    /// password, in which database.
+    pub tls: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +145,10 @@ pub struct LedgerConfig {
     /// Refuse to start on a Redis that could lose debits (AOF off) or evict
     /// them (`maxmemory-policy` other than `noeviction`). Default false: warn.
     pub require_durable: bool,
+    /// A PEM file of the certificate authorities `rediss://` connections
+    /// trust instead of the built-in web PKI roots; resolved relative to the
+    /// config file's directory.
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,18 +1,17 @@
-//! The walk of the file's sections — `[server]`, `[admin]`, `[ledger]`,
-//! `[plans.*]`, `[upstreams.*]` — into their typed form, with the defaults
-//! of docs/configuration.md. `[[routes]]` are read in `routes.rs`; rules
-//! across sections are in `validate.rs`.
+//! The walk of the file's sections — `[server]`, `[admin]`, `[plans.*]`,
+//! `[upstreams.*]` — into their typed form, with the defaults of
+//! docs/configuration.md. `[ledger]` is read in `ledger.rs`, `[[routes]]` in
+//! `routes.rs`; rules across sections are in `validate.rs`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::env::{substitute, Env};
+use super::env::Env;
 use super::reader::Section;
 use super::routes::read_routes;
 use super::{
-    AdminConfig, Config, ConfigIssue, LedgerBackend, LedgerConfig, OnUnavailable, ServerConfig,
-    TlsConfig, UpstreamConfig, UpstreamScheme,
+    AdminConfig, Config, ConfigIssue, ServerConfig, TlsConfig, UpstreamConfig, UpstreamScheme,
 };
 
 /// What the walk read, before the rules across sections.
@@ -31,10 +30,6 @@ pub(super) fn is_name(name: &str) -> bool {
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
-const DAY: u64 = 86_400;
-
-const NO_REDIS_TLS: &str = "TLS to Redis (rediss://) is not built into this version; \
-     use redis:// over a private network or a TLS tunnel";
 
 /// Walks the whole file. Every problem found is pushed to `issues`; the
 /// [`Draft`] holds whatever could be read.
@@ -52,7 +47,7 @@ pub(super) fn read_root(
     };
     let server = read_server(root.table("server"), base_dir);
     let admin = read_admin(root.table("admin"));
-    let ledger = read_ledger(root.table("ledger"));
+    let ledger = super::ledger::read_ledger(root.table("ledger"), base_dir);
     let plans = read_plans(root.table("plans"));
     let upstreams = read_upstreams(root.table("upstreams"));
     let (routes, declared_routes) = read_routes(&mut root, &upstreams);
@@ -159,108 +154,6 @@ fn read_admin(section: Option<Section<'_>>) -> AdminConfig {
     admin.token = s.string("token").filter(|t| !t.is_empty());
     s.finish();
     admin
-}
-
-fn read_ledger(section: Option<Section<'_>>) -> LedgerConfig {
-    let mut ledger = LedgerConfig {
-        backend: LedgerBackend::Memory,
-        window: Duration::from_secs(30 * DAY),
-        timeout: Duration::from_millis(250),
-        on_unavailable: OnUnavailable::Reject,
-        history_retention: Duration::from_secs(90 * DAY),
-        require_durable: false,
-    };
-    let Some(mut s) = section else {
-        return ledger;
-    };
-    let backend = s.string("backend");
-    let redis_url = s.string("redis_url");
-    let cluster = match s.take("cluster") {
-        None => None,
-        Some(toml::Value::Array(items)) => {
-            let mut urls = Vec::new();
-            for (i, item) in items.into_iter().enumerate() {
-                match item {
-                    toml::Value::String(raw) => match substitute(&raw, s.env) {
-                        Ok(url) if url.starts_with("redis://") => urls.push(url),
-                        Ok(url) if url.starts_with("rediss://") => {
-                            s.issue(&format!("cluster[{i}]"), NO_REDIS_TLS)
-                        }
-                        Ok(_) => s.issue(&format!("cluster[{i}]"), "must start with redis://"),
-                        Err(message) => s.issue(&format!("cluster[{i}]"), message),
-                    },
-                    _ => s.issue(&format!("cluster[{i}]"), "expected a redis:// URL string"),
-                }
-            }
-            if urls.is_empty() {
-                s.issue("cluster", "needs at least one node URL");
-            }
-            Some(urls)
-        }
-        Some(_) => {
-            s.issue("cluster", "expected an array of redis:// URLs");
-            None
-        }
-    };
-    if let Some(url) = &redis_url {
-        if url.starts_with("rediss://") {
-            s.issue("redis_url", NO_REDIS_TLS);
-        } else if !url.starts_with("redis://") {
-            s.issue("redis_url", "must start with redis://");
-        }
-    }
-    match (backend.as_deref(), redis_url, cluster) {
-        (_, Some(_), Some(_)) => s.issue(
-            "cluster",
-            "give either redis_url (one Redis) or cluster (Redis Cluster), not both",
-        ),
-        (None | Some("redis"), None, Some(urls)) => {
-            if !urls.is_empty() {
-                ledger.backend = LedgerBackend::RedisCluster { urls };
-            }
-        }
-        (None | Some("redis"), Some(url), None) => ledger.backend = LedgerBackend::Redis { url },
-        (None, None, None) => {}
-        (Some("redis"), None, None) => s.issue(
-            "redis_url",
-            "missing: required when backend = \"redis\" (or give cluster)",
-        ),
-        (Some("memory"), None, None) => {}
-        (Some("memory"), _, _) => s.issue(
-            "backend",
-            "is \"memory\" but redis_url or cluster is set; remove one of them",
-        ),
-        (Some(other), _, _) => s.issue(
-            "backend",
-            format!("unknown backend `{other}`; use \"redis\" or \"memory\""),
-        ),
-    }
-    if let Some(d) = s.duration("window") {
-        ledger.window = d;
-    }
-    if let Some(d) = s.duration("timeout") {
-        ledger.timeout = d;
-    }
-    match s.string("on_unavailable").as_deref() {
-        None => {}
-        Some("reject") => ledger.on_unavailable = OnUnavailable::Reject,
-        Some("allow") => ledger.on_unavailable = OnUnavailable::Allow,
-        Some(other) => s.issue(
-            "on_unavailable",
-            format!("unknown value `{other}`; use \"reject\" or \"allow\""),
-        ),
-    }
-    // Unset, the retention follows a window longer than its default; set,
-    // it is taken as written (shorter than the window is an error, see
-    // `validate.rs`).
-    ledger.history_retention = s
-        .duration("history_retention")
-        .unwrap_or(ledger.history_retention.max(ledger.window));
-    if let Some(flag) = s.bool("require_durable") {
-        ledger.require_durable = flag;
-    }
-    s.finish();
-    ledger
 }
 
 fn read_plans(section: Option<Section<'_>>) -> BTreeMap<String, u64> {

@@ -10,6 +10,8 @@ mod forwarding;
 mod limits;
 mod outage;
 mod pricing;
+mod redis_tls;
+mod sentinel;
 mod transport;
 mod window;
 

@@ -9,4 +9,6 @@ pub mod gateway;
 pub mod http;
 pub mod process;
 pub mod redis;
+pub mod sentinel;
+pub mod tls;
 pub mod upstream;

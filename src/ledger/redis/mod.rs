@@ -5,8 +5,9 @@
 //! check-and-record is atomic across instances and the clock is Redis
 //! `TIME`. The module holds one concern per file:
 //!
-//! - `transport.rs`: the connection (one Redis or a Cluster), the per-call
-//!   timeout, scripts by SHA with NOSCRIPT retries, reconnecting;
+//! - `transport.rs`: the connection (one Redis, a Cluster, or Sentinel's
+//!   primary: `sentinel.rs`; TLS: `tls.rs`), the per-call timeout, scripts
+//!   by SHA with NOSCRIPT retries, reconnecting;
 //! - `batch.rs`: debits queued while earlier calls are in flight go out as
 //!   one script call;
 //! - `deadline.rs`: a debit Redis runs after the gateway gave up records nothing;
@@ -26,6 +27,8 @@ mod health;
 mod read;
 mod repair;
 mod scripts;
+mod sentinel;
+mod tls;
 mod transport;
 
 use std::sync::Arc;
@@ -44,6 +47,8 @@ use transport::Transport;
 pub enum Target<'a> {
     Single(&'a str),
     Cluster(&'a [String]),
+    /// The primary the sentinels name, followed across failovers.
+    Sentinel(&'a crate::config::SentinelConfig),
 }
 
 pub struct RedisLedger {
@@ -64,14 +69,27 @@ struct Core {
 
 impl RedisLedger {
     /// Connects lazily: the gateway starts (and answers 503) while Redis is
-    /// down, and serves as soon as it is reachable.
+    /// down, and serves as soon as it is reachable. `rediss://` trusts the
+    /// built-in web PKI roots (see [`RedisLedger::connect_with_ca`]).
     pub async fn connect(
         target: Target<'_>,
         window: Duration,
         history_retention: Duration,
         timeout: Duration,
     ) -> Result<RedisLedger, LedgerError> {
-        let transport = Transport::connect(target, timeout)?;
+        Self::connect_with_ca(target, None, window, history_retention, timeout).await
+    }
+
+    /// As [`RedisLedger::connect`]; `tls_ca` (PEM text, `ledger.tls_ca`)
+    /// replaces the web PKI roots for every `rediss://` connection.
+    pub async fn connect_with_ca(
+        target: Target<'_>,
+        tls_ca: Option<&[u8]>,
+        window: Duration,
+        history_retention: Duration,
+        timeout: Duration,
+    ) -> Result<RedisLedger, LedgerError> {
+        let transport = Transport::connect(target, tls_ca, timeout)?;
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         let core = Arc::new(Core {
             transport,
@@ -82,7 +100,9 @@ impl RedisLedger {
                 .max(window_ms),
             deadline: DebitDeadline::new(timeout),
         });
-        let batcher = matches!(target, Target::Single(_)).then(|| Batcher::start(core.clone()));
+        // One primary (a plain Redis or Sentinel's): debits can share a call.
+        let batcher = matches!(target, Target::Single(_) | Target::Sentinel(_))
+            .then(|| Batcher::start(core.clone()));
         Ok(RedisLedger { core, batcher })
     }
 }

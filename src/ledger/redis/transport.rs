@@ -1,7 +1,8 @@
-//! How the Redis ledger talks to Redis: the connection (one Redis or a
-//! Redis Cluster behind the same `ConnectionLike`, so scripts and commands
-//! are written once), the per-call timeout, script calls by SHA with their
-//! NOSCRIPT retries, and reconnecting after a run of timeouts.
+//! How the Redis ledger talks to Redis: the connection (one Redis, a Redis
+//! Cluster, or the primary Redis Sentinel names, behind the same
+//! `ConnectionLike`, so scripts and commands are written once), the per-call
+//! timeout, script calls by SHA with their NOSCRIPT retries, and
+//! reconnecting after a run of timeouts.
 //!
 //! * One Redis: a `ConnectionManager` (reconnects in the background, never
 //!   replays a command, so a timed-out debit is never run twice by the client).
@@ -9,20 +10,26 @@
 //!   redirects, TRYAGAIN retries, per-node connections; `SCRIPT LOAD` goes to
 //!   every primary). It is created on first use and re-created after a
 //!   failure, so a gateway starts — and answers 503 — while the cluster is down.
+//! * Sentinel: `sentinel.rs` (the primary, asked of the sentinels again
+//!   whenever the connection to it is lost).
 //!
-//! docs/ledger.md ("Timeouts and retries") describes the policy.
+//! All three speak `redis://` or `rediss://` (`tls.rs`). docs/ledger.md
+//! ("Connecting to Redis", "Timeouts and retries") describes the policy.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::Mutex;
 
+use super::sentinel::{Sentinel, SentinelHandle};
+use super::tls::{self, Roots};
 use crate::ledger::LedgerError;
 
-fn tcp() -> redis::io::tcp::TcpSettings {
+pub(super) fn tcp() -> redis::io::tcp::TcpSettings {
     // redis-rs 1.x leaves Nagle on; every ledger call is a small write.
     redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
@@ -30,6 +37,7 @@ fn tcp() -> redis::io::tcp::TcpSettings {
 enum Redis {
     Single(Box<Single>),
     Cluster(Box<Cluster>),
+    Sentinel(Arc<Sentinel>),
 }
 
 struct Single {
@@ -44,14 +52,8 @@ struct Cluster {
 }
 
 impl Redis {
-    fn single(url: &str, timeout: Duration) -> Result<Redis, LedgerError> {
-        let bad_url =
-            |e: redis::RedisError| LedgerError::Unavailable(format!("bad redis url: {e}"));
-        let info = url
-            .into_connection_info()
-            .map_err(bad_url)?
-            .set_tcp_settings(tcp());
-        let client = redis::Client::open(info).map_err(bad_url)?;
+    fn single(url: &str, roots: &Roots, timeout: Duration) -> Result<Redis, LedgerError> {
+        let client = tls::client(url, roots)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
             .set_connection_timeout(Some(timeout))
@@ -66,14 +68,23 @@ impl Redis {
         })))
     }
 
-    fn cluster(urls: &[String], timeout: Duration) -> Result<Redis, LedgerError> {
-        let client = ClusterClient::builder(urls.to_vec())
+    fn cluster(urls: &[String], roots: &Roots, timeout: Duration) -> Result<Redis, LedgerError> {
+        let mut builder = ClusterClient::builder(urls.to_vec())
             .connection_timeout(timeout)
             .response_timeout(timeout)
             .tcp_settings(tcp())
             .retries(3)
             .min_retry_wait(10)
-            .max_retry_wait(100)
+            .max_retry_wait(100);
+        // The TLS mode comes from the URLs; the CA, when given, applies to
+        // every node the cluster reports.
+        if let (true, Some(certificates)) = (
+            urls.iter().all(|url| tls::is_tls(url)),
+            roots.certificates(),
+        ) {
+            builder = builder.certs(certificates.clone());
+        }
+        let client = builder
             .build()
             .map_err(|e| LedgerError::Unavailable(format!("bad cluster urls: {e}")))?;
         Ok(Redis::Cluster(Box::new(Cluster {
@@ -82,7 +93,7 @@ impl Redis {
         })))
     }
 
-    /// A handle for one operation (cheap: both kinds are multiplexed clones).
+    /// A handle for one operation (cheap: every kind is a multiplexed clone).
     async fn handle(&self) -> Result<Handle, LedgerError> {
         match self {
             Redis::Single(single) => Ok(Handle::Single(
@@ -105,6 +116,7 @@ impl Redis {
                 *slot = Some(created.clone());
                 Ok(Handle::Cluster(created))
             }
+            Redis::Sentinel(sentinel) => sentinel.handle().await.map(Handle::Sentinel),
         }
     }
 }
@@ -125,6 +137,7 @@ impl Redis {
                 }
             }
             Redis::Cluster(cluster) => *cluster.connection.lock().await = None,
+            Redis::Sentinel(sentinel) => sentinel.reset(),
         }
     }
 }
@@ -133,6 +146,7 @@ impl Redis {
 pub(super) enum Handle {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelHandle),
 }
 
 impl ConnectionLike for Handle {
@@ -140,6 +154,7 @@ impl ConnectionLike for Handle {
         match self {
             Handle::Single(c) => c.req_packed_command(cmd),
             Handle::Cluster(c) => c.req_packed_command(cmd),
+            Handle::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -152,6 +167,7 @@ impl ConnectionLike for Handle {
         match self {
             Handle::Single(c) => c.req_packed_commands(cmd, offset, count),
             Handle::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Handle::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
@@ -159,6 +175,7 @@ impl ConnectionLike for Handle {
         match self {
             Handle::Single(c) => c.get_db(),
             Handle::Cluster(c) => c.get_db(),
+            Handle::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -170,28 +187,55 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(3);
 /// NOSCRIPT answers tolerated per script call beyond redis-rs' own reload.
 const NOSCRIPT_RETRIES: u32 = 3;
 
+/// The least time between two reconnections for READONLY answers (calls
+/// in flight on the old connection all get one).
+const RECONNECT_SPACING: Duration = Duration::from_secs(1);
+
+/// Whether a script reply reports a READONLY error it caught: the debit
+/// script runs each debit under `pcall` and answers a failed one with a
+/// line `E <error>` (`codec.rs`).
+fn caught_read_only(reply: &Value) -> bool {
+    let text = match reply {
+        Value::BulkString(bytes) => bytes.as_slice(),
+        Value::SimpleString(text) => text.as_bytes(),
+        _ => return false,
+    };
+    text.split(|&b| b == b'\n')
+        .any(|line| line.starts_with(b"E READONLY"))
+}
+
 /// Every Redis exchange of the ledger goes through here.
 pub(super) struct Transport {
     connection: Redis,
     timeout: Duration,
     /// When the current run of back-to-back timeouts began.
     timing_out_since: std::sync::Mutex<Option<Instant>>,
+    /// When a READONLY answer last made it reconnect.
+    read_only_reset: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Transport {
-    /// Connects lazily: nothing is sent until the first call.
+    /// Connects lazily: nothing is sent until the first call. `tls_ca`:
+    /// the PEM certificates `rediss://` connections trust (see `tls.rs`).
     pub(super) fn connect(
         target: super::Target<'_>,
+        tls_ca: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Transport, LedgerError> {
+        tls::use_ring();
+        let roots = Roots::from_pem(tls_ca)?;
         let connection = match target {
-            super::Target::Single(url) => Redis::single(url, timeout)?,
-            super::Target::Cluster(urls) => Redis::cluster(urls, timeout)?,
+            super::Target::Single(url) => Redis::single(url, &roots, timeout)?,
+            super::Target::Cluster(urls) => Redis::cluster(urls, &roots, timeout)?,
+            super::Target::Sentinel(sentinel) => {
+                Redis::Sentinel(Sentinel::new(sentinel, &roots, timeout)?)
+            }
         };
         Ok(Transport {
             connection,
             timeout,
             timing_out_since: std::sync::Mutex::new(None),
+            read_only_reset: std::sync::Mutex::new(None),
         })
     }
 
@@ -208,7 +252,12 @@ impl Transport {
         let result = match tokio::time::timeout(self.timeout, operation).await {
             Err(_) => Err(LedgerError::Timeout),
             Ok(Err(error)) if error.is_timeout() => Err(LedgerError::Timeout),
-            Ok(Err(error)) => Err(LedgerError::Unavailable(error.to_string())),
+            Ok(Err(error)) => {
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) {
+                    self.replica_answered().await;
+                }
+                Err(LedgerError::Unavailable(error.to_string()))
+            }
             Ok(Ok(value)) => Ok(value),
         };
         self.track_timeouts(matches!(result, Err(LedgerError::Timeout)))
@@ -242,6 +291,26 @@ impl Transport {
         self.connection.reset().await;
     }
 
+    /// A server answered READONLY: it is a replica now — a failover moved
+    /// the primary, or a managed service's endpoint name points at another
+    /// node — and this connection would keep writing to it. Connect again
+    /// (Sentinel: ask the sentinels; one Redis: resolve the name again;
+    /// Cluster: a fresh slot map), at most once per [`RECONNECT_SPACING`].
+    async fn replica_answered(&self) {
+        {
+            let mut last = self
+                .read_only_reset
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < RECONNECT_SPACING) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        tracing::warn!("redis answered READONLY (the server is a replica now); reconnecting");
+        self.connection.reset().await;
+    }
+
     /// Runs a script by SHA. redis-rs reloads it once after NOSCRIPT; a
     /// cache flushed again in between (failover, repeated `SCRIPT FLUSH`)
     /// gets a few more tries — NOSCRIPT means nothing ran, so retrying is safe.
@@ -250,22 +319,29 @@ impl Transport {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, LedgerError> {
         let mut conn = self.conn().await?;
-        self.call(async {
-            let mut attempts = 0;
-            loop {
-                match invocation.invoke_async(&mut conn).await {
-                    Err(error)
-                        if attempts < NOSCRIPT_RETRIES
-                            && error.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                    {
-                        attempts += 1;
+        let reply: Value = self
+            .call(async {
+                let mut attempts = 0;
+                loop {
+                    match invocation.invoke_async(&mut conn).await {
+                        Err(error)
+                            if attempts < NOSCRIPT_RETRIES
+                                && error.kind()
+                                    == redis::ErrorKind::Server(
+                                        redis::ServerErrorKind::NoScript,
+                                    ) =>
+                        {
+                            attempts += 1;
+                        }
+                        result => return result,
                     }
-                    result => return result,
                 }
-            }
-        })
-        .await
+            })
+            .await?;
+        if caught_read_only(&reply) {
+            self.replica_answered().await;
+        }
+        redis::from_redis_value(reply).map_err(|e| LedgerError::Protocol(e.to_string()))
     }
 
     /// A connection for one operation; creating a cluster connection is
