@@ -8,6 +8,8 @@ use creditgate::RunningGateway;
 use serde_json::json;
 
 use super::http::{Response, TestClient};
+use super::metrics::Samples;
+use super::money::LedgerView;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const VENDOR_KEY: &str = "vendor-secret-canary-7f3a";
@@ -173,6 +175,41 @@ impl TestGateway {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.running().admin_addr)
+    }
+
+    /// `POST path` with `body`, authenticated with `key`.
+    pub async fn post_as(&self, key: &str, path: &str, body: impl Into<bytes::Bytes>) -> Response {
+        self.client.post_as(key, &self.url(path), body).await
+    }
+
+    /// `GET path`, authenticated with `key`.
+    pub async fn get_as(&self, key: &str, path: &str) -> Response {
+        self.client.get_as(key, &self.url(path)).await
+    }
+
+    /// Any method, extra headers, authenticated with `key`.
+    pub async fn send_as(
+        &self,
+        key: &str,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<bytes::Bytes>,
+    ) -> Response {
+        self.client
+            .send_as(key, method, &self.url(path), headers, body)
+            .await
+    }
+
+    pub async fn metrics(&self) -> Samples {
+        let response = self.client.get(&self.admin_url("/metrics"), &[]).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        Samples::parse(&response.text())
+    }
+
+    /// `used` and the history of these accounts, for the money oracle.
+    pub async fn ledger_view(&self, accounts: &[&str]) -> LedgerView {
+        LedgerView::fetch(&self.client, &self.admin_url(""), ADMIN_TOKEN, accounts).await
     }
 
     pub async fn admin_put_account(&self, id: &str, plan: &str) -> Response {

@@ -4,6 +4,9 @@
 pub mod cluster;
 pub mod gateway;
 pub mod http;
+pub mod metrics;
+pub mod money;
 pub mod process;
 pub mod redis;
 pub mod upstream;
+pub mod wait;
