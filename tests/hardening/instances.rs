@@ -36,7 +36,7 @@ cost = 7
 
 /// Sends `total` requests, `in_flight` at a time, round-robin over `urls`;
 /// returns the statuses.
-async fn flood(urls: Vec<String>, auth: String, total: usize, in_flight: usize) -> Vec<u16> {
+async fn flood(urls: Vec<String>, key: String, total: usize, in_flight: usize) -> Vec<u16> {
     let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let client = TestClient::new();
     let mut tasks = Vec::with_capacity(total);
@@ -44,12 +44,9 @@ async fn flood(urls: Vec<String>, auth: String, total: usize, in_flight: usize) 
         let permit = permits.clone().acquire_owned().await.unwrap();
         let client = client.clone();
         let url = urls[i % urls.len()].clone();
-        let auth = auth.clone();
+        let key = key.clone();
         tasks.push(tokio::spawn(async move {
-            let status = client
-                .post(&url, &[("authorization", &auth)], "x")
-                .await
-                .status;
+            let status = client.post_as(&key, &url, "x").await.status;
             drop(permit);
             status
         }));
@@ -93,7 +90,7 @@ async fn three_gateway_processes_admit_exactly_142_of_2000() {
         .unwrap()
         .to_owned();
     let urls = fleet.iter().map(|g| g.url("/v1/paid")).collect();
-    let statuses = flood(urls, format!("Bearer {key}"), 2000, 64).await;
+    let statuses = flood(urls, key, 2000, 64).await;
     let admitted = statuses.iter().filter(|s| **s == 200).count();
     let rejected = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((admitted, rejected), (142, 1858), "only 200 and 429");
@@ -176,7 +173,7 @@ async fn randomized_allowances_costs_and_instance_counts_admit_exactly_floor() {
             .iter()
             .map(|g| g.url(&format!("/v1/round/{round}")))
             .collect();
-        let statuses = flood(urls, format!("Bearer {key}"), fits + 25, 32).await;
+        let statuses = flood(urls, key, fits + 25, 32).await;
         let admitted = statuses.iter().filter(|s| **s == 200).count();
         assert_eq!(
             admitted, fits,

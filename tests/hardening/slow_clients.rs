@@ -40,12 +40,8 @@ async fn two_hundred_slow_heads_are_closed_and_normal_clients_are_served() {
         }));
     }
     // Meanwhile, normal requests succeed.
-    let auth = format!("Bearer {key}");
     for _ in 0..10 {
-        let response = gateway
-            .client
-            .get(&gateway.url("/v1/free"), &[("authorization", &auth)])
-            .await;
+        let response = gateway.get_as(&key, "/v1/free").await;
         assert_eq!(response.status, 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

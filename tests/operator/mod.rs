@@ -118,11 +118,12 @@ async fn the_account_cli_manages_accounts_keys_history_and_refunds() {
     let key_id = key["key_id"].as_str().unwrap().to_owned();
 
     let client = TestClient::new();
-    let auth = format!("Bearer {secret}");
     let paid = client
-        .post(
+        .send_as(
+            &secret,
+            http::Method::POST,
             &gateway.url("/v1/paid"),
-            &[("authorization", &auth), ("x-request-id", "cli-req-1")],
+            &[("x-request-id", "cli-req-1")],
             "x",
         )
         .await;
@@ -142,9 +143,7 @@ async fn the_account_cli_manages_accounts_keys_history_and_refunds() {
     assert_eq!(suspended["plan"], "pro");
     let revoke = cli(&gateway, &["key-revoke", "site-42", &key_id]);
     assert!(revoke.status.success());
-    let after = client
-        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-        .await;
+    let after = client.post_as(&secret, &gateway.url("/v1/paid"), "x").await;
     assert_eq!(after.status, 401);
 }
 
@@ -161,11 +160,8 @@ async fn reload_by_sighup_and_endpoint_and_an_invalid_file_changes_nothing() {
         .as_str()
         .unwrap()
         .to_owned();
-    let auth = format!("Bearer {key}");
     let cost_now = || async {
-        let r = client
-            .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-            .await;
+        let r = client.post_as(&key, &gateway.url("/v1/paid"), "x").await;
         assert_eq!(r.status, 200, "{}", r.text());
         r.header("x-credits-cost").unwrap().to_owned()
     };

@@ -109,35 +109,13 @@ async fn plan_changes_apply_to_the_next_request() {
     let upstream = RecordingUpstream::start().await;
     let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
     let key = gateway.account_with_key("site-1", "free").await;
-    let auth = format!("Bearer {key}");
     for _ in 0..10 {
-        gateway
-            .client
-            .post(
-                &gateway.url("/v1/images/generate"),
-                &[("authorization", &auth)],
-                "x",
-            )
-            .await;
+        gateway.post_as(&key, "/v1/images/generate", "x").await;
     }
-    let rejected = gateway
-        .client
-        .post(
-            &gateway.url("/v1/images/generate"),
-            &[("authorization", &auth)],
-            "x",
-        )
-        .await;
+    let rejected = gateway.post_as(&key, "/v1/images/generate", "x").await;
     assert_eq!(rejected.status, 429);
     gateway.admin_put_account("site-1", "pro").await;
-    let admitted = gateway
-        .client
-        .post(
-            &gateway.url("/v1/images/generate"),
-            &[("authorization", &auth)],
-            "x",
-        )
-        .await;
+    let admitted = gateway.post_as(&key, "/v1/images/generate", "x").await;
     assert_eq!(admitted.status, 200);
     assert_eq!(admitted.header("x-credits-remaining"), Some("9890"));
 }
@@ -162,15 +140,7 @@ async fn keys_are_shown_once_and_revoked_keys_stop_working() {
     let account = gateway.admin_get("/admin/v1/accounts/site-1").await.text();
     assert!(!account.contains(&key), "the key is shown only once");
 
-    let auth = format!("Bearer {key}");
-    assert_eq!(
-        gateway
-            .client
-            .get(&gateway.url("/v1/free"), &[("authorization", &auth)])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(gateway.get_as(&key, "/v1/free").await.status, 200);
     let revoked = gateway
         .client
         .delete(
@@ -179,10 +149,7 @@ async fn keys_are_shown_once_and_revoked_keys_stop_working() {
         )
         .await;
     assert_eq!(revoked.status, 204);
-    let after = gateway
-        .client
-        .get(&gateway.url("/v1/free"), &[("authorization", &auth)])
-        .await;
+    let after = gateway.get_as(&key, "/v1/free").await;
     assert_problem(&after, 401, "unauthenticated");
     let again = gateway
         .client
@@ -209,13 +176,11 @@ async fn refunds_return_credits_once_and_unknown_ids_are_404() {
     let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
     let key = gateway.account_with_key("site-1", "pro").await;
     let paid = gateway
-        .client
-        .post(
-            &gateway.url("/v1/paid"),
-            &[
-                ("authorization", &format!("Bearer {key}")),
-                ("x-request-id", "req-1"),
-            ],
+        .send_as(
+            &key,
+            http::Method::POST,
+            "/v1/paid",
+            &[("x-request-id", "req-1")],
             "x",
         )
         .await;
@@ -280,17 +245,9 @@ async fn a_revoked_key_is_rejected_by_every_instance_within_five_seconds() {
         .json();
     let key = created["key"].as_str().unwrap().to_owned();
     let key_id = created["key_id"].as_str().unwrap().to_owned();
-    let auth = format!("Bearer {key}");
     // Both instances have the key cached.
     for gateway in [&first, &second] {
-        assert_eq!(
-            gateway
-                .client
-                .get(&gateway.url("/v1/free"), &[("authorization", &auth)])
-                .await
-                .status,
-            200
-        );
+        assert_eq!(gateway.get_as(&key, "/v1/free").await.status, 200);
     }
     let revoked_at = std::time::Instant::now();
     let revoked = first
@@ -301,20 +258,9 @@ async fn a_revoked_key_is_rejected_by_every_instance_within_five_seconds() {
         )
         .await;
     assert_eq!(revoked.status, 204);
-    assert_eq!(
-        first
-            .client
-            .get(&first.url("/v1/free"), &[("authorization", &auth)])
-            .await
-            .status,
-        401
-    );
+    assert_eq!(first.get_as(&key, "/v1/free").await.status, 401);
     loop {
-        let status = second
-            .client
-            .get(&second.url("/v1/free"), &[("authorization", &auth)])
-            .await
-            .status;
+        let status = second.get_as(&key, "/v1/free").await.status;
         if status == 401 {
             break;
         }
@@ -336,21 +282,10 @@ async fn metrics_count_requests_credits_and_latency_by_route_never_by_account() 
     let upstream = RecordingUpstream::start().await;
     let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
     let key = gateway.account_with_key("secret-account-id", "free").await;
-    let auth = format!("Bearer {key}");
     for _ in 0..11 {
-        gateway
-            .client
-            .post(
-                &gateway.url("/v1/images/generate"),
-                &[("authorization", &auth)],
-                "x",
-            )
-            .await;
+        gateway.post_as(&key, "/v1/images/generate", "x").await;
     }
-    gateway
-        .client
-        .get(&gateway.url("/v1/nothing"), &[("authorization", &auth)])
-        .await;
+    gateway.get_as(&key, "/v1/nothing").await;
     let text = gateway
         .client
         .get(&gateway.admin_url("/metrics"), &[])

@@ -30,13 +30,9 @@ async fn three_gateways_on_a_cluster_admit_exactly_142() {
     let mut tasks = Vec::new();
     for i in 0..2000 {
         let gateway = gateways[i % 3].clone();
-        let auth = format!("Bearer {key}");
+        let key = key.to_owned();
         tasks.push(tokio::spawn(async move {
-            gateway
-                .client
-                .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-                .await
-                .status
+            gateway.post_as(&key, "/v1/paid", "x").await.status
         }));
         // At most ~128 in flight.
         if tasks.len() >= 128 {
@@ -69,14 +65,7 @@ async fn accounts_spread_over_all_three_primaries() {
     for i in 0..24 {
         let id = format!("site-{i}");
         let key = gateway.account_with_key(&id, "pro").await;
-        let paid = gateway
-            .client
-            .post(
-                &gateway.url("/v1/paid"),
-                &[("authorization", &format!("Bearer {key}"))],
-                "x",
-            )
-            .await;
+        let paid = gateway.post_as(&key, "/v1/paid", "x").await;
         assert_eq!(paid.status, 200);
         // Every key of the account hashes to the account's slot.
         let slot = cluster.keyslot(&format!("cg:{{{id}}}:w"));
@@ -105,12 +94,9 @@ async fn moving_a_busy_accounts_slot_under_load_never_overspends() {
                 let mut batch = Vec::new();
                 for _ in 0..8 {
                     let gateway = gateway.clone();
-                    let auth = format!("Bearer {key}");
+                    let key = key.to_owned();
                     batch.push(tokio::spawn(async move {
-                        let response = gateway
-                            .client
-                            .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-                            .await;
+                        let response = gateway.post_as(&key, "/v1/paid", "x").await;
                         (response.status, response.header("retry-after").is_some())
                     }));
                 }

@@ -12,13 +12,9 @@ async fn flood(gateways: &[Arc<TestGateway>], key: &str, total: usize) -> usize 
     let mut tasks = Vec::with_capacity(total);
     for i in 0..total {
         let gateway = gateways[i % gateways.len()].clone();
-        let auth = format!("Bearer {key}");
+        let key = key.to_owned();
         tasks.push(tokio::spawn(async move {
-            gateway
-                .client
-                .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-                .await
-                .status
+            gateway.post_as(&key, "/v1/paid", "x").await.status
         }));
     }
     let mut admitted = 0;

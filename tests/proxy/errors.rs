@@ -61,20 +61,10 @@ async fn suspended_account_is_403_and_nothing_is_debited() {
         )
         .await;
     assert_eq!(put.status, 200, "{}", put.text());
-    let auth = format!("Bearer {key}");
-    for path in ["/v1/paid", "/v1/free"] {
-        let method_path = gateway.url(path);
-        let response = if path == "/v1/free" {
-            gateway
-                .client
-                .get(&method_path, &[("authorization", &auth)])
-                .await
-        } else {
-            gateway
-                .client
-                .post(&method_path, &[("authorization", &auth)], "x")
-                .await
-        };
+    for response in [
+        gateway.post_as(&key, "/v1/paid", "x").await,
+        gateway.get_as(&key, "/v1/free").await,
+    ] {
         assert_problem(&response, 403, "account_suspended");
     }
     assert_eq!(upstream.count(), 0);
@@ -84,16 +74,9 @@ async fn suspended_account_is_403_and_nothing_is_debited() {
 #[tokio::test]
 async fn unknown_route_is_404_and_wrong_method_is_405_with_allow() {
     let (upstream, gateway, key) = setup().await;
-    let auth = format!("Bearer {key}");
-    let missing = gateway
-        .client
-        .get(&gateway.url("/v1/nothing"), &[("authorization", &auth)])
-        .await;
+    let missing = gateway.get_as(&key, "/v1/nothing").await;
     assert_problem(&missing, 404, "route_not_found");
-    let wrong = gateway
-        .client
-        .get(&gateway.url("/v1/paid"), &[("authorization", &auth)])
-        .await;
+    let wrong = gateway.get_as(&key, "/v1/paid").await;
     assert_problem(&wrong, 405, "method_not_allowed");
     assert_eq!(wrong.header("allow"), Some("POST"));
     assert_eq!(upstream.count(), 0);
@@ -103,7 +86,6 @@ async fn unknown_route_is_404_and_wrong_method_is_405_with_allow() {
 #[tokio::test]
 async fn unsafe_paths_are_400_and_never_forwarded() {
     let (upstream, gateway, key) = setup().await;
-    let auth = format!("Bearer {key}");
     for path in [
         "/v1/agents/%2e%2e/admin",
         "/v1/agents/a%2fb",
@@ -113,10 +95,7 @@ async fn unsafe_paths_are_400_and_never_forwarded() {
         "/v1/../../etc/passwd",
         "/v1/agents/%252e%252e/x",
     ] {
-        let response = gateway
-            .client
-            .get(&gateway.url(path), &[("authorization", &auth)])
-            .await;
+        let response = gateway.get_as(&key, path).await;
         assert_problem(&response, 400, "bad_request");
     }
     assert_eq!(upstream.count(), 0);
@@ -128,14 +107,7 @@ async fn body_over_the_limit_is_413_with_or_without_content_length() {
     let (upstream, gateway, key) = setup().await;
     let auth = format!("Bearer {key}");
     let big = vec![b'x'; 2048];
-    let with_length = gateway
-        .client
-        .post(
-            &gateway.url("/v1/paid"),
-            &[("authorization", &auth)],
-            big.clone(),
-        )
-        .await;
+    let with_length = gateway.post_as(&key, "/v1/paid", big.clone()).await;
     assert_problem(&with_length, 413, "payload_too_large");
 
     let head = format!(
@@ -179,26 +151,11 @@ async fn body_over_the_limit_is_413_with_or_without_content_length() {
 async fn not_enough_credits_is_429_with_cost_available_and_retry_after() {
     let (upstream, gateway, _) = setup().await;
     let key = gateway.account_with_key("tiny", "free").await;
-    let auth = format!("Bearer {key}");
     for _ in 0..10 {
-        let ok = gateway
-            .client
-            .post(
-                &gateway.url("/v1/images/generate"),
-                &[("authorization", &auth)],
-                "x",
-            )
-            .await;
+        let ok = gateway.post_as(&key, "/v1/images/generate", "x").await;
         assert_eq!(ok.status, 200);
     }
-    let rejected = gateway
-        .client
-        .post(
-            &gateway.url("/v1/images/generate"),
-            &[("authorization", &auth)],
-            "x",
-        )
-        .await;
+    let rejected = gateway.post_as(&key, "/v1/images/generate", "x").await;
     assert_problem(&rejected, 429, "credits_exhausted");
     let body = rejected.json();
     assert_eq!(body["cost"], 10);
@@ -229,14 +186,7 @@ cost = 1000
     setup.extra = extra;
     let gateway = TestGateway::start(&setup).await;
     let key = gateway.account_with_key("tiny", "free").await;
-    let rejected = gateway
-        .client
-        .post(
-            &gateway.url("/v1/huge"),
-            &[("authorization", &format!("Bearer {key}"))],
-            "x",
-        )
-        .await;
+    let rejected = gateway.post_as(&key, "/v1/huge", "x").await;
     assert_problem(&rejected, 429, "credits_exhausted");
     assert!(rejected.json().get("retry_after").is_none());
     assert_eq!(rejected.header("retry-after"), None);
@@ -248,14 +198,7 @@ async fn unreachable_upstream_is_502_and_refunded() {
     let dead = format!("http://{}", unused_addr().await);
     let gateway = TestGateway::start(&Setup::new(&dead)).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let response = gateway
-        .client
-        .post(
-            &gateway.url("/v1/paid"),
-            &[("authorization", &format!("Bearer {key}"))],
-            "x",
-        )
-        .await;
+    let response = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_problem(&response, 502, "upstream_unavailable");
     assert_eq!(gateway.used("site-1").await, 0);
     assert_eq!(response.header("x-credits-cost"), Some("0"));
@@ -271,14 +214,7 @@ async fn norefund_route_keeps_the_debit_on_failure() {
     let dead = format!("http://{}", unused_addr().await);
     let gateway = TestGateway::start(&Setup::new(&dead)).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let response = gateway
-        .client
-        .post(
-            &gateway.url("/v1/norefund"),
-            &[("authorization", &format!("Bearer {key}"))],
-            "x",
-        )
-        .await;
+    let response = gateway.post_as(&key, "/v1/norefund", "x").await;
     assert_problem(&response, 502, "upstream_unavailable");
     assert_eq!(gateway.used("site-1").await, 5);
 }
@@ -291,14 +227,7 @@ async fn upstream_timeout_is_504_and_refunded() {
     setup.upstream_timeout = "300ms";
     let gateway = TestGateway::start(&setup).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let response = gateway
-        .client
-        .post(
-            &gateway.url("/v1/paid"),
-            &[("authorization", &format!("Bearer {key}"))],
-            "x",
-        )
-        .await;
+    let response = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_problem(&response, 504, "upstream_timeout");
     assert_eq!(gateway.used("site-1").await, 0);
 }
@@ -306,25 +235,18 @@ async fn upstream_timeout_is_504_and_refunded() {
 #[tokio::test]
 async fn upstream_5xx_passes_through_and_is_refunded_4xx_is_charged() {
     let (upstream, gateway, key) = setup().await;
-    let auth = format!("Bearer {key}");
     upstream.set_behavior(Behavior::Body {
         status: 503,
         content_type: "text/plain".into(),
         body: b"vendor overloaded".to_vec(),
     });
-    let failed = gateway
-        .client
-        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-        .await;
+    let failed = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_eq!(failed.status, 503);
     assert_eq!(failed.text(), "vendor overloaded");
     assert_eq!(gateway.used("site-1").await, 0);
 
     upstream.set_behavior(Behavior::Status(422));
-    let client_error = gateway
-        .client
-        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-        .await;
+    let client_error = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_eq!(client_error.status, 422);
     assert_eq!(gateway.used("site-1").await, 7);
     assert_eq!(upstream.count(), 2);
@@ -334,14 +256,7 @@ async fn upstream_5xx_passes_through_and_is_refunded_4xx_is_charged() {
 async fn malformed_upstream_response_is_502() {
     let (upstream, gateway, key) = setup().await;
     upstream.set_behavior(Behavior::CloseWithoutResponse);
-    let response = gateway
-        .client
-        .post(
-            &gateway.url("/v1/paid"),
-            &[("authorization", &format!("Bearer {key}"))],
-            "x",
-        )
-        .await;
+    let response = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_problem(&response, 502, "upstream_unavailable");
     assert_eq!(gateway.used("site-1").await, 0);
 }

@@ -17,14 +17,7 @@ async fn gateway_on(redis: &RedisServer, upstream: &RecordingUpstream) -> (TestG
 }
 
 async fn paid(gateway: &TestGateway, key: &str) -> crate::support::http::Response {
-    gateway
-        .client
-        .post(
-            &gateway.url("/v1/paid"),
-            &[("authorization", &format!("Bearer {key}"))],
-            "x",
-        )
-        .await
+    gateway.post_as(key, "/v1/paid", "x").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,13 +45,7 @@ async fn too_many_or_too_large_headers_are_431_and_never_forwarded() {
     );
     assert_eq!(upstream.count(), 0);
     // A normal request still works.
-    let ok = gateway
-        .client
-        .get(
-            &gateway.url("/v1/free"),
-            &[("authorization", &format!("Bearer {key}"))],
-        )
-        .await;
+    let ok = gateway.get_as(&key, "/v1/free").await;
     assert_eq!(ok.status, 200);
 }
 
@@ -119,12 +113,6 @@ async fn connections_over_the_cap_are_closed_and_served_again_when_slots_free() 
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let ok = gateway
-        .client
-        .get(
-            &gateway.url("/v1/free"),
-            &[("authorization", &format!("Bearer {key}"))],
-        )
-        .await;
+    let ok = gateway.get_as(&key, "/v1/free").await;
     assert_eq!(ok.status, 200);
 }

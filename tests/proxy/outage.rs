@@ -14,20 +14,13 @@ async fn redis_down_is_a_quick_503_and_service_resumes_when_it_returns() {
     let url = redis.url();
     let gateway = TestGateway::start(&Setup::new(&upstream.url()).redis(&url)).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let auth = format!("Bearer {key}");
-    let ok = gateway
-        .client
-        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-        .await;
+    let ok = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_eq!(ok.status, 200);
 
     redis.kill();
     for _ in 0..5 {
         let started = Instant::now();
-        let down = gateway
-            .client
-            .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-            .await;
+        let down = gateway.post_as(&key, "/v1/paid", "x").await;
         assert_problem(&down, 503, "ledger_unavailable");
         assert!(down.header("retry-after").is_some());
         // Bounded by the ledger timeout (250 ms) per call, with generous slack.
@@ -48,13 +41,9 @@ async fn redis_down_is_a_quick_503_and_service_resumes_when_it_returns() {
     // A fresh, empty Redis on the same port: the script cache is gone too.
     redis.restart();
     let key = gateway.account_with_key("site-2", "pro").await;
-    let auth = format!("Bearer {key}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let response = gateway
-            .client
-            .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-            .await;
+        let response = gateway.post_as(&key, "/v1/paid", "x").await;
         if response.status == 200 {
             break;
         }
@@ -79,18 +68,11 @@ async fn on_unavailable_allow_forwards_without_debit() {
     setup.on_unavailable = "allow";
     let gateway = TestGateway::start(&setup).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let auth = format!("Bearer {key}");
     // Warm the key cache, then lose Redis within the cache's lifetime.
-    let ok = gateway
-        .client
-        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-        .await;
+    let ok = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_eq!(ok.status, 200);
     redis.kill();
-    let allowed = gateway
-        .client
-        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-        .await;
+    let allowed = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_eq!(allowed.status, 200, "{}", allowed.text());
     assert_eq!(upstream.count(), 2);
     let metrics = gateway

@@ -103,7 +103,6 @@ async fn per_image_pricing_reads_n_with_default_and_max() {
     let upstream = RecordingUpstream::start().await;
     let gateway = start(&upstream, None).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let auth = format!("Bearer {key}");
     let url = gateway.url("/v2/images");
     let mut expected_used = 0;
     for (body, cost) in [
@@ -111,10 +110,7 @@ async fn per_image_pricing_reads_n_with_default_and_max() {
         (r#"{"n":1}"#, 4),
         (r#"{"n": 4, "size":"1024"}"#, 16),
     ] {
-        let response = gateway
-            .client
-            .post(&url, &[("authorization", &auth)], body)
-            .await;
+        let response = gateway.client.post_as(&key, &url, body).await;
         assert_eq!(response.status, 200, "{}", response.text());
         assert_eq!(
             response.header("x-credits-cost"),
@@ -130,10 +126,7 @@ async fn per_image_pricing_reads_n_with_default_and_max() {
         (r#"{"n":"four"}"#, "non-negative"),
         ("n=4", "JSON"),
     ] {
-        let response = gateway
-            .client
-            .post(&url, &[("authorization", &auth)], body)
-            .await;
+        let response = gateway.client.post_as(&key, &url, body).await;
         assert_problem(&response, 400, "invalid_units");
         let detail = response.json()["detail"].as_str().unwrap().to_owned();
         assert!(detail.contains("/n") && detail.contains(needle), "{detail}");
@@ -152,29 +145,17 @@ async fn per_second_video_pricing_rounds_up() {
     let upstream = RecordingUpstream::start().await;
     let gateway = start(&upstream, None).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let auth = format!("Bearer {key}");
     let url = gateway.url("/v2/videos");
     let ok = gateway
         .client
-        .post(
-            &url,
-            &[("authorization", &auth)],
-            r#"{"duration_seconds": 12.5}"#,
-        )
+        .post_as(&key, &url, r#"{"duration_seconds": 12.5}"#)
         .await;
     assert_eq!(ok.header("x-credits-cost"), Some("39"));
-    let missing = gateway
-        .client
-        .post(&url, &[("authorization", &auth)], "{}")
-        .await;
+    let missing = gateway.client.post_as(&key, &url, "{}").await;
     assert_problem(&missing, 400, "invalid_units");
     let too_long = gateway
         .client
-        .post(
-            &url,
-            &[("authorization", &auth)],
-            r#"{"duration_seconds": 121}"#,
-        )
+        .post_as(&key, &url, r#"{"duration_seconds": 121}"#)
         .await;
     assert_problem(&too_long, 400, "invalid_units");
     assert_eq!(gateway.used("site-1").await, 39);
@@ -193,12 +174,7 @@ async fn tokens_settle_from_the_json_response_and_the_history_shows_the_final_co
     let gateway = start(&upstream, None).await;
     let key = gateway.account_with_key("site-1", "pro").await;
     let response = gateway
-        .client
-        .post(
-            &gateway.url("/v2/agents/json"),
-            &[("authorization", &format!("Bearer {key}"))],
-            r#"{"max_tokens": 8000}"#,
-        )
+        .post_as(&key, "/v2/agents/json", r#"{"max_tokens": 8000}"#)
         .await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["usage"]["total_tokens"], 2500);
@@ -221,14 +197,7 @@ async fn tokens_settle_from_the_json_response_and_the_history_shows_the_final_co
         content_type: "application/json".into(),
         body: br#"{"usage":{}}"#.to_vec(),
     });
-    let response = gateway
-        .client
-        .post(
-            &gateway.url("/v2/agents/json"),
-            &[("authorization", &format!("Bearer {key}"))],
-            "{}",
-        )
-        .await;
+    let response = gateway.post_as(&key, "/v2/agents/json", "{}").await;
     assert_eq!(response.header("x-credits-cost"), Some("1"));
     assert_eq!(gateway.used("site-1").await, 4);
     assert_ledger_invariant(&gateway, "site-1").await;
@@ -239,7 +208,6 @@ async fn tokens_settle_from_a_header_capped_at_max() {
     let upstream = RecordingUpstream::start().await;
     let gateway = start(&upstream, None).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let auth = format!("Bearer {key}");
     for (tokens, expected) in [("1200", "2"), ("99000", "40")] {
         upstream.set_behavior(Behavior::BodyWithHeaders {
             status: 200,
@@ -247,12 +215,7 @@ async fn tokens_settle_from_a_header_capped_at_max() {
             body: b"{}".to_vec(),
         });
         let response = gateway
-            .client
-            .post(
-                &gateway.url("/v2/agents/header"),
-                &[("authorization", &auth)],
-                r#"{"max_tokens": 32000}"#,
-            )
+            .post_as(&key, "/v2/agents/header", r#"{"max_tokens": 32000}"#)
             .await;
         assert_eq!(
             response.header("x-credits-cost"),
@@ -289,12 +252,7 @@ async fn server_sent_events_stream_through_and_settle_when_they_end() {
     let gateway = start(&upstream, Some(&url)).await;
     let key = gateway.account_with_key("site-1", "pro").await;
     let response = gateway
-        .client
-        .post(
-            &gateway.url("/v2/agents/sse"),
-            &[("authorization", &format!("Bearer {key}"))],
-            r#"{"max_tokens": 16000}"#,
-        )
+        .post_as(&key, "/v2/agents/sse", r#"{"max_tokens": 16000}"#)
         .await;
     assert_eq!(response.status, 200);
     assert_eq!(response.header("content-type"), Some("text/event-stream"));
@@ -351,15 +309,10 @@ async fn concurrent_reservations_never_exceed_the_allowance_at_admission() {
     let mut tasks = Vec::new();
     for _ in 0..60 {
         let gateway = gateway.clone();
-        let auth = format!("Bearer {key}");
+        let key = key.to_owned();
         tasks.push(tokio::spawn(async move {
             gateway
-                .client
-                .post(
-                    &gateway.url("/v2/agents/json"),
-                    &[("authorization", &auth)],
-                    r#"{"max_tokens": 32000}"#,
-                )
+                .post_as(&key, "/v2/agents/json", r#"{"max_tokens": 32000}"#)
                 .await
                 .status
         }));

@@ -150,11 +150,7 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_connections() {
     let addr = gateway.running().data_addr;
     let url = gateway.url("/v1/paid");
     let client = crate::support::http::TestClient::new();
-    let in_flight = tokio::spawn(async move {
-        client
-            .post(&url, &[("authorization", &format!("Bearer {key}"))], "x")
-            .await
-    });
+    let in_flight = tokio::spawn(async move { client.post_as(&key, &url, "x").await });
     upstream.wait_for(1, Duration::from_secs(5)).await;
     let shutdown = tokio::spawn(gateway.shutdown());
     tokio::time::sleep(Duration::from_millis(200)).await;
