@@ -9,12 +9,10 @@ use crate::support::gateway::{config_toml, Setup, TestGateway};
 use crate::support::upstream::RecordingUpstream;
 
 fn cluster_toml(cluster: &RedisCluster, upstream: &RecordingUpstream) -> String {
-    config_toml(&Setup::new(&upstream.url()))
-        .replace(
-            "backend = \"memory\"",
-            &format!("cluster = {}", cluster.toml_urls()),
-        )
-        .replace("timeout = \"250ms\"", "timeout = \"1s\"")
+    config_toml(&Setup::new(&upstream.url())).replace(
+        "backend = \"memory\"",
+        &format!("cluster = {}", cluster.toml_urls()),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -9,9 +9,19 @@ use crate::support::gateway::{Setup, TestGateway};
 use crate::support::redis::RedisServer;
 use crate::support::upstream::RecordingUpstream;
 
-async fn gateway_on(redis: &RedisServer, upstream: &RecordingUpstream) -> (TestGateway, String) {
+/// `failing_fast`: a short ledger timeout, where the test makes Redis
+/// unresponsive; otherwise one no load can reach.
+async fn gateway_on(
+    redis: &RedisServer,
+    upstream: &RecordingUpstream,
+    failing_fast: bool,
+) -> (TestGateway, String) {
     let url = redis.url();
-    let gateway = TestGateway::start(&Setup::new(&upstream.url()).redis(&url)).await;
+    let mut setup = Setup::new(&upstream.url()).redis(&url);
+    if failing_fast {
+        setup = setup.failing_fast();
+    }
+    let gateway = TestGateway::start(&setup).await;
     let key = gateway.account_with_key("site-1", "pro").await;
     (gateway, key)
 }
@@ -24,7 +34,7 @@ async fn paid(gateway: &TestGateway, key: &str) -> crate::support::http::Respons
 async fn a_frozen_redis_gives_bounded_503s_and_service_resumes_after_sigcont() {
     let redis = RedisServer::start();
     let upstream = RecordingUpstream::start().await;
-    let (gateway, key) = gateway_on(&redis, &upstream).await;
+    let (gateway, key) = gateway_on(&redis, &upstream, true).await;
     assert_eq!(paid(&gateway, &key).await.status, 200);
 
     redis.signal("STOP");
@@ -74,7 +84,7 @@ async fn a_frozen_redis_gives_bounded_503s_and_service_resumes_after_sigcont() {
 async fn script_flush_under_load_fails_no_request() {
     let redis = Arc::new(RedisServer::start());
     let upstream = RecordingUpstream::start().await;
-    let (gateway, key) = gateway_on(&redis, &upstream).await;
+    let (gateway, key) = gateway_on(&redis, &upstream, false).await;
     let gateway = Arc::new(gateway);
     let flusher = {
         let redis = redis.clone();
@@ -111,7 +121,7 @@ async fn script_flush_under_load_fails_no_request() {
 async fn redis_error_replies_oom_and_readonly_are_503_with_nothing_forwarded() {
     let redis = RedisServer::start();
     let upstream = RecordingUpstream::start().await;
-    let (gateway, key) = gateway_on(&redis, &upstream).await;
+    let (gateway, key) = gateway_on(&redis, &upstream, false).await;
     assert_eq!(paid(&gateway, &key).await.status, 200);
 
     redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
@@ -140,7 +150,7 @@ async fn redis_error_replies_oom_and_readonly_are_503_with_nothing_forwarded() {
 async fn a_busy_redis_is_503_with_nothing_forwarded() {
     let redis = Arc::new(RedisServer::start());
     let upstream = RecordingUpstream::start().await;
-    let (gateway, key) = gateway_on(&redis, &upstream).await;
+    let (gateway, key) = gateway_on(&redis, &upstream, false).await;
     assert_eq!(paid(&gateway, &key).await.status, 200);
     // A script that never yields: after busy-reply-threshold every other
     // client gets BUSY until it is killed.

@@ -12,7 +12,7 @@ async fn redis_down_is_a_quick_503_and_service_resumes_when_it_returns() {
     let mut redis = RedisServer::start();
     let upstream = RecordingUpstream::start().await;
     let url = redis.url();
-    let gateway = TestGateway::start(&Setup::new(&upstream.url()).redis(&url)).await;
+    let gateway = TestGateway::start(&Setup::new(&upstream.url()).redis(&url).failing_fast()).await;
     let key = gateway.account_with_key("site-1", "pro").await;
     let ok = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_eq!(ok.status, 200);
@@ -64,7 +64,7 @@ async fn on_unavailable_allow_forwards_without_debit() {
     let mut redis = RedisServer::start();
     let upstream = RecordingUpstream::start().await;
     let url = redis.url();
-    let mut setup = Setup::new(&upstream.url()).redis(&url);
+    let mut setup = Setup::new(&upstream.url()).redis(&url).failing_fast();
     setup.on_unavailable = "allow";
     let gateway = TestGateway::start(&setup).await;
     let key = gateway.account_with_key("site-1", "pro").await;

@@ -34,8 +34,11 @@ impl<'a> Setup<'a> {
             upstream_url: upstream_url.to_owned(),
             redis_url: None,
             window: "30d",
-            ledger_timeout: "250ms",
-            upstream_timeout: "2s",
+            // Far beyond any Redis latency a loaded test machine shows: an
+            // exactness test must never see a 503 it did not cause. Tests of
+            // a failing ledger set a short timeout themselves.
+            ledger_timeout: "5s",
+            upstream_timeout: "10s",
             max_body_bytes: 1024,
             on_unavailable: "reject",
             extra: "",
@@ -44,6 +47,12 @@ impl<'a> Setup<'a> {
 
     pub fn redis(mut self, url: &'a str) -> Self {
         self.redis_url = Some(url);
+        self
+    }
+
+    /// A short ledger timeout, for tests where the ledger fails on purpose.
+    pub fn failing_fast(mut self) -> Self {
+        self.ledger_timeout = "250ms";
         self
     }
 }
