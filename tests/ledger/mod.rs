@@ -158,9 +158,11 @@ fn admitted(outcome: &DebitOutcome) -> bool {
 
 macro_rules! conformance {
     ($($name:ident: $window_ms:ident;)*) => {
+        // Multi-threaded, like the gateway's runtime: on one thread the
+        // "concurrent" debits would run one after another.
         mod memory {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     let harness = super::Harness::memory(std::time::Duration::from_millis(super::$window_ms)).await;
                     super::$name(harness).await;
@@ -462,22 +464,51 @@ async fn history_pages_have_no_duplicates_or_gaps(h: Harness) {
 }
 
 async fn concurrent_debits_admit_exactly_floor_allowance_over_cost(h: Harness) {
+    const THREADS: usize = 6;
+    const PER_THREAD: usize = 50;
     let h = Arc::new(h);
-    let mut tasks = Vec::new();
-    for i in 0..300 {
-        let h = h.clone();
-        tasks.push(tokio::spawn(
-            async move { h.debit(&format!("c{i}"), 7).await },
-        ));
+    // Each OS thread drives its share of the debits (all in flight at once);
+    // the barrier releases the threads together, so debits from different
+    // threads really run at the same time, whatever the runtime's flavour.
+    let start = Arc::new(std::sync::Barrier::new(THREADS));
+    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runtime = tokio::runtime::Handle::current();
+    let mut threads = Vec::new();
+    for thread in 0..THREADS {
+        let (h, start, finished, runtime) =
+            (h.clone(), start.clone(), finished.clone(), runtime.clone());
+        threads.push(tokio::task::spawn_blocking(move || {
+            start.wait();
+            let debits = (0..PER_THREAD).map(|i| {
+                let (h, finished) = (h.clone(), finished.clone());
+                async move {
+                    let outcome = h.debit(&format!("c{thread}-{i}"), 7).await;
+                    let order = finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    (order, admitted(&outcome))
+                }
+            });
+            runtime.block_on(futures_util::future::join_all(debits))
+        }));
     }
     let mut count = 0;
-    for task in tasks {
-        if admitted(&task.await.unwrap()) {
-            count += 1;
+    let mut interleaved = 0;
+    for thread in threads {
+        let mut orders = Vec::new();
+        for (order, was_admitted) in thread.await.unwrap() {
+            orders.push(order);
+            count += usize::from(was_admitted);
         }
+        orders.sort_unstable();
+        // Another thread's debit finished between two of this thread's.
+        interleaved += orders.windows(2).filter(|w| w[1] != w[0] + 1).count();
     }
-    assert_eq!(count, 142);
-    assert_eq!(h.used("acct").await, 994);
+    let used = h.used("acct").await;
+    assert_eq!(
+        (count, used),
+        (142, 994),
+        "admitted and used, {THREADS} threads × {PER_THREAD} debits, \
+         {interleaved} interleavings seen"
+    );
 }
 
 async fn keys_are_added_found_and_revoked(h: Harness) {
