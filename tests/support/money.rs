@@ -177,6 +177,12 @@ pub fn by_path<'a>(prices: &'a [(&'a str, u64)]) -> impl Fn(&RecordedRequest) ->
     }
 }
 
+/// Prices by the request id the gateway forwarded (a test that knows what
+/// each response should have cost); requests not listed are free.
+pub fn by_request_id(prices: &HashMap<String, u64>) -> impl Fn(&RecordedRequest) -> u64 + '_ {
+    move |request| prices.get(request.request_id()).copied().unwrap_or(0)
+}
+
 /// Responses counted by status.
 #[derive(Debug, Default, Clone)]
 pub struct Tally(BTreeMap<u16, usize>);
