@@ -4,7 +4,29 @@ use std::time::Duration;
 
 use super::assert_problem;
 use crate::support::gateway::{Setup, TestGateway};
-use crate::support::upstream::{unused_addr, Behavior, RecordingUpstream};
+use crate::support::money::{assert_ledger_matches_vendors, by_path};
+use crate::support::upstream::{unused_addr, Behavior, RecordedRequest, RecordingUpstream};
+
+/// The ledger of `accounts` equals what the vendor received, priced by
+/// `price` (0 for what the route's rules refund).
+async fn assert_money(
+    gateway: &TestGateway,
+    upstream: &RecordingUpstream,
+    accounts: &[&str],
+    price: impl Fn(&RecordedRequest) -> u64,
+) {
+    let view = gateway.ledger_view(accounts).await;
+    assert_ledger_matches_vendors(&view, &[upstream], price);
+}
+
+/// Nothing reached the vendor (not even part of a request) and nothing
+/// stands in the ledger.
+async fn assert_nothing_forwarded_or_charged(gateway: &TestGateway, upstream: &RecordingUpstream) {
+    assert_eq!(upstream.reached(), 0, "{}", upstream.summary());
+    let view = gateway.ledger_view(&["site-1"]).await;
+    assert_eq!(view.used, 0, "{view:?}");
+    assert_eq!(view.standing().count(), 0, "{view:?}");
+}
 
 async fn setup() -> (RecordingUpstream, TestGateway, String) {
     let upstream = RecordingUpstream::start().await;
@@ -35,7 +57,7 @@ async fn missing_or_unknown_key_is_401_and_nothing_is_forwarded() {
         .post(&gateway.url("/v1/paid"), &[("x-api-key", "cg_nope")], "x")
         .await;
     assert_problem(&unknown_x, 401, "unauthenticated");
-    assert_eq!(upstream.count(), 0);
+    assert_eq!(upstream.reached(), 0, "{}", upstream.summary());
 }
 
 #[tokio::test]
@@ -47,6 +69,13 @@ async fn x_api_key_authenticates_like_bearer() {
         .await;
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(upstream.count(), 1);
+    assert_money(
+        &gateway,
+        &upstream,
+        &["site-1"],
+        by_path(&[("/v1/paid", 7)]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -67,8 +96,7 @@ async fn suspended_account_is_403_and_nothing_is_debited() {
     ] {
         assert_problem(&response, 403, "account_suspended");
     }
-    assert_eq!(upstream.count(), 0);
-    assert_eq!(gateway.used("site-1").await, 0);
+    assert_nothing_forwarded_or_charged(&gateway, &upstream).await;
 }
 
 #[tokio::test]
@@ -79,8 +107,7 @@ async fn unknown_route_is_404_and_wrong_method_is_405_with_allow() {
     let wrong = gateway.get_as(&key, "/v1/paid").await;
     assert_problem(&wrong, 405, "method_not_allowed");
     assert_eq!(wrong.header("allow"), Some("POST"));
-    assert_eq!(upstream.count(), 0);
-    assert_eq!(gateway.used("site-1").await, 0);
+    assert_nothing_forwarded_or_charged(&gateway, &upstream).await;
 }
 
 #[tokio::test]
@@ -98,8 +125,7 @@ async fn unsafe_paths_are_400_and_never_forwarded() {
         let response = gateway.get_as(&key, path).await;
         assert_problem(&response, 400, "bad_request");
     }
-    assert_eq!(upstream.count(), 0);
-    assert_eq!(gateway.used("site-1").await, 0);
+    assert_nothing_forwarded_or_charged(&gateway, &upstream).await;
 }
 
 #[tokio::test]
@@ -145,6 +171,14 @@ async fn body_over_the_limit_is_413_with_or_without_content_length() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, b"hello");
     assert_eq!(gateway.used("site-1").await, 7);
+    assert_eq!(upstream.reached(), 1, "the 413s never reached the vendor");
+    assert_money(
+        &gateway,
+        &upstream,
+        &["site-1"],
+        by_path(&[("/v1/paid", 7)]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -167,8 +201,15 @@ async fn not_enough_credits_is_429_with_cost_available_and_retry_after() {
         Some(retry.to_string().as_str())
     );
     assert_eq!(rejected.header("x-credits-remaining"), Some("0"));
-    assert_eq!(upstream.count(), 10);
+    assert_eq!(upstream.reached(), 10, "{}", upstream.summary());
     assert_eq!(gateway.used("tiny").await, 100);
+    assert_money(
+        &gateway,
+        &upstream,
+        &["tiny"],
+        by_path(&[("/v1/images/generate", 10)]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -190,7 +231,8 @@ cost = 1000
     assert_problem(&rejected, 429, "credits_exhausted");
     assert!(rejected.json().get("retry_after").is_none());
     assert_eq!(rejected.header("retry-after"), None);
-    assert_eq!(upstream.count(), 0);
+    assert_eq!(upstream.reached(), 0, "{}", upstream.summary());
+    assert_eq!(gateway.ledger_view(&["tiny"]).await.debits.len(), 0);
 }
 
 #[tokio::test]
@@ -207,6 +249,7 @@ async fn unreachable_upstream_is_502_and_refunded() {
         .await
         .json();
     assert_eq!(history["items"][0]["refunded"], true);
+    assert_eq!(gateway.ledger_view(&["site-1"]).await.standing().count(), 0);
 }
 
 #[tokio::test]
@@ -216,7 +259,10 @@ async fn norefund_route_keeps_the_debit_on_failure() {
     let key = gateway.account_with_key("site-1", "pro").await;
     let response = gateway.post_as(&key, "/v1/norefund", "x").await;
     assert_problem(&response, 502, "upstream_unavailable");
-    assert_eq!(gateway.used("site-1").await, 5);
+    // The one charge no vendor received: the route opts out of refunds.
+    let view = gateway.ledger_view(&["site-1"]).await;
+    assert_eq!(view.used, 5, "{view:?}");
+    assert_eq!(view.standing().count(), 1, "{view:?}");
 }
 
 #[tokio::test]
@@ -230,6 +276,10 @@ async fn upstream_timeout_is_504_and_refunded() {
     let response = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_problem(&response, 504, "upstream_timeout");
     assert_eq!(gateway.used("site-1").await, 0);
+    // The vendor got the request whole; its answer came too late, so the
+    // route's rules refund it.
+    assert_eq!(upstream.count(), 1);
+    assert_money(&gateway, &upstream, &["site-1"], |_| 0).await;
 }
 
 #[tokio::test]
@@ -250,6 +300,13 @@ async fn upstream_5xx_passes_through_and_is_refunded_4xx_is_charged() {
     assert_eq!(client_error.status, 422);
     assert_eq!(gateway.used("site-1").await, 7);
     assert_eq!(upstream.count(), 2);
+    assert_money(&gateway, &upstream, &["site-1"], |request| {
+        match request.status {
+            Some(status) if status >= 500 => 0,
+            _ => 7,
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -259,4 +316,5 @@ async fn malformed_upstream_response_is_502() {
     let response = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_problem(&response, 502, "upstream_unavailable");
     assert_eq!(gateway.used("site-1").await, 0);
+    assert_money(&gateway, &upstream, &["site-1"], |_| 0).await;
 }

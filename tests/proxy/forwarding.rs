@@ -1,7 +1,19 @@
 //! What the vendor sees, and the headers the client gets back.
 
 use crate::support::gateway::{Setup, TestGateway, VENDOR_KEY};
-use crate::support::upstream::RecordingUpstream;
+use crate::support::money::{assert_ledger_matches_vendors, by_path};
+use crate::support::upstream::{RecordedRequest, RecordingUpstream};
+
+/// The account's ledger equals what the vendor received, priced by `price`.
+async fn assert_money(
+    gateway: &TestGateway,
+    upstream: &RecordingUpstream,
+    account: &str,
+    price: impl Fn(&RecordedRequest) -> u64,
+) {
+    let view = gateway.ledger_view(&[account]).await;
+    assert_ledger_matches_vendors(&view, &[upstream], price);
+}
 
 #[tokio::test]
 async fn upstream_sees_its_own_host_key_and_forwarding_headers_never_the_clients() {
@@ -56,6 +68,13 @@ async fn upstream_sees_its_own_host_key_and_forwarding_headers_never_the_clients
         assert!(!value.contains(&key), "the client key reached the vendor");
     }
     assert!(!response.text().contains(VENDOR_KEY));
+    assert_money(
+        &gateway,
+        &upstream,
+        "site-1",
+        by_path(&[("/v1/agents/run", 1)]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -98,6 +117,7 @@ async fn priced_responses_carry_credit_headers_free_ones_do_not() {
     assert_eq!(history["items"][0]["request_id"], request_id.as_str());
     assert_eq!(history["items"][0]["route"], "paid");
     assert_eq!(history["items"][0]["cost"], 7);
+    assert_money(&gateway, &upstream, "site-1", by_path(&[("/v1/paid", 7)])).await;
 }
 
 #[tokio::test]
@@ -120,6 +140,7 @@ async fn a_reused_request_id_gets_a_fresh_one_and_both_are_charged() {
         Some(second_id)
     );
     assert_eq!(gateway.used("site-1").await, 14);
+    assert_money(&gateway, &upstream, "site-1", by_path(&[("/v1/paid", 7)])).await;
 }
 
 #[tokio::test]
@@ -155,6 +176,13 @@ async fn usage_api_reports_balance_and_next_release() {
     let unauthenticated = gateway.client.get(&gateway.url("/v1/credits"), &[]).await;
     super::assert_problem(&unauthenticated, 401, "unauthenticated");
     assert_eq!(upstream.count(), 1);
+    assert_money(
+        &gateway,
+        &upstream,
+        "site-42",
+        by_path(&[("/v1/images/generate", 10)]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -201,4 +229,5 @@ async fn history_api_pages_with_opaque_cursors_and_validates_limit() {
             .await;
         super::assert_problem(&response, 400, "bad_request");
     }
+    assert_money(&gateway, &upstream, "site-1", by_path(&[("/v1/paid", 7)])).await;
 }

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::assert_problem;
 use crate::support::gateway::{Setup, TestGateway};
+use crate::support::money::{assert_debits_match_vendors, by_path};
 use crate::support::redis::RedisServer;
 use crate::support::upstream::RecordingUpstream;
 
@@ -44,5 +45,9 @@ async fn credits_return_after_the_window_and_retry_after_is_right() {
     let credits = gateway.credits(&key).await;
     assert_eq!(credits["used"], 0, "{credits}");
     assert!(credits["next_release"].is_null());
-    assert_eq!(upstream.count(), 11);
+    assert_eq!(upstream.reached(), 11, "{}", upstream.summary());
+    // Every debit has left the window; each still stands, one per request
+    // the vendor received.
+    let view = gateway.ledger_view(&["site-1"]).await;
+    assert_debits_match_vendors(&view, &[&upstream], by_path(&[("/v1/images/generate", 10)]));
 }

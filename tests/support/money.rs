@@ -94,6 +94,25 @@ pub fn assert_ledger_matches_vendors(
     vendors: &[&RecordingUpstream],
     price: impl Fn(&RecordedRequest) -> u64,
 ) {
+    let expected = assert_debits_match_vendors(view, vendors, price);
+    let vendors: Vec<String> = vendors.iter().map(|v| v.summary()).collect();
+    assert_eq!(
+        view.used,
+        expected,
+        "used != Σ price of the requests vendors received; vendors: {}",
+        vendors.join("; ")
+    );
+}
+
+/// The per-debit half of [`assert_ledger_matches_vendors`], for a test whose
+/// debits leave the window (so `used` no longer sums them): every priced
+/// request has exactly one standing debit at its price and every standing
+/// debit a request a vendor received whole. Returns the sum of the prices.
+pub fn assert_debits_match_vendors(
+    view: &LedgerView,
+    vendors: &[&RecordingUpstream],
+    price: impl Fn(&RecordedRequest) -> u64,
+) -> u64 {
     let received: Vec<RecordedRequest> = vendors.iter().flat_map(|v| v.requests()).collect();
     let summary = || {
         let vendors: Vec<String> = vendors.iter().map(|v| v.summary()).collect();
@@ -158,13 +177,7 @@ pub fn assert_ledger_matches_vendors(
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let expected: u64 = priced.values().sum();
-    assert_eq!(
-        view.used,
-        expected,
-        "used != Σ price of the requests vendors received: {}",
-        summary()
-    );
+    priced.values().sum()
 }
 
 /// A price list by exact path (query ignored): everything else is free.
