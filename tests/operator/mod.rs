@@ -401,7 +401,12 @@ async fn sigterm_under_load_drains_in_flight_requests_exits_zero_and_keeps_the_l
         "no new connections after shutdown"
     );
     // Every request that got its 200 reached the vendor and was debited once.
-    assert_eq!(upstream.reached() as u64, completed, "{}", upstream.summary());
+    assert_eq!(
+        upstream.reached() as u64,
+        completed,
+        "{}",
+        upstream.summary()
+    );
     let url = redis.url();
     let check = crate::support::gateway::TestGateway::start(
         &crate::support::gateway::Setup::new(&upstream.url()).redis(&url),
