@@ -1,6 +1,8 @@
 //! The binary as operators run it: `check`, `serve` with signals and reload,
 //! the `account` CLI, and what its logs contain.
 
+mod reload_race;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
