@@ -707,21 +707,19 @@ async fn redis_calls_fail_fast_while_down_and_recover_after_restart() {
             })
             .await;
         assert!(result.is_err(), "{result:?}");
+        // Fails rather than hangs: the timeout is 500 ms a call; 10 s is
+        // only reached by a call waiting on the dead server itself.
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(10),
             "{:?}",
             started.elapsed()
         );
     }
     h.redis.as_mut().unwrap().restart();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if h.ledger.ping().await.is_ok() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no recovery");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::support::wait::wait_until("the ledger to reach the restarted Redis", async || {
+        h.ledger.ping().await.map_err(|error| error.to_string())
+    })
+    .await;
     // The restarted Redis is empty: no account, no scripts.
     h.account("acct", "small").await;
     assert!(admitted(&h.debit("b", 1).await));
