@@ -158,3 +158,43 @@ async fn require_durable_refuses_a_redis_that_could_lose_debits() {
         "{ready}"
     );
 }
+
+/// A debit whose reply misses the ledger timeout is answered 503 — and must
+/// then not stand. With a 1 ms timeout most calls time out, some after their
+/// script ran. Ignored while the product lets those debits stand (the Redis
+/// ledger's deadline only refuses scripts that start late); run with
+/// `cargo test -- --ignored` to see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "product gap: a debit that ran but whose reply came after the ledger timeout stands for a request answered 503"]
+async fn a_ledger_timeout_leaves_no_debit_for_a_request_answered_503() {
+    let redis = RedisServer::start();
+    let upstream = RecordingUpstream::start().await;
+    let url = redis.url();
+    let mut setup = Setup::new(&upstream.url()).redis(&url);
+    setup.ledger_timeout = "1ms";
+    let gateway = std::sync::Arc::new(TestGateway::start(&setup).await);
+    let key = gateway.account_with_key("site-1", "pro").await;
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (gateway, key) = (gateway.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            gateway.post_as(&key, "/v1/paid", "x").await.status
+        }));
+    }
+    let mut tally = crate::support::money::Tally::default();
+    for task in tasks {
+        tally.add(task.await.unwrap());
+    }
+    assert!(tally.count(503) > 0, "no call timed out: {tally}");
+    let view = gateway.ledger_view(&["site-1"]).await;
+    eprintln!(
+        "statuses {tally}; ledger used {}; vendor {}",
+        view.used,
+        upstream.summary()
+    );
+    assert_ledger_matches_vendors(
+        &view,
+        &[&upstream],
+        crate::support::money::by_path(&[("/v1/paid", 7)]),
+    );
+}
