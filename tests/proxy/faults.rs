@@ -169,17 +169,19 @@ async fn redis_error_replies_oom_and_readonly_are_503_with_nothing_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_redis_is_503_with_nothing_forwarded() {
-    let redis = Arc::new(RedisServer::start());
+    let redis = RedisServer::start();
     let upstream = RecordingUpstream::start().await;
     let (gateway, key) = gateway_on(&redis, &upstream, false).await;
     assert_eq!(paid(&gateway, &key).await.status, 200);
     // A script that never yields: after busy-reply-threshold every other
     // client gets BUSY until it is killed.
     redis.cli(&["CONFIG", "SET", "busy-reply-threshold", "100"]);
+    // The thread holds only the URL: should the test fail, dropping the
+    // server kills it (and the script) instead of leaking both.
     let runner = {
-        let redis = redis.clone();
+        let url = redis.url();
         std::thread::spawn(move || {
-            let client = redis::Client::open(redis.url()).unwrap();
+            let client = redis::Client::open(url).unwrap();
             let mut connection = client.get_connection().unwrap();
             let _: redis::RedisResult<redis::Value> = redis::cmd("EVAL")
                 .arg("while true do end")
