@@ -6,9 +6,11 @@
 
 use std::path::Path;
 
-use creditgate::config::{Config, PathPattern, RouteConfig};
+use std::collections::{BTreeMap, BTreeSet};
+
+use creditgate::config::Config;
 use creditgate::forward::copy_forwardable_headers;
-use creditgate::path::{is_safe_normalized, normalize};
+use creditgate::path::{is_safe_normalized, normalize, PathError};
 use creditgate::routes::{RouteMatch, RouteTable};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
@@ -89,25 +91,6 @@ fn config_text() -> impl Strategy<Value = String> {
     proptest::collection::vec(fragment, 0..14).prop_map(|parts| parts.concat())
 }
 
-fn header_name() -> impl Strategy<Value = String> {
-    prop_oneof![
-        Just("connection".to_owned()),
-        Just("keep-alive".to_owned()),
-        Just("transfer-encoding".to_owned()),
-        Just("te".to_owned()),
-        Just("upgrade".to_owned()),
-        Just("authorization".to_owned()),
-        Just("x-api-key".to_owned()),
-        Just("proxy-authorization".to_owned()),
-        Just("proxy-foo".to_owned()),
-        Just("host".to_owned()),
-        Just("x-forwarded-for".to_owned()),
-        Just("x-vendor-tenant".to_owned()),
-        Just("content-type".to_owned()),
-        "x-[a-z]{1,6}",
-    ]
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -126,67 +109,381 @@ proptest! {
             }
         }
     }
+}
 
-    #[test]
-    fn arbitrary_paths_normalise_safely_or_are_refused(path in "[/a-z.%2eEfF5cC0;\\\\]{0,24}") {
-        if let Ok(normalised) = normalize(&path) {
-            prop_assert!(is_safe_normalized(&normalised), "{} -> {}", path, normalised);
-            prop_assert_eq!(normalize(&normalised), Ok(normalised.clone()));
+/// Request paths built from segments: plain words, dot segments, empty
+/// segments (doubled slashes) and the spellings that may be refused.
+fn request_path() -> impl Strategy<Value = String> {
+    let segment = prop_oneof![
+        6 => "[a-zA-Z0-9_~-]{1,3}",
+        2 => prop::sample::select(vec![".", "..", ""]).prop_map(str::to_owned),
+        1 => prop::sample::select(vec![
+            "%2e", "%2E%2e", "a%2fb", "%5c", "a\\b", "..;", ".;x", "%25", "%00", "%zz", "%4",
+            "%41", "%7e", "%3b", "a;b", "caf%c3%a9",
+        ])
+        .prop_map(str::to_owned),
+    ];
+    (proptest::collection::vec(segment, 0..8), any::<bool>()).prop_map(|(segments, slash)| {
+        let mut path = format!("/{}", segments.join("/"));
+        if slash {
+            path.push('/');
         }
-    }
+        path
+    })
+}
 
-    #[test]
-    fn route_matching_only_returns_routes_whose_pattern_matches(
-        patterns in proptest::collection::vec("/[ab]{1,2}(/[ab]{1,2})?(/\\*)?", 1..6),
-        path in "/[ab]{1,2}(/[ab]{1,2}){0,2}/?",
-    ) {
-        let routes: Vec<RouteConfig> = patterns.iter().enumerate().map(|(i, p)| RouteConfig {
-            name: format!("r{i}"),
-            method: None,
-            path: match p.strip_suffix('*') {
-                Some(prefix) => PathPattern::Prefix(prefix.to_owned()),
-                None => PathPattern::Exact(p.clone()),
-            },
-            upstream: "u".into(),
-            cost: 1,
-            refund_on_failure: true,
-            units: None,
-            settle: None,
-        }).collect();
-        let table = RouteTable::new(&routes);
-        if let RouteMatch::Found(index) = table.lookup(&http::Method::GET, &path) {
-            let matched = match &routes[index].path {
-                PathPattern::Exact(exact) => exact == &path,
-                PathPattern::Prefix(prefix) => path.starts_with(prefix.as_str()) || path == prefix.trim_end_matches('/'),
-            };
-            prop_assert!(matched, "{} matched {:?}", path, routes[index].path);
-        }
-    }
-
-    #[test]
-    fn header_filtering_never_forwards_credentials_hop_by_hop_or_named_headers(
-        headers in proptest::collection::vec((header_name(), "[a-zA-Z0-9 ,-]{0,20}"), 0..12),
-    ) {
-        let mut src = HeaderMap::new();
-        for (name, value) in &headers {
-            if let Ok(value) = HeaderValue::from_str(value) {
-                src.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value);
+/// For paths of plain words, dot and empty segments only, the whole rule:
+/// empty and `.` segments go, `..` removes the segment before it (and a
+/// path that climbs above the root is refused), a path ending in a removed
+/// segment keeps a trailing slash.
+fn plain_model(path: &str) -> Result<String, PathError> {
+    let mut stack = Vec::new();
+    let mut trailing = false;
+    for segment in path[1..].split('/') {
+        trailing = matches!(segment, "" | "." | "..");
+        match segment {
+            "" | "." => {}
+            ".." => {
+                stack.pop().ok_or(PathError::AboveRoot)?;
             }
-        }
-        let injected = vec![(HeaderName::from_static("x-vendor-tenant"), HeaderValue::from_static("gw"))];
-        let mut dst = HeaderMap::new();
-        copy_forwardable_headers(&src, &mut dst, &injected);
-        let named: Vec<String> = src.get_all("connection").iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .collect();
-        for name in dst.keys() {
-            let name = name.as_str();
-            prop_assert!(!["connection", "keep-alive", "transfer-encoding", "te", "upgrade", "authorization",
-                "x-api-key", "host", "x-forwarded-for", "x-vendor-tenant"].contains(&name), "{} forwarded", name);
-            prop_assert!(!name.starts_with("proxy-"), "{} forwarded", name);
-            prop_assert!(!named.iter().any(|t| t == name), "{} named in Connection but forwarded", name);
+            word => stack.push(word),
         }
     }
+    let mut out = format!("/{}", stack.join("/"));
+    if trailing && out != "/" {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+#[test]
+fn paths_normalise_safely_and_plain_ones_exactly() {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 2048,
+        ..runner_config()
+    });
+    let counts = std::cell::RefCell::new(BTreeMap::<&str, usize>::new());
+    runner
+        .run(&request_path(), |path| {
+            let got = normalize(&path);
+            let plain = !path.contains(['%', '\\', ';']);
+            if plain {
+                // No spelling to refuse: only climbing above the root is.
+                prop_assert_eq!(&got, &plain_model(&path), "{}", path);
+            }
+            if let Ok(normalised) = &got {
+                prop_assert!(is_safe_normalized(normalised), "{} -> {}", path, normalised);
+                prop_assert_eq!(normalize(normalised), Ok(normalised.clone()));
+            }
+            let kind = match (plain, got.is_ok()) {
+                (true, true) => "plain, accepted",
+                (true, false) => "plain, above the root",
+                (false, true) => "encoded, accepted",
+                (false, false) => "encoded, refused",
+            };
+            *counts.borrow_mut().entry(kind).or_default() += 1;
+            Ok(())
+        })
+        .unwrap();
+    // A normaliser that refused everything, or accepted everything, fails here.
+    let counts = counts.into_inner();
+    let total: usize = counts.values().sum();
+    for kind in [
+        "plain, accepted",
+        "plain, above the root",
+        "encoded, accepted",
+        "encoded, refused",
+    ] {
+        let count = counts.get(kind).copied().unwrap_or(0);
+        assert!(
+            count * 50 >= total,
+            "{kind}: {count} of {total} ({counts:?})"
+        );
+    }
+}
+
+// ---- Route matching against a brute-force model ----
+
+const METHODS: [&str; 4] = ["GET", "POST", "PUT", "DELETE"];
+
+/// (method or any, pattern): `/seg…` exact, `/seg…/*` prefix.
+fn route_spec() -> impl Strategy<Value = (Option<&'static str>, String)> {
+    (
+        prop::option::weighted(0.6, prop::sample::select(&METHODS[..3])),
+        "/[ab]{1,2}(/[ab]{1,2}){0,2}(/\\*)?",
+    )
+}
+
+/// Routes through the real config parser, so the table is built exactly as
+/// the gateway builds it; (method, pattern) pairs are unique, as the config
+/// requires.
+fn parse_routes(specs: &[(Option<&str>, String)]) -> Config {
+    let mut toml = String::from(
+        "[plans.p]\nmonthly_allowance = 1\n[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n",
+    );
+    for (index, (method, pattern)) in specs.iter().enumerate() {
+        toml.push_str(&format!(
+            "[[routes]]\nname = \"r{index}\"\npath = \"{pattern}\"\nupstream = \"u\"\ncost = 1\n"
+        ));
+        if let Some(method) = method {
+            toml.push_str(&format!("method = \"{method}\"\n"));
+        }
+    }
+    Config::parse(&toml, "fuzz.toml", Path::new("."), &|_| None)
+        .unwrap_or_else(|e| panic!("generated routes are valid:\n{toml}\n{e}"))
+}
+
+/// The routing rules read literally, by brute force: among the routes whose
+/// pattern matches the path (an exact pattern equal to it, or a prefix
+/// `/p/*` with the path under `/p/` or equal to `/p`), those accepting the
+/// method rank exact first, then longer prefix, then explicit method, then
+/// config order; none accepting while some match is a 405 listing their
+/// methods; none matching is a 404.
+fn model(specs: &[(Option<&str>, String)], method: &str, path: &str) -> RouteMatch {
+    let mut matching = Vec::new();
+    for (index, (route_method, pattern)) in specs.iter().enumerate() {
+        let rank = match pattern.strip_suffix('*') {
+            None => (pattern == path).then_some((1, 0)),
+            Some(prefix) => (path.starts_with(prefix) || path == &prefix[..prefix.len() - 1])
+                .then_some((0, prefix.len())),
+        };
+        if let Some(rank) = rank {
+            matching.push((index, *route_method, rank));
+        }
+    }
+    let best = matching
+        .iter()
+        .filter(|(_, route_method, _)| route_method.is_none_or(|m| m == method))
+        .max_by_key(|(index, route_method, rank)| {
+            (*rank, route_method.is_some(), std::cmp::Reverse(*index))
+        });
+    match best {
+        Some((index, _, _)) => RouteMatch::Found(*index),
+        None if matching.is_empty() => RouteMatch::NotFound,
+        None => RouteMatch::MethodNotAllowed {
+            allow: matching
+                .iter()
+                .filter_map(|(_, m, _)| m.map(str::to_owned))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        },
+    }
+}
+
+/// Explicit runners: no regression file to look for (and none to write).
+fn runner_config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 512,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+#[test]
+fn route_matching_agrees_with_a_brute_force_model_on_found_405_and_404() {
+    let mut runner = proptest::test_runner::TestRunner::new(runner_config());
+    let outcomes = std::cell::RefCell::new(BTreeMap::<&str, usize>::new());
+    // Requests aim at the routes' own patterns half of the time (the path
+    // itself, a prefix's bare form or something under it), so that lookups
+    // collide with routes often; the rest are arbitrary.
+    let cases = proptest::collection::vec(route_spec(), 1..8).prop_flat_map(|specs| {
+        let count = specs.len();
+        let request = (
+            prop::sample::select(&METHODS[..]),
+            prop::option::of(0..count),
+            "(/[ab]{1,2}){0,2}/?",
+            "/[ab]{1,2}(/[ab]{1,2}){0,2}/?",
+        );
+        let specs_for_paths = specs.clone();
+        (
+            Just(specs),
+            proptest::collection::vec(request, 1..12).prop_map(move |requests| {
+                requests
+                    .into_iter()
+                    .map(|(method, aim, below, arbitrary)| {
+                        let path = match aim.map(|i| &specs_for_paths[i].1) {
+                            None => arbitrary,
+                            Some(pattern) => match pattern.strip_suffix("/*") {
+                                None => pattern.clone(),
+                                Some(bare) if below.is_empty() => bare.to_owned(),
+                                Some(bare) => format!("{bare}{below}"),
+                            },
+                        };
+                        (method, path)
+                    })
+                    .collect::<Vec<_>>()
+            }),
+        )
+    });
+    runner
+        .run(&cases, |(specs, requests)| {
+            let mut seen = BTreeSet::new();
+            let specs: Vec<_> = specs
+                .into_iter()
+                .filter(|(method, pattern)| seen.insert((*method, pattern.clone())))
+                .collect();
+            let config = parse_routes(&specs);
+            let table = RouteTable::new(&config.routes);
+            for (method, path) in requests {
+                let got =
+                    table.lookup(&http::Method::from_bytes(method.as_bytes()).unwrap(), &path);
+                let want = model(&specs, method, &path);
+                prop_assert_eq!(&got, &want, "{} {} over {:?}", method, path, specs);
+                let kind = match got {
+                    RouteMatch::Found(_) => "found",
+                    RouteMatch::MethodNotAllowed { .. } => "405",
+                    RouteMatch::NotFound => "404",
+                };
+                *outcomes.borrow_mut().entry(kind).or_default() += 1;
+            }
+            Ok(())
+        })
+        .unwrap();
+    // Both sides, and the third: a table that never matches, or never
+    // answers 405, fails here even if it agreed with the model.
+    let outcomes = outcomes.into_inner();
+    let total: usize = outcomes.values().sum();
+    for kind in ["found", "405", "404"] {
+        let count = outcomes.get(kind).copied().unwrap_or(0);
+        assert!(
+            count * 10 >= total,
+            "{kind}: {count} of {total} lookups ({outcomes:?})"
+        );
+    }
+}
+
+// ---- Header filtering, both ways ----
+
+fn header_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            // Never forwarded as the client sent them.
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "expect",
+            "host",
+            "x-request-id",
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-forwarded-port",
+            "x-real-ip",
+            "authorization",
+            "x-api-key",
+            "cookie",
+            "proxy-authorization",
+            "proxy-foo",
+            "x-vendor-tenant",
+            // Forwarded (unless named in Connection).
+            "content-type",
+            "accept",
+            "accept-encoding",
+            "user-agent",
+            "x-custom",
+        ])
+        .prop_map(str::to_owned),
+        "x-[a-z]{1,2}",
+    ]
+}
+
+/// Names the gateway sets, strips as hop-by-hop, or keeps to itself
+/// (docs/http-api.md), independent of the implementation's list.
+const NEVER_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "host",
+    "x-request-id",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "authorization",
+    "x-api-key",
+    "cookie",
+];
+
+#[test]
+fn header_filtering_forwards_exactly_what_may_travel() {
+    let mut runner = proptest::test_runner::TestRunner::new(runner_config());
+    let (forwarded, stripped) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+    let headers = proptest::collection::vec(
+        (
+            header_name(),
+            prop_oneof![
+                "[a-zA-Z0-9 ,-]{0,12}",
+                // A Connection value naming other headers of the request.
+                proptest::collection::vec(header_name(), 1..3).prop_map(|names| names.join(", ")),
+            ],
+        ),
+        0..12,
+    );
+    runner
+        .run(&headers, |headers| {
+            let mut src = HeaderMap::new();
+            for (name, value) in &headers {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    src.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value);
+                }
+            }
+            let injected = vec![(
+                HeaderName::from_static("x-vendor-tenant"),
+                HeaderValue::from_static("gw"),
+            )];
+            let mut dst = HeaderMap::new();
+            copy_forwardable_headers(&src, &mut dst, &injected);
+            let named: BTreeSet<String> = src
+                .get_all("connection")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect();
+            let may_travel = |name: &str| {
+                !NEVER_FORWARDED.contains(&name)
+                    && !name.starts_with("proxy-")
+                    && !named.contains(name)
+                    && name != "x-vendor-tenant"
+            };
+            // Every header that may travel arrives, every value in order;
+            // nothing else does.
+            for name in src.keys() {
+                let sent: Vec<_> = src.get_all(name).iter().collect();
+                let arrived: Vec<_> = dst.get_all(name).iter().collect();
+                if may_travel(name.as_str()) {
+                    prop_assert_eq!(&arrived, &sent, "{} dropped or altered", name);
+                    forwarded.set(forwarded.get() + 1);
+                } else {
+                    prop_assert!(arrived.is_empty(), "{} forwarded", name);
+                    stripped.set(stripped.get() + 1);
+                }
+            }
+            prop_assert!(
+                dst.keys().all(|name| src.contains_key(name)),
+                "a header appeared"
+            );
+            Ok(())
+        })
+        .unwrap();
+    // Both sides were exercised many times.
+    assert!(
+        forwarded.get() >= 500 && stripped.get() >= 500,
+        "{} forwarded, {} stripped header names checked",
+        forwarded.get(),
+        stripped.get()
+    );
 }

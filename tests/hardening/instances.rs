@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::support::gateway::{Setup, TestGateway};
 use crate::support::http::TestClient;
+use crate::support::money::{assert_ledger_matches_vendors, by_path, Tally};
 use crate::support::process::{GatewayProcess, TempDir};
 use crate::support::redis::RedisServer;
 use crate::support::upstream::RecordingUpstream;
@@ -20,7 +21,7 @@ listen = "{{ADMIN}}"
 token = "t"
 [ledger]
 redis_url = "{redis_url}"
-timeout = "2s"
+timeout = "5s"
 [plans.small]
 monthly_allowance = 1000
 [upstreams.vendor]
@@ -36,7 +37,7 @@ cost = 7
 
 /// Sends `total` requests, `in_flight` at a time, round-robin over `urls`;
 /// returns the statuses.
-async fn flood(urls: Vec<String>, auth: String, total: usize, in_flight: usize) -> Vec<u16> {
+async fn flood(urls: Vec<String>, key: String, total: usize, in_flight: usize) -> Tally {
     let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let client = TestClient::new();
     let mut tasks = Vec::with_capacity(total);
@@ -44,21 +45,18 @@ async fn flood(urls: Vec<String>, auth: String, total: usize, in_flight: usize) 
         let permit = permits.clone().acquire_owned().await.unwrap();
         let client = client.clone();
         let url = urls[i % urls.len()].clone();
-        let auth = auth.clone();
+        let key = key.clone();
         tasks.push(tokio::spawn(async move {
-            let status = client
-                .post(&url, &[("authorization", &auth)], "x")
-                .await
-                .status;
+            let status = client.post_as(&key, &url, "x").await.status;
             drop(permit);
             status
         }));
     }
-    let mut statuses = Vec::with_capacity(total);
+    let mut tally = Tally::default();
     for task in tasks {
-        statuses.push(task.await.unwrap());
+        tally.add(task.await.unwrap());
     }
-    statuses
+    tally
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -93,16 +91,21 @@ async fn three_gateway_processes_admit_exactly_142_of_2000() {
         .unwrap()
         .to_owned();
     let urls = fleet.iter().map(|g| g.url("/v1/paid")).collect();
-    let statuses = flood(urls, format!("Bearer {key}"), 2000, 64).await;
-    let admitted = statuses.iter().filter(|s| **s == 200).count();
-    let rejected = statuses.iter().filter(|s| **s == 429).count();
-    assert_eq!((admitted, rejected), (142, 1858), "only 200 and 429");
-    assert_eq!(upstream.count(), 142);
-    let account = client
-        .get(&fleet[2].admin_url("/admin/v1/accounts/busy"), &admin)
-        .await
-        .json();
-    assert_eq!(account["used"], 994);
+    let tally = flood(urls, key, 2000, 64).await;
+    let view = fleet[2].ledger_view("t", &["busy"]).await;
+    let report = format!(
+        "statuses {tally}; ledger used {}; vendor {}",
+        view.used,
+        upstream.summary()
+    );
+    assert_eq!(
+        (tally.count(200), tally.count(429)),
+        (142, 1858),
+        "only 200 and 429: {report}"
+    );
+    assert_eq!(upstream.reached(), 142, "{report}");
+    assert_eq!(view.used, 994, "{report}");
+    assert_ledger_matches_vendors(&view, &[&upstream], by_path(&[("/v1/paid", 7)]));
     let history = client
         .get(
             &fleet[0].admin_url("/admin/v1/accounts/busy/history?limit=500"),
@@ -176,16 +179,20 @@ async fn randomized_allowances_costs_and_instance_counts_admit_exactly_floor() {
             .iter()
             .map(|g| g.url(&format!("/v1/round/{round}")))
             .collect();
-        let statuses = flood(urls, format!("Bearer {key}"), fits + 25, 32).await;
-        let admitted = statuses.iter().filter(|s| **s == 200).count();
-        assert_eq!(
-            admitted, fits,
-            "round {round}: allowance {allowance}, cost {cost}, {instances} instances"
+        let before = upstream.reached();
+        let tally = flood(urls, key, fits + 25, 32).await;
+        let view = gateways[0].ledger_view(&[&account]).await;
+        let report = format!(
+            "round {round}: allowance {allowance}, cost {cost}, {instances} instances: \
+             statuses {tally}; ledger used {}; vendor {}",
+            view.used,
+            upstream.summary()
         );
-        assert_eq!(
-            gateways[0].used(&account).await,
-            fits as u64 * cost,
-            "round {round}"
-        );
+        assert_eq!(tally.count(200), fits, "{report}");
+        assert_eq!(tally.others(&[200, 429]), 0, "{report}");
+        assert_eq!(view.used, fits as u64 * cost, "{report}");
+        assert_eq!(upstream.reached() - before, fits, "{report}");
+        let path = format!("/v1/round/{round}");
+        assert_ledger_matches_vendors(&view, &[&upstream], by_path(&[(&path, cost)]));
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::support::gateway::{Setup, TestGateway, VENDOR_KEY};
 use crate::support::http::Response;
+use crate::support::money::{assert_ledger_matches_vendors, Tally};
 use crate::support::upstream::{unused_addr, Behavior, RecordingUpstream};
 
 fn assert_clean(response: &Response, key: &str, what: &str) {
@@ -56,6 +57,8 @@ async fn keys_never_leak_on_any_path() {
         ("unreachable", Behavior::Ok, "/v1/dead"),
         ("not found", Behavior::Ok, "/v1/nothing"),
     ];
+    // Requests answered with a gateway or vendor 5xx: refunded.
+    let mut refunded = std::collections::HashSet::new();
     for (what, behavior, path) in checks {
         upstream.set_behavior(behavior);
         let response = gateway
@@ -63,6 +66,9 @@ async fn keys_never_leak_on_any_path() {
             .post(&gateway.url(path), &client_headers, "x")
             .await;
         assert_clean(&response, &key, what);
+        if response.status >= 500 {
+            refunded.insert(response.header("x-request-id").unwrap().to_owned());
+        }
     }
     let wrong_method = gateway.client.get(&paid, &client_headers).await;
     assert_eq!(wrong_method.status, 405);
@@ -74,10 +80,19 @@ async fn keys_never_leak_on_any_path() {
     assert_eq!(too_large.status, 413);
     assert_clean(&too_large, &key, "413");
     upstream.set_behavior(Behavior::Ok);
+    let mut tally = Tally::default();
     for _ in 0..20 {
         let response = gateway.client.post(&paid, &client_headers, "x").await;
         assert_clean(&response, &key, "200 or 429");
+        tally.add(response.status);
     }
+    // 100 credits: 7 each, the success and the 4xx came first.
+    assert_eq!((tally.count(200), tally.count(429)), (12, 8), "{tally}");
+    let view = gateway.ledger_view(&["site-1"]).await;
+    assert_ledger_matches_vendors(&view, &[&upstream], |request| match request.path() {
+        "/v1/paid" if !refunded.contains(request.request_id()) => 7,
+        _ => 0,
+    });
     let unknown = gateway
         .client
         .post(&paid, &[("authorization", "Bearer cg_unknown")], "x")

@@ -7,13 +7,17 @@ mod deploy;
 mod dev_mode;
 mod ledger_repair;
 mod metrics_docs;
+mod reload_race;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::support::gateway::VENDOR_KEY;
-use crate::support::http::TestClient;
+use crate::support::http::{TestClient, GENEROUS};
+use crate::support::money::{assert_ledger_matches_vendors, by_path, by_request_id};
 use crate::support::process::{run, GatewayProcess, TempDir};
 use crate::support::upstream::{unused_addr, Behavior, RecordingUpstream};
+use crate::support::wait::wait_until;
 
 const TOKEN: &str = "operator-token";
 
@@ -125,11 +129,12 @@ async fn the_account_cli_manages_accounts_keys_history_and_refunds() {
     let key_id = key["key_id"].as_str().unwrap().to_owned();
 
     let client = TestClient::new();
-    let auth = format!("Bearer {secret}");
     let paid = client
-        .post(
+        .send_as(
+            &secret,
+            http::Method::POST,
             &gateway.url("/v1/paid"),
-            &[("authorization", &auth), ("x-request-id", "cli-req-1")],
+            &[("x-request-id", "cli-req-1")],
             "x",
         )
         .await;
@@ -149,10 +154,12 @@ async fn the_account_cli_manages_accounts_keys_history_and_refunds() {
     assert_eq!(suspended["plan"], "pro");
     let revoke = cli(&gateway, &["key-revoke", "site-42", &key_id]);
     assert!(revoke.status.success());
-    let after = client
-        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-        .await;
+    let after = client.post_as(&secret, &gateway.url("/v1/paid"), "x").await;
     assert_eq!(after.status, 401);
+    // The vendor did the work; the operator refunded it.
+    assert_eq!(upstream.count(), 1);
+    let view = gateway.ledger_view(TOKEN, &["site-42"]).await;
+    assert_ledger_matches_vendors(&view, &[&upstream], |_| 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,13 +175,18 @@ async fn reload_by_sighup_and_endpoint_and_an_invalid_file_changes_nothing() {
         .as_str()
         .unwrap()
         .to_owned();
-    let auth = format!("Bearer {key}");
+    // Every response's cost, by request id, for the ledger check at the end.
+    let charged = std::sync::Mutex::new(HashMap::new());
     let cost_now = || async {
-        let r = client
-            .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-            .await;
+        let r = client.post_as(&key, &gateway.url("/v1/paid"), "x").await;
         assert_eq!(r.status, 200, "{}", r.text());
-        r.header("x-credits-cost").unwrap().to_owned()
+        let cost = r.header("x-credits-cost").unwrap().to_owned();
+        let id = r.header("x-request-id").unwrap().to_owned();
+        charged
+            .lock()
+            .unwrap()
+            .insert(id, cost.parse::<u64>().unwrap());
+        cost
     };
     assert_eq!(cost_now().await, "7");
 
@@ -186,14 +198,13 @@ async fn reload_by_sighup_and_endpoint_and_an_invalid_file_changes_nothing() {
     )
     .unwrap();
     gateway.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if cost_now().await == "11" {
-            break;
+    wait_until("the SIGHUP reload to apply", async || {
+        match cost_now().await {
+            cost if cost == "11" => Ok(()),
+            cost => Err(format!("cost {cost}")),
         }
-        assert!(Instant::now() < deadline, "SIGHUP reload not applied");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 
     // The endpoint, with an invalid file: 400 with every error, old config serving.
     let good = std::fs::read_to_string(&gateway.config_path).unwrap();
@@ -239,6 +250,9 @@ async fn reload_by_sighup_and_endpoint_and_an_invalid_file_changes_nothing() {
         metrics.contains("creditgate_config_reloads_total{result=\"success\"} 2"),
         "{metrics}"
     );
+    let view = gateway.ledger_view(TOKEN, &["site-1"]).await;
+    let charged = charged.into_inner().unwrap();
+    assert_ledger_matches_vendors(&view, &[&upstream], by_request_id(&charged));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,7 +357,10 @@ async fn sigterm_under_load_drains_in_flight_requests_exits_zero_and_keeps_the_l
         .replace("timeout = \"500ms\"", "timeout = \"5s\"")
         .replace(
             "[plans.pro]",
-            &format!("[ledger]\nredis_url = \"{}\"\n[plans.pro]", redis.url()),
+            &format!(
+                "[ledger]\nredis_url = \"{}\"\ntimeout = \"5s\"\n[plans.pro]",
+                redis.url()
+            ),
         );
     let mut gateway = start(&dir, &toml);
     stdout_json(&cli(&gateway, &["put", "site-1", "--plan", "pro"]));
@@ -379,17 +396,18 @@ async fn sigterm_under_load_drains_in_flight_requests_exits_zero_and_keeps_the_l
             (ok, refused)
         }));
     }
-    upstream.wait_for(4, Duration::from_secs(5)).await;
+    upstream.wait_for(4, GENEROUS).await;
     gateway.signal("TERM");
     let terminated = Instant::now();
     let mut completed = 0;
     for client in clients {
         completed += client.await.unwrap().0;
     }
-    assert_eq!(gateway.wait_exit(Duration::from_secs(10)), Some(0));
-    assert!(
-        terminated.elapsed() < Duration::from_secs(8),
-        "drain took {:?}",
+    // Exits (not hung) with 0; how long the drain may take is the drain
+    // timeout's business, not a wall-clock bound here.
+    assert_eq!(gateway.wait_exit(GENEROUS), Some(0));
+    eprintln!(
+        "SIGTERM: exited {:?} after the signal",
         terminated.elapsed()
     );
     assert!(
@@ -397,7 +415,12 @@ async fn sigterm_under_load_drains_in_flight_requests_exits_zero_and_keeps_the_l
         "no new connections after shutdown"
     );
     // Every request that got its 200 reached the vendor and was debited once.
-    assert_eq!(upstream.count() as u64, completed);
+    assert_eq!(
+        upstream.reached() as u64,
+        completed,
+        "{}",
+        upstream.summary()
+    );
     let url = redis.url();
     let check = crate::support::gateway::TestGateway::start(
         &crate::support::gateway::Setup::new(&upstream.url()).redis(&url),
@@ -408,4 +431,6 @@ async fn sigterm_under_load_drains_in_flight_requests_exits_zero_and_keeps_the_l
         completed * 7,
         "ledger == Σ cost of forwarded requests"
     );
+    let view = check.ledger_view(&["site-1"]).await;
+    assert_ledger_matches_vendors(&view, &[&upstream], by_path(&[("/v1/paid", 7)]));
 }

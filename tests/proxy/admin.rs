@@ -4,7 +4,9 @@ use serde_json::json;
 
 use super::assert_problem;
 use crate::support::gateway::{Setup, TestGateway, ADMIN_TOKEN};
-use crate::support::upstream::RecordingUpstream;
+use crate::support::money::{assert_ledger_matches_vendors, by_path};
+use crate::support::upstream::{Behavior, RecordingUpstream};
+use crate::support::wait::wait_until;
 
 fn admin_auth() -> String {
     format!("Bearer {ADMIN_TOKEN}")
@@ -109,37 +111,18 @@ async fn plan_changes_apply_to_the_next_request() {
     let upstream = RecordingUpstream::start().await;
     let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
     let key = gateway.account_with_key("site-1", "free").await;
-    let auth = format!("Bearer {key}");
     for _ in 0..10 {
-        gateway
-            .client
-            .post(
-                &gateway.url("/v1/images/generate"),
-                &[("authorization", &auth)],
-                "x",
-            )
-            .await;
+        gateway.post_as(&key, "/v1/images/generate", "x").await;
     }
-    let rejected = gateway
-        .client
-        .post(
-            &gateway.url("/v1/images/generate"),
-            &[("authorization", &auth)],
-            "x",
-        )
-        .await;
+    let rejected = gateway.post_as(&key, "/v1/images/generate", "x").await;
     assert_eq!(rejected.status, 429);
     gateway.admin_put_account("site-1", "pro").await;
-    let admitted = gateway
-        .client
-        .post(
-            &gateway.url("/v1/images/generate"),
-            &[("authorization", &auth)],
-            "x",
-        )
-        .await;
+    let admitted = gateway.post_as(&key, "/v1/images/generate", "x").await;
     assert_eq!(admitted.status, 200);
     assert_eq!(admitted.header("x-credits-remaining"), Some("9890"));
+    assert_eq!(upstream.reached(), 11, "the 429 was never forwarded");
+    let view = gateway.ledger_view(&["site-1"]).await;
+    assert_ledger_matches_vendors(&view, &[&upstream], by_path(&[("/v1/images/generate", 10)]));
 }
 
 #[tokio::test]
@@ -162,15 +145,7 @@ async fn keys_are_shown_once_and_revoked_keys_stop_working() {
     let account = gateway.admin_get("/admin/v1/accounts/site-1").await.text();
     assert!(!account.contains(&key), "the key is shown only once");
 
-    let auth = format!("Bearer {key}");
-    assert_eq!(
-        gateway
-            .client
-            .get(&gateway.url("/v1/free"), &[("authorization", &auth)])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(gateway.get_as(&key, "/v1/free").await.status, 200);
     let revoked = gateway
         .client
         .delete(
@@ -179,10 +154,7 @@ async fn keys_are_shown_once_and_revoked_keys_stop_working() {
         )
         .await;
     assert_eq!(revoked.status, 204);
-    let after = gateway
-        .client
-        .get(&gateway.url("/v1/free"), &[("authorization", &auth)])
-        .await;
+    let after = gateway.get_as(&key, "/v1/free").await;
     assert_problem(&after, 401, "unauthenticated");
     let again = gateway
         .client
@@ -209,13 +181,11 @@ async fn refunds_return_credits_once_and_unknown_ids_are_404() {
     let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
     let key = gateway.account_with_key("site-1", "pro").await;
     let paid = gateway
-        .client
-        .post(
-            &gateway.url("/v1/paid"),
-            &[
-                ("authorization", &format!("Bearer {key}")),
-                ("x-request-id", "req-1"),
-            ],
+        .send_as(
+            &key,
+            http::Method::POST,
+            "/v1/paid",
+            &[("x-request-id", "req-1")],
             "x",
         )
         .await;
@@ -258,6 +228,9 @@ async fn refunds_return_credits_once_and_unknown_ids_are_404() {
         .await
         .json();
     assert_eq!(history["items"][0]["refunded"], true);
+    // The vendor did the work; the operator gave the credits back.
+    let view = gateway.ledger_view(&["site-1"]).await;
+    assert_ledger_matches_vendors(&view, &[&upstream], |_| 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,17 +253,9 @@ async fn a_revoked_key_is_rejected_by_every_instance_within_five_seconds() {
         .json();
     let key = created["key"].as_str().unwrap().to_owned();
     let key_id = created["key_id"].as_str().unwrap().to_owned();
-    let auth = format!("Bearer {key}");
     // Both instances have the key cached.
     for gateway in [&first, &second] {
-        assert_eq!(
-            gateway
-                .client
-                .get(&gateway.url("/v1/free"), &[("authorization", &auth)])
-                .await
-                .status,
-            200
-        );
+        assert_eq!(gateway.get_as(&key, "/v1/free").await.status, 200);
     }
     let revoked_at = std::time::Instant::now();
     let revoked = first
@@ -301,26 +266,19 @@ async fn a_revoked_key_is_rejected_by_every_instance_within_five_seconds() {
         )
         .await;
     assert_eq!(revoked.status, 204);
-    assert_eq!(
-        first
-            .client
-            .get(&first.url("/v1/free"), &[("authorization", &auth)])
-            .await
-            .status,
-        401
-    );
+    assert_eq!(first.get_as(&key, "/v1/free").await.status, 401);
+    // Judged by when each request was sent: one sent 5 s after the
+    // revocation must be refused, however long a loaded machine takes to
+    // answer it.
     loop {
-        let status = second
-            .client
-            .get(&second.url("/v1/free"), &[("authorization", &auth)])
-            .await
-            .status;
+        let sent_after = revoked_at.elapsed();
+        let status = second.get_as(&key, "/v1/free").await.status;
         if status == 401 {
             break;
         }
         assert!(
-            revoked_at.elapsed() < std::time::Duration::from_secs(5),
-            "still accepted after 5 s"
+            sent_after < std::time::Duration::from_secs(5),
+            "a request sent {sent_after:?} after the revocation was accepted"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -334,45 +292,19 @@ async fn gateway_put(gateway: &TestGateway, id: &str) {
 #[tokio::test]
 async fn metrics_count_requests_credits_and_latency_by_route_never_by_account() {
     let upstream = RecordingUpstream::start().await;
+    upstream.set_behavior_for("/v1/paid", Behavior::Status(500));
     let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
     let key = gateway.account_with_key("secret-account-id", "free").await;
-    let auth = format!("Bearer {key}");
     for _ in 0..11 {
-        gateway
-            .client
-            .post(
-                &gateway.url("/v1/images/generate"),
-                &[("authorization", &auth)],
-                "x",
-            )
-            .await;
+        gateway.post_as(&key, "/v1/images/generate", "x").await;
     }
-    gateway
-        .client
-        .get(&gateway.url("/v1/nothing"), &[("authorization", &auth)])
-        .await;
-    let text = gateway
-        .client
-        .get(&gateway.admin_url("/metrics"), &[])
-        .await
-        .text();
-    let mut samples = std::collections::HashMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (name, value) = line.rsplit_once(' ').expect("`name value`");
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad sample {line}"));
-        samples.insert(name.to_owned(), value);
-    }
-    let get = |name: &str| {
-        samples
-            .get(name)
-            .copied()
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-    };
+    gateway.get_as(&key, "/v1/nothing").await;
+    // A second account's request fails upstream and is refunded.
+    let other = gateway.account_with_key("other-secret-id", "pro").await;
+    let failed = gateway.post_as(&other, "/v1/paid", "x").await;
+    assert_eq!(failed.status, 500);
+    let samples = gateway.metrics().await;
+    let get = |name: &str| samples.get(name);
     assert_eq!(
         get("creditgate_requests_total{route=\"image\",outcome=\"forwarded\",status=\"200\"}"),
         10.0
@@ -387,6 +319,14 @@ async fn metrics_count_requests_credits_and_latency_by_route_never_by_account() 
         100.0
     );
     assert_eq!(
+        get("creditgate_credits_refunded_total{route=\"paid\"}"),
+        7.0
+    );
+    assert_eq!(
+        samples.counter("creditgate_credits_refunded_total{route=\"image\"}"),
+        0.0
+    );
+    assert_eq!(
         get("creditgate_upstream_duration_seconds_count{route=\"image\"}"),
         10.0
     );
@@ -394,16 +334,61 @@ async fn metrics_count_requests_credits_and_latency_by_route_never_by_account() 
         get("creditgate_upstream_duration_seconds_bucket{route=\"image\",le=\"+Inf\"}"),
         10.0
     );
-    assert!(get("creditgate_open_connections{listener=\"data\"}") >= 0.0);
-    assert!(text.contains("creditgate_ledger_duration_seconds_count{op=\"debit\"}"));
-    // Twelve requests with one key: the first asked the ledger, the rest hit
-    // the key cache, which is not a ledger call.
+    // Every debit is a ledger call, admitted or not: 11 images and 1 paid.
     assert_eq!(
-        get("creditgate_ledger_duration_seconds_count{op=\"find_key\"}"),
+        get("creditgate_ledger_duration_seconds_count{op=\"debit\"}"),
+        12.0
+    );
+    assert_eq!(
+        get("creditgate_ledger_duration_seconds_count{op=\"refund\"}"),
         1.0
     );
-    assert!(
-        !text.contains("secret-account-id"),
-        "account ids never label metrics"
+    // Fourteen requests with two keys: each key's first request asked the
+    // ledger, the rest hit the key cache, which is not a ledger call.
+    assert_eq!(
+        get("creditgate_ledger_duration_seconds_count{op=\"find_key\"}"),
+        2.0
     );
+    for account in ["secret-account-id", "other-secret-id"] {
+        assert!(
+            !samples.text().contains(account),
+            "account ids never label metrics"
+        );
+    }
+    let view = gateway
+        .ledger_view(&["secret-account-id", "other-secret-id"])
+        .await;
+    assert_ledger_matches_vendors(&view, &[&upstream], |request| {
+        match (request.path(), request.status) {
+            ("/v1/images/generate", Some(200)) => 10,
+            _ => 0,
+        }
+    });
+
+    // The open-connections gauge follows connections as they come and go.
+    let open = async || {
+        gateway
+            .metrics()
+            .await
+            .get("creditgate_open_connections{listener=\"data\"}") as i64
+    };
+    let before = open().await;
+    let addr = gateway.running().data_addr;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    wait_until("3 more open data connections", async || {
+        match open().await {
+            n if n == before + 3 => Ok(()),
+            n => Err(format!("{n} open, {before} before")),
+        }
+    })
+    .await;
+    drop(held);
+    wait_until("the 3 to be closed", async || match open().await {
+        n if n == before => Ok(()),
+        n => Err(format!("{n} open, {before} before")),
+    })
+    .await;
 }

@@ -4,7 +4,29 @@ use std::time::Duration;
 
 use super::assert_problem;
 use crate::support::gateway::{Setup, TestGateway};
-use crate::support::upstream::{unused_addr, Behavior, RecordingUpstream};
+use crate::support::money::{assert_ledger_matches_vendors, by_path};
+use crate::support::upstream::{unused_addr, Behavior, RecordedRequest, RecordingUpstream};
+
+/// The ledger of `accounts` equals what the vendor received, priced by
+/// `price` (0 for what the route's rules refund).
+async fn assert_money(
+    gateway: &TestGateway,
+    upstream: &RecordingUpstream,
+    accounts: &[&str],
+    price: impl Fn(&RecordedRequest) -> u64,
+) {
+    let view = gateway.ledger_view(accounts).await;
+    assert_ledger_matches_vendors(&view, &[upstream], price);
+}
+
+/// Nothing reached the vendor (not even part of a request) and nothing
+/// stands in the ledger.
+async fn assert_nothing_forwarded_or_charged(gateway: &TestGateway, upstream: &RecordingUpstream) {
+    assert_eq!(upstream.reached(), 0, "{}", upstream.summary());
+    let view = gateway.ledger_view(&["site-1"]).await;
+    assert_eq!(view.used, 0, "{view:?}");
+    assert_eq!(view.standing().count(), 0, "{view:?}");
+}
 
 async fn setup() -> (RecordingUpstream, TestGateway, String) {
     let upstream = RecordingUpstream::start().await;
@@ -35,7 +57,7 @@ async fn missing_or_unknown_key_is_401_and_nothing_is_forwarded() {
         .post(&gateway.url("/v1/paid"), &[("x-api-key", "cg_nope")], "x")
         .await;
     assert_problem(&unknown_x, 401, "unauthenticated");
-    assert_eq!(upstream.count(), 0);
+    assert_eq!(upstream.reached(), 0, "{}", upstream.summary());
 }
 
 #[tokio::test]
@@ -47,6 +69,13 @@ async fn x_api_key_authenticates_like_bearer() {
         .await;
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(upstream.count(), 1);
+    assert_money(
+        &gateway,
+        &upstream,
+        &["site-1"],
+        by_path(&[("/v1/paid", 7)]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -61,49 +90,29 @@ async fn suspended_account_is_403_and_nothing_is_debited() {
         )
         .await;
     assert_eq!(put.status, 200, "{}", put.text());
-    let auth = format!("Bearer {key}");
-    for path in ["/v1/paid", "/v1/free"] {
-        let method_path = gateway.url(path);
-        let response = if path == "/v1/free" {
-            gateway
-                .client
-                .get(&method_path, &[("authorization", &auth)])
-                .await
-        } else {
-            gateway
-                .client
-                .post(&method_path, &[("authorization", &auth)], "x")
-                .await
-        };
+    for response in [
+        gateway.post_as(&key, "/v1/paid", "x").await,
+        gateway.get_as(&key, "/v1/free").await,
+    ] {
         assert_problem(&response, 403, "account_suspended");
     }
-    assert_eq!(upstream.count(), 0);
-    assert_eq!(gateway.used("site-1").await, 0);
+    assert_nothing_forwarded_or_charged(&gateway, &upstream).await;
 }
 
 #[tokio::test]
 async fn unknown_route_is_404_and_wrong_method_is_405_with_allow() {
     let (upstream, gateway, key) = setup().await;
-    let auth = format!("Bearer {key}");
-    let missing = gateway
-        .client
-        .get(&gateway.url("/v1/nothing"), &[("authorization", &auth)])
-        .await;
+    let missing = gateway.get_as(&key, "/v1/nothing").await;
     assert_problem(&missing, 404, "route_not_found");
-    let wrong = gateway
-        .client
-        .get(&gateway.url("/v1/paid"), &[("authorization", &auth)])
-        .await;
+    let wrong = gateway.get_as(&key, "/v1/paid").await;
     assert_problem(&wrong, 405, "method_not_allowed");
     assert_eq!(wrong.header("allow"), Some("POST"));
-    assert_eq!(upstream.count(), 0);
-    assert_eq!(gateway.used("site-1").await, 0);
+    assert_nothing_forwarded_or_charged(&gateway, &upstream).await;
 }
 
 #[tokio::test]
 async fn unsafe_paths_are_400_and_never_forwarded() {
     let (upstream, gateway, key) = setup().await;
-    let auth = format!("Bearer {key}");
     for path in [
         "/v1/agents/%2e%2e/admin",
         "/v1/agents/a%2fb",
@@ -113,14 +122,10 @@ async fn unsafe_paths_are_400_and_never_forwarded() {
         "/v1/../../etc/passwd",
         "/v1/agents/%252e%252e/x",
     ] {
-        let response = gateway
-            .client
-            .get(&gateway.url(path), &[("authorization", &auth)])
-            .await;
+        let response = gateway.get_as(&key, path).await;
         assert_problem(&response, 400, "bad_request");
     }
-    assert_eq!(upstream.count(), 0);
-    assert_eq!(gateway.used("site-1").await, 0);
+    assert_nothing_forwarded_or_charged(&gateway, &upstream).await;
 }
 
 #[tokio::test]
@@ -128,14 +133,7 @@ async fn body_over_the_limit_is_413_with_or_without_content_length() {
     let (upstream, gateway, key) = setup().await;
     let auth = format!("Bearer {key}");
     let big = vec![b'x'; 2048];
-    let with_length = gateway
-        .client
-        .post(
-            &gateway.url("/v1/paid"),
-            &[("authorization", &auth)],
-            big.clone(),
-        )
-        .await;
+    let with_length = gateway.post_as(&key, "/v1/paid", big.clone()).await;
     assert_problem(&with_length, 413, "payload_too_large");
 
     let head = format!(
@@ -173,32 +171,25 @@ async fn body_over_the_limit_is_413_with_or_without_content_length() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, b"hello");
     assert_eq!(gateway.used("site-1").await, 7);
+    assert_eq!(upstream.reached(), 1, "the 413s never reached the vendor");
+    assert_money(
+        &gateway,
+        &upstream,
+        &["site-1"],
+        by_path(&[("/v1/paid", 7)]),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn not_enough_credits_is_429_with_cost_available_and_retry_after() {
     let (upstream, gateway, _) = setup().await;
     let key = gateway.account_with_key("tiny", "free").await;
-    let auth = format!("Bearer {key}");
     for _ in 0..10 {
-        let ok = gateway
-            .client
-            .post(
-                &gateway.url("/v1/images/generate"),
-                &[("authorization", &auth)],
-                "x",
-            )
-            .await;
+        let ok = gateway.post_as(&key, "/v1/images/generate", "x").await;
         assert_eq!(ok.status, 200);
     }
-    let rejected = gateway
-        .client
-        .post(
-            &gateway.url("/v1/images/generate"),
-            &[("authorization", &auth)],
-            "x",
-        )
-        .await;
+    let rejected = gateway.post_as(&key, "/v1/images/generate", "x").await;
     assert_problem(&rejected, 429, "credits_exhausted");
     let body = rejected.json();
     assert_eq!(body["cost"], 10);
@@ -210,8 +201,15 @@ async fn not_enough_credits_is_429_with_cost_available_and_retry_after() {
         Some(retry.to_string().as_str())
     );
     assert_eq!(rejected.header("x-credits-remaining"), Some("0"));
-    assert_eq!(upstream.count(), 10);
+    assert_eq!(upstream.reached(), 10, "{}", upstream.summary());
     assert_eq!(gateway.used("tiny").await, 100);
+    assert_money(
+        &gateway,
+        &upstream,
+        &["tiny"],
+        by_path(&[("/v1/images/generate", 10)]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -229,18 +227,12 @@ cost = 1000
     setup.extra = extra;
     let gateway = TestGateway::start(&setup).await;
     let key = gateway.account_with_key("tiny", "free").await;
-    let rejected = gateway
-        .client
-        .post(
-            &gateway.url("/v1/huge"),
-            &[("authorization", &format!("Bearer {key}"))],
-            "x",
-        )
-        .await;
+    let rejected = gateway.post_as(&key, "/v1/huge", "x").await;
     assert_problem(&rejected, 429, "credits_exhausted");
     assert!(rejected.json().get("retry_after").is_none());
     assert_eq!(rejected.header("retry-after"), None);
-    assert_eq!(upstream.count(), 0);
+    assert_eq!(upstream.reached(), 0, "{}", upstream.summary());
+    assert_eq!(gateway.ledger_view(&["tiny"]).await.debits.len(), 0);
 }
 
 #[tokio::test]
@@ -248,14 +240,7 @@ async fn unreachable_upstream_is_502_and_refunded() {
     let dead = format!("http://{}", unused_addr().await);
     let gateway = TestGateway::start(&Setup::new(&dead)).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let response = gateway
-        .client
-        .post(
-            &gateway.url("/v1/paid"),
-            &[("authorization", &format!("Bearer {key}"))],
-            "x",
-        )
-        .await;
+    let response = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_problem(&response, 502, "upstream_unavailable");
     assert_eq!(gateway.used("site-1").await, 0);
     assert_eq!(response.header("x-credits-cost"), Some("0"));
@@ -264,6 +249,7 @@ async fn unreachable_upstream_is_502_and_refunded() {
         .await
         .json();
     assert_eq!(history["items"][0]["refunded"], true);
+    assert_eq!(gateway.ledger_view(&["site-1"]).await.standing().count(), 0);
 }
 
 #[tokio::test]
@@ -271,16 +257,12 @@ async fn norefund_route_keeps_the_debit_on_failure() {
     let dead = format!("http://{}", unused_addr().await);
     let gateway = TestGateway::start(&Setup::new(&dead)).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let response = gateway
-        .client
-        .post(
-            &gateway.url("/v1/norefund"),
-            &[("authorization", &format!("Bearer {key}"))],
-            "x",
-        )
-        .await;
+    let response = gateway.post_as(&key, "/v1/norefund", "x").await;
     assert_problem(&response, 502, "upstream_unavailable");
-    assert_eq!(gateway.used("site-1").await, 5);
+    // The one charge no vendor received: the route opts out of refunds.
+    let view = gateway.ledger_view(&["site-1"]).await;
+    assert_eq!(view.used, 5, "{view:?}");
+    assert_eq!(view.standing().count(), 1, "{view:?}");
 }
 
 #[tokio::test]
@@ -291,57 +273,48 @@ async fn upstream_timeout_is_504_and_refunded() {
     setup.upstream_timeout = "300ms";
     let gateway = TestGateway::start(&setup).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let response = gateway
-        .client
-        .post(
-            &gateway.url("/v1/paid"),
-            &[("authorization", &format!("Bearer {key}"))],
-            "x",
-        )
-        .await;
+    let response = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_problem(&response, 504, "upstream_timeout");
     assert_eq!(gateway.used("site-1").await, 0);
+    // The vendor got the request whole; its answer came too late, so the
+    // route's rules refund it.
+    assert_eq!(upstream.count(), 1);
+    assert_money(&gateway, &upstream, &["site-1"], |_| 0).await;
 }
 
 #[tokio::test]
 async fn upstream_5xx_passes_through_and_is_refunded_4xx_is_charged() {
     let (upstream, gateway, key) = setup().await;
-    let auth = format!("Bearer {key}");
     upstream.set_behavior(Behavior::Body {
         status: 503,
         content_type: "text/plain".into(),
         body: b"vendor overloaded".to_vec(),
     });
-    let failed = gateway
-        .client
-        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-        .await;
+    let failed = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_eq!(failed.status, 503);
     assert_eq!(failed.text(), "vendor overloaded");
     assert_eq!(gateway.used("site-1").await, 0);
 
     upstream.set_behavior(Behavior::Status(422));
-    let client_error = gateway
-        .client
-        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-        .await;
+    let client_error = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_eq!(client_error.status, 422);
     assert_eq!(gateway.used("site-1").await, 7);
     assert_eq!(upstream.count(), 2);
+    assert_money(&gateway, &upstream, &["site-1"], |request| {
+        match request.status {
+            Some(status) if status >= 500 => 0,
+            _ => 7,
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn malformed_upstream_response_is_502() {
     let (upstream, gateway, key) = setup().await;
     upstream.set_behavior(Behavior::CloseWithoutResponse);
-    let response = gateway
-        .client
-        .post(
-            &gateway.url("/v1/paid"),
-            &[("authorization", &format!("Bearer {key}"))],
-            "x",
-        )
-        .await;
+    let response = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_problem(&response, 502, "upstream_unavailable");
     assert_eq!(gateway.used("site-1").await, 0);
+    assert_money(&gateway, &upstream, &["site-1"], |_| 0).await;
 }

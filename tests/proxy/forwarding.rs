@@ -1,7 +1,19 @@
 //! What the vendor sees, and the headers the client gets back.
 
 use crate::support::gateway::{Setup, TestGateway, VENDOR_KEY};
-use crate::support::upstream::RecordingUpstream;
+use crate::support::money::{assert_ledger_matches_vendors, by_path};
+use crate::support::upstream::{RecordedRequest, RecordingUpstream};
+
+/// The account's ledger equals what the vendor received, priced by `price`.
+async fn assert_money(
+    gateway: &TestGateway,
+    upstream: &RecordingUpstream,
+    account: &str,
+    price: impl Fn(&RecordedRequest) -> u64,
+) {
+    let view = gateway.ledger_view(&[account]).await;
+    assert_ledger_matches_vendors(&view, &[upstream], price);
+}
 
 #[tokio::test]
 async fn upstream_sees_its_own_host_key_and_forwarding_headers_never_the_clients() {
@@ -56,6 +68,13 @@ async fn upstream_sees_its_own_host_key_and_forwarding_headers_never_the_clients
         assert!(!value.contains(&key), "the client key reached the vendor");
     }
     assert!(!response.text().contains(VENDOR_KEY));
+    assert_money(
+        &gateway,
+        &upstream,
+        "site-1",
+        by_path(&[("/v1/agents/run", 1)]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -63,11 +82,7 @@ async fn priced_responses_carry_credit_headers_free_ones_do_not() {
     let upstream = RecordingUpstream::start().await;
     let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
     let key = gateway.account_with_key("site-1", "small").await;
-    let auth = format!("Bearer {key}");
-    let paid = gateway
-        .client
-        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-        .await;
+    let paid = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_eq!(paid.status, 200);
     assert_eq!(paid.header("x-credits-limit"), Some("1000"));
     assert_eq!(paid.header("x-credits-remaining"), Some("993"));
@@ -90,10 +105,7 @@ async fn priced_responses_carry_credit_headers_free_ones_do_not() {
         Some(request_id.as_str())
     );
 
-    let free = gateway
-        .client
-        .get(&gateway.url("/v1/free"), &[("authorization", &auth)])
-        .await;
+    let free = gateway.get_as(&key, "/v1/free").await;
     assert_eq!(free.status, 200);
     assert_eq!(free.header("x-credits-cost"), None);
     assert_eq!(gateway.used("site-1").await, 7);
@@ -105,6 +117,7 @@ async fn priced_responses_carry_credit_headers_free_ones_do_not() {
     assert_eq!(history["items"][0]["request_id"], request_id.as_str());
     assert_eq!(history["items"][0]["route"], "paid");
     assert_eq!(history["items"][0]["cost"], 7);
+    assert_money(&gateway, &upstream, "site-1", by_path(&[("/v1/paid", 7)])).await;
 }
 
 #[tokio::test]
@@ -112,18 +125,12 @@ async fn a_reused_request_id_gets_a_fresh_one_and_both_are_charged() {
     let upstream = RecordingUpstream::start().await;
     let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let headers = [
-        ("authorization", format!("Bearer {key}")),
-        ("x-request-id", "same-id".to_owned()),
-    ];
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let same_id = [("x-request-id", "same-id")];
     let first = gateway
-        .client
-        .post(&gateway.url("/v1/paid"), &headers, "x")
+        .send_as(&key, http::Method::POST, "/v1/paid", &same_id, "x")
         .await;
     let second = gateway
-        .client
-        .post(&gateway.url("/v1/paid"), &headers, "x")
+        .send_as(&key, http::Method::POST, "/v1/paid", &same_id, "x")
         .await;
     assert_eq!(first.header("x-request-id"), Some("same-id"));
     let second_id = second.header("x-request-id").unwrap();
@@ -133,6 +140,7 @@ async fn a_reused_request_id_gets_a_fresh_one_and_both_are_charged() {
         Some(second_id)
     );
     assert_eq!(gateway.used("site-1").await, 14);
+    assert_money(&gateway, &upstream, "site-1", by_path(&[("/v1/paid", 7)])).await;
 }
 
 #[tokio::test]
@@ -150,15 +158,7 @@ async fn usage_api_reports_balance_and_next_release() {
     assert!(empty["next_release"].is_null());
     assert!(empty["as_of"].as_str().unwrap().ends_with('Z'));
 
-    let auth = format!("Bearer {key}");
-    gateway
-        .client
-        .post(
-            &gateway.url("/v1/images/generate"),
-            &[("authorization", &auth)],
-            "x",
-        )
-        .await;
+    gateway.post_as(&key, "/v1/images/generate", "x").await;
     let after = gateway.credits(&key).await;
     assert_eq!(after["used"], 10);
     assert_eq!(after["available"], 9990);
@@ -169,19 +169,20 @@ async fn usage_api_reports_balance_and_next_release() {
     let until = (at - as_of).num_seconds();
     assert!((2_591_990..=2_592_000).contains(&until), "{until}");
 
-    let history = gateway
-        .client
-        .get(
-            &gateway.url("/v1/credits/history?limit=10"),
-            &[("authorization", &auth)],
-        )
-        .await;
+    let history = gateway.get_as(&key, "/v1/credits/history?limit=10").await;
     assert_eq!(history.status, 200);
     assert_eq!(history.json()["items"][0]["cost"], 10);
     assert!(history.json()["next"].is_null());
     let unauthenticated = gateway.client.get(&gateway.url("/v1/credits"), &[]).await;
     super::assert_problem(&unauthenticated, 401, "unauthenticated");
     assert_eq!(upstream.count(), 1);
+    assert_money(
+        &gateway,
+        &upstream,
+        "site-42",
+        by_path(&[("/v1/images/generate", 10)]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -189,14 +190,14 @@ async fn history_api_pages_with_opaque_cursors_and_validates_limit() {
     let upstream = RecordingUpstream::start().await;
     let gateway = TestGateway::start(&Setup::new(&upstream.url())).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let auth = format!("Bearer {key}");
     for i in 0..7 {
         let id = format!("page-{i}");
         let r = gateway
-            .client
-            .post(
-                &gateway.url("/v1/paid"),
-                &[("authorization", &auth), ("x-request-id", &id)],
+            .send_as(
+                &key,
+                http::Method::POST,
+                "/v1/paid",
+                &[("x-request-id", &id)],
                 "x",
             )
             .await;
@@ -205,7 +206,7 @@ async fn history_api_pages_with_opaque_cursors_and_validates_limit() {
     let mut seen = Vec::new();
     let mut url = gateway.url("/v1/credits/history?limit=3");
     loop {
-        let page = gateway.client.get(&url, &[("authorization", &auth)]).await;
+        let page = gateway.client.get_as(&key, &url).await;
         assert_eq!(page.status, 200, "{}", page.text());
         let body = page.json();
         for item in body["items"].as_array().unwrap() {
@@ -224,12 +225,9 @@ async fn history_api_pages_with_opaque_cursors_and_validates_limit() {
     assert_eq!(seen, expected, "newest first, no duplicates, no gaps");
     for bad in ["limit=0", "limit=501", "limit=ten", "before=zz"] {
         let response = gateway
-            .client
-            .get(
-                &gateway.url(&format!("/v1/credits/history?{bad}")),
-                &[("authorization", &auth)],
-            )
+            .get_as(&key, &format!("/v1/credits/history?{bad}"))
             .await;
         super::assert_problem(&response, 400, "bad_request");
     }
+    assert_money(&gateway, &upstream, "site-1", by_path(&[("/v1/paid", 7)])).await;
 }

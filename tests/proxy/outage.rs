@@ -4,43 +4,40 @@ use std::time::{Duration, Instant};
 
 use super::assert_problem;
 use crate::support::gateway::{Setup, TestGateway};
+use crate::support::money::assert_ledger_matches_vendors;
 use crate::support::redis::RedisServer;
 use crate::support::upstream::RecordingUpstream;
+use crate::support::wait::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_a_quick_503_and_service_resumes_when_it_returns() {
     let mut redis = RedisServer::start();
     let upstream = RecordingUpstream::start().await;
     let url = redis.url();
-    let gateway = TestGateway::start(&Setup::new(&upstream.url()).redis(&url)).await;
+    let gateway = TestGateway::start(&Setup::new(&upstream.url()).redis(&url).failing_fast()).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let auth = format!("Bearer {key}");
-    let ok = gateway
-        .client
-        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-        .await;
+    let ok = gateway.post_as(&key, "/v1/paid", "x").await;
     assert_eq!(ok.status, 200);
 
     redis.kill();
     for _ in 0..5 {
         let started = Instant::now();
-        let down = gateway
-            .client
-            .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-            .await;
+        let down = gateway.post_as(&key, "/v1/paid", "x").await;
         assert_problem(&down, 503, "ledger_unavailable");
         assert!(down.header("retry-after").is_some());
-        // Bounded by the ledger timeout (250 ms) per call, with generous slack.
+        // Bounded, not hung: the ledger timeout is 250 ms a call; only a
+        // request that waits for Redis itself reaches 10 s.
         assert!(
-            started.elapsed() < Duration::from_secs(3),
+            started.elapsed() < Duration::from_secs(10),
             "{:?}",
             started.elapsed()
         );
     }
     assert_eq!(
-        upstream.count(),
+        upstream.reached(),
         1,
-        "nothing is forwarded while the ledger is down"
+        "nothing is forwarded while the ledger is down: {}",
+        upstream.summary()
     );
     let ready = gateway.client.get(&gateway.admin_url("/readyz"), &[]).await;
     assert_eq!(ready.status, 503);
@@ -48,60 +45,71 @@ async fn redis_down_is_a_quick_503_and_service_resumes_when_it_returns() {
     // A fresh, empty Redis on the same port: the script cache is gone too.
     redis.restart();
     let key = gateway.account_with_key("site-2", "pro").await;
-    let auth = format!("Bearer {key}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let response = gateway
-            .client
-            .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-            .await;
-        if response.status == 200 {
-            break;
+    let recovered = wait_until("a paid request to succeed again", async || {
+        let response = gateway.post_as(&key, "/v1/paid", "x").await;
+        match response.status {
+            200 => Ok(response),
+            _ => Err(format!("{} {}", response.status, response.text())),
         }
-        assert!(
-            Instant::now() < deadline,
-            "no recovery: {}",
-            response.text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(gateway.used("site-2").await, 7);
+    })
+    .await;
+    let recovered_id = recovered.header("x-request-id").unwrap().to_owned();
+    // site-1's debit went with the old Redis; site-2's is the one request
+    // that reached the vendor since.
+    let view = gateway.ledger_view(&["site-2"]).await;
+    assert_eq!(view.used, 7);
+    assert_ledger_matches_vendors(&view, &[&upstream], |request| {
+        if request.request_id() == recovered_id {
+            7
+        } else {
+            0
+        }
+    });
     let ready = gateway.client.get(&gateway.admin_url("/readyz"), &[]).await;
     assert_eq!(ready.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_unavailable_allow_forwards_without_debit() {
-    let mut redis = RedisServer::start();
+    let redis = RedisServer::start();
     let upstream = RecordingUpstream::start().await;
     let url = redis.url();
-    let mut setup = Setup::new(&upstream.url()).redis(&url);
+    let mut setup = Setup::new(&upstream.url()).redis(&url).failing_fast();
     setup.on_unavailable = "allow";
     let gateway = TestGateway::start(&setup).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let auth = format!("Bearer {key}");
-    // Warm the key cache, then lose Redis within the cache's lifetime.
-    let ok = gateway
-        .client
-        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-        .await;
-    assert_eq!(ok.status, 200);
-    redis.kill();
-    let allowed = gateway
-        .client
-        .post(&gateway.url("/v1/paid"), &[("authorization", &auth)], "x")
-        .await;
+    // Warm the key cache, then make Redis unreachable within its lifetime.
+    let metered = gateway.post_as(&key, "/v1/paid", "x").await;
+    assert_eq!(metered.status, 200);
+    let metered_id = metered.header("x-request-id").unwrap().to_owned();
+    // Frozen rather than killed: the debit is sent, times out, and waits on
+    // Redis' socket. "Without debit" must still hold once Redis wakes and
+    // runs it.
+    redis.signal("STOP");
+    let allowed = gateway.post_as(&key, "/v1/paid", "x").await;
+    redis.signal("CONT");
     assert_eq!(allowed.status, 200, "{}", allowed.text());
-    assert_eq!(upstream.count(), 2);
-    let metrics = gateway
-        .client
-        .get(&gateway.admin_url("/metrics"), &[])
-        .await
-        .text();
-    assert!(
-        metrics.contains("creditgate_unmetered_requests_total{route=\"paid\"} 1"),
-        "{metrics}"
+    assert_eq!(upstream.count(), 2, "{}", upstream.summary());
+    assert_eq!(
+        gateway
+            .metrics()
+            .await
+            .get("creditgate_unmetered_requests_total{route=\"paid\"}"),
+        1.0
     );
+    let view = gateway.ledger_view(&["site-1"]).await;
+    assert_eq!(
+        view.debits.len(),
+        1,
+        "only the metered request has a debit: {view:?}"
+    );
+    assert_ledger_matches_vendors(&view, &[&upstream], |request| {
+        if request.request_id() == metered_id {
+            7
+        } else {
+            0
+        }
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,5 +156,45 @@ async fn require_durable_refuses_a_redis_that_could_lose_debits() {
             .unwrap()
             .contains("allkeys-lru"),
         "{ready}"
+    );
+}
+
+/// A debit whose reply misses the ledger timeout is answered 503 — and must
+/// then not stand. With a 1 ms timeout most calls time out, some after their
+/// script ran. Ignored while the product lets those debits stand (the Redis
+/// ledger's deadline only refuses scripts that start late); run with
+/// `cargo test -- --ignored` to see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "product gap: a debit that ran but whose reply came after the ledger timeout stands for a request answered 503"]
+async fn a_ledger_timeout_leaves_no_debit_for_a_request_answered_503() {
+    let redis = RedisServer::start();
+    let upstream = RecordingUpstream::start().await;
+    let url = redis.url();
+    let mut setup = Setup::new(&upstream.url()).redis(&url);
+    setup.ledger_timeout = "1ms";
+    let gateway = std::sync::Arc::new(TestGateway::start(&setup).await);
+    let key = gateway.account_with_key("site-1", "pro").await;
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (gateway, key) = (gateway.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            gateway.post_as(&key, "/v1/paid", "x").await.status
+        }));
+    }
+    let mut tally = crate::support::money::Tally::default();
+    for task in tasks {
+        tally.add(task.await.unwrap());
+    }
+    assert!(tally.count(503) > 0, "no call timed out: {tally}");
+    let view = gateway.ledger_view(&["site-1"]).await;
+    eprintln!(
+        "statuses {tally}; ledger used {}; vendor {}",
+        view.used,
+        upstream.summary()
+    );
+    assert_ledger_matches_vendors(
+        &view,
+        &[&upstream],
+        crate::support::money::by_path(&[("/v1/paid", 7)]),
     );
 }

@@ -1,12 +1,16 @@
 //! Prices that follow the work: per image, per video second, per AI token.
 
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::time::Duration;
 
 use serde_json::json;
 
 use super::assert_problem;
 use crate::support::gateway::{Setup, TestGateway};
-use crate::support::upstream::{Behavior, RecordingUpstream};
+use crate::support::http::{RawConnection, Response, GENEROUS};
+use crate::support::money::{assert_ledger_matches_vendors, by_request_id, Tally};
+use crate::support::upstream::{Behavior, Gate, RecordingUpstream, Step};
+use crate::support::wait::wait_until;
 
 const PRICED_ROUTES: &str = r#"
 [[routes]]
@@ -60,42 +64,38 @@ async fn start(upstream: &RecordingUpstream, redis_url: Option<&str>) -> TestGat
     TestGateway::start(&setup).await
 }
 
-/// The ledger invariant: `used` equals the sum of the unrefunded debits in
-/// the history (every test here stays inside one window).
-async fn assert_ledger_invariant(gateway: &TestGateway, account: &str) {
-    let history = gateway
-        .admin_get(&format!("/admin/v1/accounts/{account}/history?limit=500"))
-        .await
-        .json();
-    let sum: u64 = history["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|item| item["refunded"] == false)
-        .map(|item| item["cost"].as_u64().unwrap())
-        .sum();
-    assert_eq!(
-        gateway.used(account).await,
-        sum,
-        "ledger == Σ history costs"
-    );
+/// The money invariant for one account: every request the vendor received
+/// whole stands in the ledger at the final cost the test expects for its
+/// request id (`charged`), nothing else is charged, and `used` is their sum.
+async fn assert_charged(
+    gateway: &TestGateway,
+    upstream: &RecordingUpstream,
+    account: &str,
+    charged: &HashMap<String, u64>,
+) {
+    let view = gateway.ledger_view(&[account]).await;
+    assert_ledger_matches_vendors(&view, &[upstream], by_request_id(charged));
+}
+
+/// The request id a response carries (the one its debit is filed under).
+fn request_id(response: &Response) -> String {
+    response
+        .header("x-request-id")
+        .expect("x-request-id")
+        .to_owned()
 }
 
 /// Waits for `used` to reach `expected` (settlements after a stream ends
 /// land asynchronously).
 async fn eventually_used(gateway: &TestGateway, account: &str, expected: u64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let used = gateway.used(account).await;
-        if used == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "used is {used}, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        &format!("used to settle at {expected}"),
+        async || match gateway.used(account).await {
+            used if used == expected => Ok(()),
+            used => Err(format!("used {used}")),
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -103,24 +103,22 @@ async fn per_image_pricing_reads_n_with_default_and_max() {
     let upstream = RecordingUpstream::start().await;
     let gateway = start(&upstream, None).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let auth = format!("Bearer {key}");
     let url = gateway.url("/v2/images");
     let mut expected_used = 0;
+    let mut charged = HashMap::new();
     for (body, cost) in [
         (r#"{"prompt":"cat"}"#, 4),
         (r#"{"n":1}"#, 4),
         (r#"{"n": 4, "size":"1024"}"#, 16),
     ] {
-        let response = gateway
-            .client
-            .post(&url, &[("authorization", &auth)], body)
-            .await;
+        let response = gateway.client.post_as(&key, &url, body).await;
         assert_eq!(response.status, 200, "{}", response.text());
         assert_eq!(
             response.header("x-credits-cost"),
             Some(cost.to_string().as_str())
         );
         expected_used += cost;
+        charged.insert(request_id(&response), cost);
         // Forwarded byte for byte.
         assert_eq!(upstream.requests().last().unwrap().body, body.as_bytes());
     }
@@ -130,21 +128,19 @@ async fn per_image_pricing_reads_n_with_default_and_max() {
         (r#"{"n":"four"}"#, "non-negative"),
         ("n=4", "JSON"),
     ] {
-        let response = gateway
-            .client
-            .post(&url, &[("authorization", &auth)], body)
-            .await;
+        let response = gateway.client.post_as(&key, &url, body).await;
         assert_problem(&response, 400, "invalid_units");
         let detail = response.json()["detail"].as_str().unwrap().to_owned();
         assert!(detail.contains("/n") && detail.contains(needle), "{detail}");
     }
     assert_eq!(
-        upstream.count(),
+        upstream.reached(),
         3,
-        "invalid pricing input is never forwarded"
+        "invalid pricing input is never forwarded: {}",
+        upstream.summary()
     );
     assert_eq!(gateway.used("site-1").await, expected_used);
-    assert_ledger_invariant(&gateway, "site-1").await;
+    assert_charged(&gateway, &upstream, "site-1", &charged).await;
 }
 
 #[tokio::test]
@@ -152,32 +148,23 @@ async fn per_second_video_pricing_rounds_up() {
     let upstream = RecordingUpstream::start().await;
     let gateway = start(&upstream, None).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let auth = format!("Bearer {key}");
     let url = gateway.url("/v2/videos");
     let ok = gateway
         .client
-        .post(
-            &url,
-            &[("authorization", &auth)],
-            r#"{"duration_seconds": 12.5}"#,
-        )
+        .post_as(&key, &url, r#"{"duration_seconds": 12.5}"#)
         .await;
     assert_eq!(ok.header("x-credits-cost"), Some("39"));
-    let missing = gateway
-        .client
-        .post(&url, &[("authorization", &auth)], "{}")
-        .await;
+    let charged = HashMap::from([(request_id(&ok), 39)]);
+    let missing = gateway.client.post_as(&key, &url, "{}").await;
     assert_problem(&missing, 400, "invalid_units");
     let too_long = gateway
         .client
-        .post(
-            &url,
-            &[("authorization", &auth)],
-            r#"{"duration_seconds": 121}"#,
-        )
+        .post_as(&key, &url, r#"{"duration_seconds": 121}"#)
         .await;
     assert_problem(&too_long, 400, "invalid_units");
     assert_eq!(gateway.used("site-1").await, 39);
+    assert_eq!(upstream.reached(), 1, "{}", upstream.summary());
+    assert_charged(&gateway, &upstream, "site-1", &charged).await;
 }
 
 #[tokio::test]
@@ -193,12 +180,7 @@ async fn tokens_settle_from_the_json_response_and_the_history_shows_the_final_co
     let gateway = start(&upstream, None).await;
     let key = gateway.account_with_key("site-1", "pro").await;
     let response = gateway
-        .client
-        .post(
-            &gateway.url("/v2/agents/json"),
-            &[("authorization", &format!("Bearer {key}"))],
-            r#"{"max_tokens": 8000}"#,
-        )
+        .post_as(&key, "/v2/agents/json", r#"{"max_tokens": 8000}"#)
         .await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["usage"]["total_tokens"], 2500);
@@ -209,6 +191,7 @@ async fn tokens_settle_from_the_json_response_and_the_history_shows_the_final_co
     );
     assert_eq!(response.header("x-credits-remaining"), Some("9997"));
     assert_eq!(gateway.used("site-1").await, 3);
+    let mut charged = HashMap::from([(request_id(&response), 3)]);
     let history = gateway
         .admin_get("/admin/v1/accounts/site-1/history")
         .await
@@ -221,17 +204,11 @@ async fn tokens_settle_from_the_json_response_and_the_history_shows_the_final_co
         content_type: "application/json".into(),
         body: br#"{"usage":{}}"#.to_vec(),
     });
-    let response = gateway
-        .client
-        .post(
-            &gateway.url("/v2/agents/json"),
-            &[("authorization", &format!("Bearer {key}"))],
-            "{}",
-        )
-        .await;
+    let response = gateway.post_as(&key, "/v2/agents/json", "{}").await;
     assert_eq!(response.header("x-credits-cost"), Some("1"));
+    charged.insert(request_id(&response), 1);
     assert_eq!(gateway.used("site-1").await, 4);
-    assert_ledger_invariant(&gateway, "site-1").await;
+    assert_charged(&gateway, &upstream, "site-1", &charged).await;
 }
 
 #[tokio::test]
@@ -239,45 +216,71 @@ async fn tokens_settle_from_a_header_capped_at_max() {
     let upstream = RecordingUpstream::start().await;
     let gateway = start(&upstream, None).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let auth = format!("Bearer {key}");
-    for (tokens, expected) in [("1200", "2"), ("99000", "40")] {
+    let mut charged = HashMap::new();
+    for (tokens, expected) in [("1200", 2), ("99000", 40)] {
         upstream.set_behavior(Behavior::BodyWithHeaders {
             status: 200,
             headers: vec![("x-usage-tokens".into(), tokens.into())],
             body: b"{}".to_vec(),
         });
         let response = gateway
-            .client
-            .post(
-                &gateway.url("/v2/agents/header"),
-                &[("authorization", &auth)],
-                r#"{"max_tokens": 32000}"#,
-            )
+            .post_as(&key, "/v2/agents/header", r#"{"max_tokens": 32000}"#)
             .await;
         assert_eq!(
             response.header("x-credits-cost"),
-            Some(expected),
+            Some(expected.to_string().as_str()),
             "{tokens} tokens"
         );
+        charged.insert(request_id(&response), expected);
     }
     assert_eq!(gateway.used("site-1").await, 42);
-    assert_ledger_invariant(&gateway, "site-1").await;
+    assert_charged(&gateway, &upstream, "site-1", &charged).await;
 }
 
+const HEL: &[u8] = b"data: {\"delta\":\"Hel\"}\n\n";
+const LO_AND_USAGE: &[u8] = b"data: {\"delta\":\"lo\"}\n\ndata: {\"usage\":{\"total_";
+const USAGE_END: &[u8] = b"tokens\":4100}}\n\n";
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// An agent's event stream reporting 4100 tokens (5 credits at 1 per 1000),
+/// the figure split across two chunks.
 fn sse_chunks(pause: Duration) -> Behavior {
     Behavior::Chunks {
         status: 200,
         content_type: "text/event-stream".into(),
         chunks: vec![
-            (Duration::ZERO, b"data: {\"delta\":\"Hel\"}\n\n".to_vec()),
-            (
-                pause,
-                b"data: {\"delta\":\"lo\"}\n\ndata: {\"usage\":{\"total_".to_vec(),
-            ),
-            (pause, b"tokens\":4100}}\n\n".to_vec()),
-            (Duration::ZERO, b"data: [DONE]\n\n".to_vec()),
+            (Duration::ZERO, HEL.to_vec()),
+            (pause, LO_AND_USAGE.to_vec()),
+            (pause, USAGE_END.to_vec()),
+            (Duration::ZERO, DONE.to_vec()),
         ],
     }
+}
+
+/// The same stream, holding after the first event until `rest` opens.
+fn sse_held_after_first_event(rest: &Gate) -> Behavior {
+    Behavior::Stream {
+        status: 200,
+        content_type: "text/event-stream".into(),
+        steps: vec![
+            Step::Data(HEL.to_vec()),
+            Step::Wait(rest.clone()),
+            Step::Data(LO_AND_USAGE.to_vec()),
+            Step::Data(USAGE_END.to_vec()),
+            Step::Data(DONE.to_vec()),
+        ],
+    }
+}
+
+const SSE_REQUEST: &str = "POST /v2/agents/sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer KEY\r\nContent-Length: 21\r\n\r\n{\"max_tokens\": 16000}";
+
+/// The `x-request-id` in a raw HTTP/1 response head.
+fn raw_request_id(raw: &str) -> String {
+    raw.lines()
+        .find_map(|line| line.strip_prefix("x-request-id: "))
+        .expect("x-request-id")
+        .trim()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,12 +292,7 @@ async fn server_sent_events_stream_through_and_settle_when_they_end() {
     let gateway = start(&upstream, Some(&url)).await;
     let key = gateway.account_with_key("site-1", "pro").await;
     let response = gateway
-        .client
-        .post(
-            &gateway.url("/v2/agents/sse"),
-            &[("authorization", &format!("Bearer {key}"))],
-            r#"{"max_tokens": 16000}"#,
-        )
+        .post_as(&key, "/v2/agents/sse", r#"{"max_tokens": 16000}"#)
         .await;
     assert_eq!(response.status, 200);
     assert_eq!(response.header("content-type"), Some("text/event-stream"));
@@ -311,70 +309,139 @@ async fn server_sent_events_stream_through_and_settle_when_they_end() {
         .await
         .json();
     assert_eq!(history["items"][0]["cost"], 5);
-    assert_ledger_invariant(&gateway, "site-1").await;
+    assert_charged(
+        &gateway,
+        &upstream,
+        "site-1",
+        &HashMap::from([(request_id(&response), 5)]),
+    )
+    .await;
+    // The metrics count the settled cost, once.
+    settled_cost_is_counted_once(&gateway, 5.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_mid_stream_is_charged_what_the_upstream_reports() {
     let upstream = RecordingUpstream::start().await;
-    upstream.set_behavior(sse_chunks(Duration::from_millis(400)));
+    let rest = Gate::new();
+    upstream.set_behavior(sse_held_after_first_event(&rest));
     let gateway = start(&upstream, None).await;
     let key = gateway.account_with_key("site-1", "pro").await;
-    let request = format!(
-        "POST /v2/agents/sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 21\r\n\r\n{{\"max_tokens\": 16000}}"
-    );
-    // Reads the head and the first event, then hangs up.
-    let first = crate::support::http::raw_exchange(
+    // Reads the head and the first event, then hangs up; only then does
+    // the vendor send the rest, with the usage figure.
+    let mut connection = RawConnection::open(
         gateway.running().data_addr,
-        request.as_bytes(),
-        Duration::from_millis(250),
+        SSE_REQUEST.replace("KEY", &key).as_bytes(),
     )
     .await;
-    let first = String::from_utf8_lossy(&first);
+    let first = connection.read_until("Hel").await;
+    drop(connection);
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    assert!(first.contains("Hel"), "{first}");
-    assert!(
-        !first.contains("DONE"),
-        "the client left before the end: {first}"
-    );
+    rest.open();
     eventually_used(&gateway, "site-1", 5).await;
-    assert_ledger_invariant(&gateway, "site-1").await;
+    assert_charged(
+        &gateway,
+        &upstream,
+        "site-1",
+        &HashMap::from([(raw_request_id(&first), 5)]),
+    )
+    .await;
+    settled_cost_is_counted_once(&gateway, 5.0).await;
+}
+
+/// `creditgate_credits_charged_total` holds the final (settled) cost, once;
+/// the request's record is written when its last owner lets go, which may
+/// be a moment after the ledger settled.
+async fn settled_cost_is_counted_once(gateway: &TestGateway, expected: f64) {
+    let metric = "creditgate_credits_charged_total{route=\"agent-sse\"}";
+    wait_until(&format!("{metric} == {expected}"), async || {
+        let seen = gateway.metrics().await.counter(metric);
+        if seen == expected {
+            Ok(())
+        } else {
+            Err(format!("{seen}"))
+        }
+    })
+    .await;
+    // And stays there: nothing counts it a second time.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        gateway.metrics().await.counter(metric),
+        expected,
+        "{metric}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_reservations_never_exceed_the_allowance_at_admission() {
     let upstream = RecordingUpstream::start().await;
-    // Slow answers: every admission happens before any settlement.
-    upstream.set_behavior(Behavior::Delay(Duration::from_millis(700)));
+    // The vendor holds every answer (2500 tokens: 3 credits) until the test
+    // has seen all admissions: reservations are what admission counts.
+    let answers = Gate::new();
+    upstream.set_behavior(Behavior::Gated(
+        answers.clone(),
+        Box::new(Behavior::Body {
+            status: 200,
+            content_type: "application/json".into(),
+            body: json!({"usage": {"total_tokens": 2500}})
+                .to_string()
+                .into_bytes(),
+        }),
+    ));
     let gateway = std::sync::Arc::new(start(&upstream, None).await);
     let key = gateway.account_with_key("site-1", "small").await;
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..60 {
-        let gateway = gateway.clone();
-        let auth = format!("Bearer {key}");
+        let (gateway, key, refused) = (gateway.clone(), key.to_owned(), refused.clone());
         tasks.push(tokio::spawn(async move {
-            gateway
-                .client
-                .post(
-                    &gateway.url("/v2/agents/json"),
-                    &[("authorization", &auth)],
-                    r#"{"max_tokens": 32000}"#,
-                )
-                .await
-                .status
+            let response = gateway
+                .post_as(&key, "/v2/agents/json", r#"{"max_tokens": 32000}"#)
+                .await;
+            if response.status != 200 {
+                refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            response
         }));
     }
-    let mut admitted = 0;
+    wait_until(
+        "all 60 requests to be held at the vendor or refused",
+        async || {
+            let refused = refused.load(std::sync::atomic::Ordering::SeqCst);
+            match upstream.reached() + refused {
+                60 => Ok(()),
+                n => Err(format!(
+                    "{n}: {refused} refused, vendor {}",
+                    upstream.summary()
+                )),
+            }
+        },
+    )
+    .await;
+    // floor(1000 / 32) reservations fit, whatever will be settled later.
+    let reserved = gateway.used("site-1").await;
+    assert_eq!(
+        (upstream.reached(), reserved),
+        (31, 31 * 32),
+        "admitted at 32 credits each before any settlement"
+    );
+    answers.open();
+    let mut tally = Tally::default();
+    let mut charged = HashMap::new();
     for task in tasks {
-        if task.await.unwrap() == 200 {
-            admitted += 1;
+        let response = task.await.unwrap();
+        tally.add(response.status);
+        if response.status == 200 {
+            assert_eq!(response.header("x-credits-cost"), Some("3"));
+            charged.insert(request_id(&response), 3);
+        } else {
+            assert_problem(&response, 429, "credits_exhausted");
         }
     }
-    // floor(1000 / 32) reservations fit; the Delay answer has no usage
-    // figure, so every reservation stands.
-    assert_eq!(admitted, 31);
-    assert_eq!(gateway.used("site-1").await, 31 * 32);
-    assert_ledger_invariant(&gateway, "site-1").await;
+    assert_eq!(tally.count(200), 31, "statuses {tally}");
+    // Each settled at 3: the reservations came back.
+    assert_eq!(gateway.used("site-1").await, 31 * 3);
+    assert_charged(&gateway, &upstream, "site-1", &charged).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,11 +449,12 @@ async fn a_reservation_survives_a_killed_gateway_at_its_reserved_amount() {
     use crate::support::process::{GatewayProcess, TempDir};
     let redis = crate::support::redis::RedisServer::start();
     let upstream = RecordingUpstream::start().await;
-    upstream.set_behavior(sse_chunks(Duration::from_secs(3)));
+    // The rest of the stream (and its usage figure) never comes.
+    upstream.set_behavior(sse_held_after_first_event(&Gate::new()));
     let dir = TempDir::new("killed");
     let toml = format!(
         "[server]\nlisten = \"{{DATA}}\"\n[admin]\nlisten = \"{{ADMIN}}\"\ntoken = \"t\"\n\
-         [ledger]\nredis_url = \"{}\"\n[plans.pro]\nmonthly_allowance = 10000\n\
+         [ledger]\nredis_url = \"{}\"\ntimeout = \"5s\"\n[plans.pro]\nmonthly_allowance = 10000\n\
          [upstreams.vendor]\nurl = \"{}\"\n{PRICED_ROUTES}",
         redis.url(),
         upstream.url()
@@ -413,22 +481,15 @@ async fn a_reservation_survives_a_killed_gateway_at_its_reserved_amount() {
         .as_str()
         .unwrap()
         .to_owned();
-    let request = format!(
-        "POST /v2/agents/sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 21\r\n\r\n{{\"max_tokens\": 16000}}"
-    );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", process.data_port).parse().unwrap();
-    let stream = tokio::spawn(async move {
-        crate::support::http::raw_exchange(addr, request.as_bytes(), Duration::from_secs(10)).await
-    });
-    upstream.wait_for(1, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut connection =
+        RawConnection::open(addr, SSE_REQUEST.replace("KEY", &key).as_bytes()).await;
+    // Mid-stream: the client has the first event, the vendor holds the rest.
+    let partial = connection.read_until("Hel").await;
     process.signal("KILL");
-    process.wait_exit(Duration::from_secs(5));
-    let partial = String::from_utf8_lossy(&stream.await.unwrap()).into_owned();
-    assert!(
-        partial.contains("Hel") && !partial.contains("DONE"),
-        "{partial}"
-    );
+    process.wait_exit(GENEROUS);
+    let partial = partial + &connection.read_to_close().await;
+    assert!(!partial.contains("DONE"), "{partial}");
 
     // Another instance on the same Redis sees the reservation, charged in full.
     let url = redis.url();
@@ -440,5 +501,11 @@ async fn a_reservation_survives_a_killed_gateway_at_its_reserved_amount() {
         .json();
     assert_eq!(history["items"][0]["cost"], 16);
     assert_eq!(history["items"][0]["refunded"], false);
-    assert_ledger_invariant(&gateway, "site-1").await;
+    assert_charged(
+        &gateway,
+        &upstream,
+        "site-1",
+        &HashMap::from([(raw_request_id(&partial), 16)]),
+    )
+    .await;
 }

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::assert_problem;
 use crate::support::gateway::{Setup, TestGateway};
+use crate::support::money::{assert_debits_match_vendors, by_path};
 use crate::support::redis::RedisServer;
 use crate::support::upstream::RecordingUpstream;
 
@@ -16,27 +17,12 @@ async fn credits_return_after_the_window_and_retry_after_is_right() {
     setup.window = "3s";
     let gateway = TestGateway::start(&setup).await;
     let key = gateway.account_with_key("site-1", "free").await;
-    let auth = format!("Bearer {key}");
 
     for _ in 0..10 {
-        let ok = gateway
-            .client
-            .post(
-                &gateway.url("/v1/images/generate"),
-                &[("authorization", &auth)],
-                "x",
-            )
-            .await;
+        let ok = gateway.post_as(&key, "/v1/images/generate", "x").await;
         assert_eq!(ok.status, 200);
     }
-    let rejected = gateway
-        .client
-        .post(
-            &gateway.url("/v1/images/generate"),
-            &[("authorization", &auth)],
-            "x",
-        )
-        .await;
+    let rejected = gateway.post_as(&key, "/v1/images/generate", "x").await;
     let rejected_at = Instant::now();
     assert_problem(&rejected, 429, "credits_exhausted");
     let retry_after: u64 = rejected.header("retry-after").unwrap().parse().unwrap();
@@ -47,14 +33,7 @@ async fn credits_return_after_the_window_and_retry_after_is_right() {
     // At the promised time there is room again.
     let promised = rejected_at + Duration::from_secs(retry_after);
     tokio::time::sleep_until((promised + Duration::from_millis(100)).into()).await;
-    let ok = gateway
-        .client
-        .post(
-            &gateway.url("/v1/images/generate"),
-            &[("authorization", &auth)],
-            "x",
-        )
-        .await;
+    let ok = gateway.post_as(&key, "/v1/images/generate", "x").await;
     assert_eq!(
         ok.status,
         200,
@@ -66,5 +45,9 @@ async fn credits_return_after_the_window_and_retry_after_is_right() {
     let credits = gateway.credits(&key).await;
     assert_eq!(credits["used"], 0, "{credits}");
     assert!(credits["next_release"].is_null());
-    assert_eq!(upstream.count(), 11);
+    assert_eq!(upstream.reached(), 11, "{}", upstream.summary());
+    // Every debit has left the window; each still stands, one per request
+    // the vendor received.
+    let view = gateway.ledger_view(&["site-1"]).await;
+    assert_debits_match_vendors(&view, &[&upstream], by_path(&[("/v1/images/generate", 10)]));
 }

@@ -112,13 +112,19 @@ impl RedisCluster {
     }
 
     /// Moves one slot (and its keys) from one primary to another, the way
-    /// `redis-cli --cluster reshard` does, one key batch at a time.
-    pub fn move_slot(&self, slot: u16, from: usize, to: usize) {
+    /// `redis-cli --cluster reshard` does, one key batch at a time. In each
+    /// intermediate state — keys still on the source while the slot
+    /// migrates ("migrating"), keys on the target before the slot is
+    /// reassigned ("migrated") — it calls `in_between` with the state's name
+    /// and waits for it to return, so a test can hold the move there until
+    /// its load has met that state.
+    pub fn move_slot(&self, slot: u16, from: usize, to: usize, mut in_between: impl FnMut(&str)) {
         let (source, target) = (&self.nodes[from], &self.nodes[to]);
         let (source_id, target_id) = (self.node_id(from), self.node_id(to));
         let slot_text = slot.to_string();
         target.cli(&["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &source_id]);
         source.cli(&["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &target_id]);
+        in_between("migrating");
         loop {
             let keys = source.cli_list(&["CLUSTER", "GETKEYSINSLOT", &slot_text, "10"]);
             if keys.is_empty() {
@@ -130,6 +136,7 @@ impl RedisCluster {
             source.cli(&args);
             std::thread::sleep(Duration::from_millis(20));
         }
+        in_between("migrated");
         for node in &self.nodes {
             node.cli(&["CLUSTER", "SETSLOT", &slot_text, "NODE", &target_id]);
         }

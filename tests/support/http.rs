@@ -104,6 +104,33 @@ impl TestClient {
             .await
     }
 
+    /// A request authenticated with an API key (`Authorization: Bearer`),
+    /// plus any other headers.
+    pub async fn send_as(
+        &self,
+        key: &str,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Response {
+        let bearer = format!("Bearer {key}");
+        let mut all = vec![("authorization", bearer.as_str())];
+        all.extend_from_slice(headers);
+        self.send(Self::build(method, url, &all, body.into())).await
+    }
+
+    /// `POST url` with `body`, as the holder of `key`.
+    pub async fn post_as(&self, key: &str, url: &str, body: impl Into<Bytes>) -> Response {
+        self.send_as(key, http::Method::POST, url, &[], body).await
+    }
+
+    /// `GET url` as the holder of `key`.
+    pub async fn get_as(&self, key: &str, url: &str) -> Response {
+        self.send_as(key, http::Method::GET, url, &[], Bytes::new())
+            .await
+    }
+
     pub async fn put_json(
         &self,
         url: &str,
@@ -132,8 +159,15 @@ impl TestClient {
     }
 }
 
+/// How long a test waits for something that should happen at once, before
+/// it fails saying what it was waiting for: far beyond any latency a loaded
+/// machine shows, so only a hang reaches it.
+pub const GENEROUS: Duration = Duration::from_secs(30);
+
 /// Writes `bytes` on a fresh connection and reads until the server closes
-/// it or `timeout` passes; returns everything read.
+/// it or `timeout` passes; returns everything read. For a corpus where some
+/// answers legitimately never come; [`raw_exchange_until_closed`] tells a
+/// closed connection from a hung one.
 pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Vec<u8> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.write_all(bytes).await.expect("write");
@@ -149,6 +183,93 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> 
     })
     .await;
     out
+}
+
+/// Writes `bytes` on a fresh connection and reads until the server closes
+/// it; returns everything read. Panics, with what was read, if the
+/// connection is still open after [`GENEROUS`].
+pub async fn raw_exchange_until_closed(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut connection = RawConnection::open(addr, bytes).await;
+    connection.read_to_close().await;
+    connection.read
+}
+
+/// A raw client connection that a test reads step by step (and may drop
+/// half-way, as a client that leaves).
+pub struct RawConnection {
+    stream: tokio::net::TcpStream,
+    /// Everything read so far.
+    pub read: Vec<u8>,
+    closed: bool,
+}
+
+impl RawConnection {
+    pub async fn open(addr: SocketAddr, bytes: &[u8]) -> RawConnection {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(bytes).await.expect("write");
+        RawConnection {
+            stream,
+            read: Vec::new(),
+            closed: false,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.read).into_owned()
+    }
+
+    /// Reads until `needle` has arrived; panics if the connection closes or
+    /// [`GENEROUS`] passes first.
+    pub async fn read_until(&mut self, needle: &str) -> String {
+        let waited = tokio::time::timeout(GENEROUS, async {
+            while !self.text().contains(needle) {
+                if !self.read_some().await {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        match waited {
+            Ok(true) => self.text(),
+            Ok(false) => panic!("closed before {needle:?} arrived; read:\n{}", self.text()),
+            Err(_) => panic!(
+                "waited {GENEROUS:?} for {needle:?}; read so far:\n{}",
+                self.text()
+            ),
+        }
+    }
+
+    /// Reads until the server closes the connection (FIN or reset); panics
+    /// if it is still open after [`GENEROUS`].
+    pub async fn read_to_close(&mut self) -> String {
+        let waited =
+            tokio::time::timeout(GENEROUS, async { while self.read_some().await {} }).await;
+        assert!(
+            waited.is_ok(),
+            "the server left the connection open for {GENEROUS:?}; read:\n{}",
+            self.text()
+        );
+        self.text()
+    }
+
+    /// One read; false once the connection is closed.
+    async fn read_some(&mut self) -> bool {
+        if self.closed {
+            return false;
+        }
+        let mut buf = [0u8; 4096];
+        match self.stream.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                self.closed = true;
+                false
+            }
+            Ok(n) => {
+                self.read.extend_from_slice(&buf[..n]);
+                true
+            }
+        }
+    }
 }
 
 /// An HTTP/2 prior-knowledge (h2c) GET.

@@ -118,6 +118,25 @@ impl GatewayProcess {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
+    /// `used` and the history of these accounts, for the money oracle.
+    pub async fn ledger_view(&self, token: &str, accounts: &[&str]) -> super::money::LedgerView {
+        super::money::LedgerView::fetch(
+            &super::http::TestClient::new(),
+            &self.admin_url(""),
+            token,
+            accounts,
+        )
+        .await
+    }
+
+    pub async fn metrics(&self) -> super::metrics::Samples {
+        let response = super::http::TestClient::new()
+            .get(&self.admin_url("/metrics"), &[])
+            .await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        super::metrics::Samples::parse(&response.text())
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

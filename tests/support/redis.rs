@@ -181,6 +181,25 @@ impl RedisServer {
         }
     }
 
+    /// Runs one command; its reply as text, or the error Redis answered
+    /// (`BUSY …`, `LOADING …`) or the connection failure.
+    pub fn try_cli(&self, args: &[&str]) -> Result<String, String> {
+        let client = redis::Client::open(self.url()).map_err(|e| e.to_string())?;
+        let mut connection = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .map_err(|e| e.to_string())?;
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        match command.query::<redis::Value>(&mut connection) {
+            Ok(redis::Value::SimpleString(s)) => Ok(s),
+            Ok(redis::Value::BulkString(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Ok(other) => Ok(format!("{other:?}")),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
     /// Runs one command and returns its reply as text.
     pub fn cli(&self, args: &[&str]) -> String {
         let client = redis::Client::open(self.url()).expect("client");

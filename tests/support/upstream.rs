@@ -25,9 +25,23 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub received_at: Instant,
+    /// The status this upstream chose to answer with (`None`: it closed the
+    /// connection instead). Whether the answer reached the gateway in time
+    /// is another matter: a `Delay` can outlast the gateway's timeout.
+    pub status: Option<u16>,
 }
 
 impl RecordedRequest {
+    /// The path without the query.
+    pub fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or_default()
+    }
+
+    /// The `X-Request-Id` the gateway forwarded: the id its debit is filed under.
+    pub fn request_id(&self) -> &str {
+        self.header("x-request-id").unwrap_or_default()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -69,13 +83,75 @@ pub enum Behavior {
         content_type: String,
         chunks: Vec<(Duration, Vec<u8>)>,
     },
+    /// Sends the head, then each step in order: data, a pause, or a wait
+    /// until a [`Gate`] opens (so a test decides when the stream goes on,
+    /// instead of guessing with pauses).
+    Stream {
+        status: u16,
+        content_type: String,
+        steps: Vec<Step>,
+    },
+    /// Waits until the gate opens, then answers as the inner behavior.
+    Gated(Gate, Box<Behavior>),
     /// Reads the request, then drops the connection without answering.
     CloseWithoutResponse,
+}
+
+/// One step of a [`Behavior::Stream`] body.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Data(Vec<u8>),
+    Pause(Duration),
+    Wait(Gate),
+}
+
+/// A latch a test opens once; everything waiting on it then proceeds.
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub async fn wait(&self) {
+        let mut open = self.0.subscribe();
+        // The sender lives in `self`, so this only ends when opened.
+        let _ = open.wait_for(|open| *open).await;
+    }
+}
+
+impl Behavior {
+    /// The status this behavior answers with, if it answers at all.
+    fn status(&self) -> Option<u16> {
+        match self {
+            Behavior::Ok | Behavior::Delay(_) => Some(200),
+            Behavior::Status(status)
+            | Behavior::Body { status, .. }
+            | Behavior::BodyWithHeaders { status, .. }
+            | Behavior::Chunks { status, .. }
+            | Behavior::Stream { status, .. } => Some(*status),
+            Behavior::Gated(_, inner) => inner.status(),
+            Behavior::CloseWithoutResponse => None,
+        }
+    }
 }
 
 #[derive(Default)]
 struct State {
     requests: Vec<RecordedRequest>,
+    /// Request heads seen, whether or not their body arrived whole.
+    heads: usize,
     aborted: usize,
     default: Option<Behavior>,
     by_prefix: Vec<(String, Behavior)>,
@@ -125,21 +201,46 @@ impl RecordingUpstream {
             .push((path_prefix.to_owned(), behavior));
     }
 
+    /// The requests received whole (head and complete body), in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.lock().unwrap().requests.clone()
     }
 
+    /// How many requests were received whole: what a vendor works on, and
+    /// so what the ledger may charge for.
     pub fn count(&self) -> usize {
         self.state.lock().unwrap().requests.len()
     }
 
+    /// How many requests reached this upstream at all: every head seen,
+    /// whole, broken off or still arriving. "Never forwarded" means this is
+    /// zero: a partial forward is a forward.
+    pub fn reached(&self) -> usize {
+        self.state.lock().unwrap().heads
+    }
+
     pub fn clear(&self) {
-        self.state.lock().unwrap().requests.clear();
+        let mut state = self.state.lock().unwrap();
+        state.requests.clear();
+        state.heads = 0;
+        state.aborted = 0;
     }
 
     /// Requests whose body broke off before it was complete.
     pub fn aborted(&self) -> usize {
         self.state.lock().unwrap().aborted
+    }
+
+    /// Whole, aborted and head-only counts, for failure messages.
+    pub fn summary(&self) -> String {
+        let state = self.state.lock().unwrap();
+        format!(
+            "{} whole, {} broken off, {} heads, {} connections",
+            state.requests.len(),
+            state.aborted,
+            state.heads,
+            self.connections.load(Ordering::SeqCst)
+        )
     }
 
     pub fn connections(&self) -> usize {
@@ -156,8 +257,8 @@ impl RecordingUpstream {
             }
             assert!(
                 Instant::now() < deadline,
-                "upstream saw {} requests, expected {n}",
-                requests.len()
+                "waited {timeout:?} for {n} whole requests; upstream saw {}",
+                self.summary()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -219,8 +320,9 @@ async fn record(
     request: Request<hyper::body::Incoming>,
 ) -> (Behavior, String) {
     let (parts, body) = request.into_parts();
-    // A request whose body broke off never reached the vendor as a request:
-    // it is counted apart, not recorded.
+    state.lock().unwrap().heads += 1;
+    // A request whose body broke off never reached the vendor as a whole
+    // request: it is counted apart (`aborted`, `reached`), not recorded.
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes().to_vec(),
         Err(_) => {
@@ -229,6 +331,16 @@ async fn record(
         }
     };
     let path = parts.uri.path().to_owned();
+    let mut state = state.lock().unwrap();
+    // The latest setting for a prefix wins, so a test can override its own.
+    let behavior = state
+        .by_prefix
+        .iter()
+        .rev()
+        .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .map(|(_, b)| b.clone())
+        .or_else(|| state.default.clone())
+        .unwrap_or(Behavior::Ok);
     let recorded = RecordedRequest {
         method: parts.method.to_string(),
         uri: parts
@@ -249,24 +361,22 @@ async fn record(
             .collect(),
         body,
         received_at: Instant::now(),
+        status: behavior.status(),
     };
-    let mut state = state.lock().unwrap();
     state.requests.push(recorded);
-    // The latest setting for a prefix wins, so a test can override its own.
-    let behavior = state
-        .by_prefix
-        .iter()
-        .rev()
-        .find(|(prefix, _)| path.starts_with(prefix.as_str()))
-        .map(|(_, b)| b.clone())
-        .or_else(|| state.default.clone())
-        .unwrap_or(Behavior::Ok);
     (behavior, path)
 }
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 async fn respond(behavior: Behavior, path: &str) -> Response<BoxBody> {
+    let behavior = match behavior {
+        Behavior::Gated(gate, inner) => {
+            gate.wait().await;
+            *inner
+        }
+        other => other,
+    };
     let simple = |status: u16, content_type: &str, body: Vec<u8>| {
         Response::builder()
             .status(status)
@@ -285,8 +395,9 @@ async fn respond(behavior: Behavior, path: &str) -> Response<BoxBody> {
         )
     };
     match behavior {
-        // CloseWithoutResponse never gets here: its connection is dropped first.
-        Behavior::Ok | Behavior::CloseWithoutResponse => ok(),
+        // CloseWithoutResponse never gets here: its connection is dropped
+        // first; a gate inside a gate is not waited for twice.
+        Behavior::Ok | Behavior::CloseWithoutResponse | Behavior::Gated(..) => ok(),
         Behavior::Status(status) => simple(
             status,
             "application/json",
@@ -332,6 +443,31 @@ async fn respond(behavior: Behavior, path: &str) -> Response<BoxBody> {
                 .body(StreamBody::new(stream).boxed())
                 .unwrap()
         }
+        Behavior::Stream {
+            status,
+            content_type,
+            steps,
+        } => {
+            let stream = futures_util::stream::unfold(steps.into_iter(), |mut steps| async move {
+                loop {
+                    match steps.next()? {
+                        Step::Data(bytes) => {
+                            return Some((
+                                Ok::<_, Infallible>(Frame::data(Bytes::from(bytes))),
+                                steps,
+                            ))
+                        }
+                        Step::Pause(pause) => tokio::time::sleep(pause).await,
+                        Step::Wait(gate) => gate.wait().await,
+                    }
+                }
+            });
+            Response::builder()
+                .status(status)
+                .header("content-type", content_type)
+                .body(StreamBody::new(stream).boxed())
+                .unwrap()
+        }
     }
 }
 
@@ -344,7 +480,7 @@ pub async fn unused_addr() -> SocketAddr {
 // The support module only exists in the test binary, so no #[cfg(test)].
 mod tests {
     use super::*;
-    use crate::support::http::{h2c_get, raw_exchange, TestClient};
+    use crate::support::http::{h2c_get, raw_exchange_until_closed, TestClient};
 
     #[tokio::test]
     async fn records_method_path_headers_and_body_in_order() {
@@ -425,7 +561,7 @@ mod tests {
         .await;
         assert_eq!(response.status, 200);
         assert_eq!(response.json()["path"], "/h2/path");
-        let seen = upstream.wait_for(1, Duration::from_secs(5)).await;
+        let seen = upstream.wait_for(1, crate::support::http::GENEROUS).await;
         assert_eq!(seen[0].version, http::Version::HTTP_2);
         assert_eq!(seen[0].uri, "/h2/path?q=1");
         assert_eq!(seen[0].header("x-h2"), Some("yes"));
@@ -435,15 +571,12 @@ mod tests {
     #[tokio::test]
     async fn raw_exchange_reads_until_the_server_closes() {
         let upstream = RecordingUpstream::start().await;
-        let started = Instant::now();
-        let raw = raw_exchange(
+        // Fails if the connection is left open instead of closed.
+        let raw = raw_exchange_until_closed(
             upstream.addr(),
             b"GET /raw HTTP/1.1\r\nHost: upstream\r\nConnection: close\r\n\r\n",
-            Duration::from_secs(10),
         )
         .await;
-        // Well under the timeout: the read ended because the server closed.
-        assert!(started.elapsed() < Duration::from_secs(5));
         let text = String::from_utf8_lossy(&raw);
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert!(text.contains("\"path\":\"/raw\""), "{text}");
@@ -505,8 +638,28 @@ mod tests {
         assert!(received_at + delay <= answered);
     }
 
+    /// A bare HTTP/1 connection, so a test sees when each body chunk arrives
+    /// (TestClient buffers whole bodies).
+    async fn stream_get(
+        upstream: &RecordingUpstream,
+        path: &str,
+    ) -> hyper::Response<hyper::body::Incoming> {
+        let stream = tokio::net::TcpStream::connect(upstream.addr())
+            .await
+            .unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = Request::get(path)
+            .header("host", upstream.addr().to_string())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        sender.send_request(request).await.unwrap()
+    }
+
     #[tokio::test]
-    async fn chunks_stream_in_order_with_their_pauses() {
+    async fn chunks_stream_in_order_after_their_pauses() {
         let upstream = RecordingUpstream::start().await;
         upstream.set_behavior(Behavior::Chunks {
             status: 200,
@@ -517,42 +670,64 @@ mod tests {
                 (Duration::from_millis(200), b"data: c\n\n".to_vec()),
             ],
         });
-        // TestClient buffers whole bodies; a bare connection shows when
-        // each chunk arrived.
-        let stream = tokio::net::TcpStream::connect(upstream.addr())
-            .await
-            .unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let request = Request::get("/stream")
-            .header("host", upstream.addr().to_string())
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
+        let response = stream_get(&upstream, "/stream").await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
-
-        let mut body = response.into_body();
-        let mut received = Vec::new();
-        let mut arrivals = Vec::new();
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.unwrap().into_data() {
-                received.extend_from_slice(&data);
-                arrivals.push((Instant::now(), received.len()));
-            }
-        }
-        assert_eq!(received, b"data: a\n\ndata: b\n\ndata: c\n\n");
-        let first_arrival = arrivals.iter().find(|(_, len)| *len >= 9).unwrap().0;
-        let last_arrival = arrivals.last().unwrap().0;
-        // 400 ms of pauses apart; a buffered body would show ~0. The margin
-        // absorbs scheduling delay when the whole suite runs at once.
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let done = Instant::now();
+        assert_eq!(&body[..], b"data: a\n\ndata: b\n\ndata: c\n\n");
+        // A lower bound only: load can delay the stream, never hasten it.
+        let received_at = upstream.requests()[0].received_at;
         assert!(
-            last_arrival - first_arrival >= Duration::from_millis(150),
-            "chunks arrived together: {:?}",
-            last_arrival - first_arrival
+            done - received_at >= Duration::from_millis(400),
+            "the pauses were skipped: {:?}",
+            done - received_at
         );
+    }
+
+    #[tokio::test]
+    async fn a_stream_holds_at_its_gate_until_the_test_opens_it() {
+        let upstream = RecordingUpstream::start().await;
+        let gate = Gate::new();
+        upstream.set_behavior(Behavior::Stream {
+            status: 200,
+            content_type: "text/event-stream".into(),
+            steps: vec![
+                Step::Data(b"data: first\n\n".to_vec()),
+                Step::Wait(gate.clone()),
+                Step::Data(b"data: second\n\n".to_vec()),
+            ],
+        });
+        let mut body = stream_get(&upstream, "/gated").await.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"data: first\n\n");
+        // Nothing more comes while the gate is shut (a short look suffices:
+        // a wrong answer here would be data, which cannot arrive late).
+        let early = tokio::time::timeout(Duration::from_millis(100), body.frame()).await;
+        assert!(early.is_err(), "data passed a shut gate: {early:?}");
+        gate.open();
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&rest[..], b"data: second\n\n");
+    }
+
+    #[tokio::test]
+    async fn a_gated_answer_waits_for_its_gate_and_records_its_status() {
+        let upstream = RecordingUpstream::start().await;
+        let gate = Gate::new();
+        upstream.set_behavior(Behavior::Gated(
+            gate.clone(),
+            Box::new(Behavior::Status(418)),
+        ));
+        let client = TestClient::new();
+        let url = format!("{}/held", upstream.url());
+        let answer = tokio::spawn(async move { client.get(&url, &[]).await });
+        upstream.wait_for(1, crate::support::http::GENEROUS).await;
+        assert!(!answer.is_finished(), "answered before the gate opened");
+        gate.open();
+        assert_eq!(answer.await.unwrap().status, 418);
+        assert_eq!(upstream.requests()[0].status, Some(418));
+        assert_eq!(upstream.requests()[0].request_id(), "");
+        assert_eq!(upstream.requests()[0].path(), "/held");
     }
 
     #[tokio::test]
@@ -588,7 +763,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while upstream.aborted() == 0 {
             assert!(
                 Instant::now() < deadline,
@@ -596,7 +771,9 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(upstream.count(), 0);
+        assert_eq!(upstream.count(), 0, "not received whole");
+        assert_eq!(upstream.reached(), 1, "but it did reach the upstream");
+        assert!(upstream.requests().is_empty());
     }
 
     #[tokio::test]
