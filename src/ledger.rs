@@ -14,6 +14,7 @@ pub mod bounds;
 pub mod keys;
 pub mod memory;
 pub mod redis;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -329,5 +330,35 @@ impl Ledger {
     /// Reachability check for `/readyz`.
     pub async fn ping(&self) -> Result<(), LedgerError> {
         dispatch!(self, l => l.ping().await)
+    }
+
+    /// The account's window and where its credits went (by day and route,
+    /// and when they come back), from one atomic read whose cost does not
+    /// grow with the number of debits. `Ok(None)` when the account does not
+    /// exist; an error naming the field when its stored totals are damaged.
+    pub async fn usage(
+        &self,
+        account: &str,
+        plans: &PlanTable,
+    ) -> Result<Option<usage::Usage>, LedgerError> {
+        dispatch!(self, l => l.usage(account, plans).await)
+    }
+
+    /// Accounts in ascending id order, after `after`, at most `limit`, with
+    /// their balances (read one by one: not one atomic snapshot).
+    pub async fn list_accounts(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        plans: &PlanTable,
+    ) -> Result<usage::AccountPage, LedgerError> {
+        dispatch!(self, l => l.list_accounts(after, limit, plans).await)
+    }
+
+    /// Puts every existing account into the account index (accounts created
+    /// before the index existed); returns how many accounts were found. An
+    /// admin operation: a scan of the whole store.
+    pub async fn reindex_accounts(&self) -> Result<u64, LedgerError> {
+        dispatch!(self, l => l.reindex_accounts().await)
     }
 }

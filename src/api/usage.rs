@@ -1,5 +1,6 @@
-//! `/v1/credits` and `/v1/credits/history`: what the plugin dashboard shows
-//! a customer, authenticated with the customer's own API key.
+//! `/v1/credits`, `/v1/credits/history`, `/v1/credits/usage` and
+//! `/v1/credits/prices`: what the plugin dashboard shows a customer,
+//! authenticated with the customer's own API key.
 
 use http::request::Parts;
 use http::{Method, Response};
@@ -11,6 +12,8 @@ use crate::state::{Gateway, Snapshot};
 
 const BALANCE: &str = "/v1/credits";
 const HISTORY: &str = "/v1/credits/history";
+const USAGE: &str = "/v1/credits/usage";
+const PRICES: &str = "/v1/credits/prices";
 
 /// The usage API owns these paths on the data listener; no route can use them.
 pub fn is_usage_path(path: &str) -> bool {
@@ -24,7 +27,7 @@ pub async fn handle(
     path: &str,
     record: &mut RequestRecord,
 ) -> Result<Response<Body>, GatewayError> {
-    if path != BALANCE && path != HISTORY {
+    if ![BALANCE, HISTORY, USAGE, PRICES].contains(&path) {
         return Err(GatewayError::new(
             ErrorKind::RouteNotFound,
             format!("no such usage resource: {path}"),
@@ -39,6 +42,20 @@ pub async fn handle(
         );
     }
     let account = owner.account_id.as_str();
+    if path == USAGE {
+        return super::usage_report::report(gateway, &snapshot.config.plans, account)
+            .await?
+            .map(|report| body::json(&report))
+            .ok_or_else(|| {
+                GatewayError::new(
+                    ErrorKind::Unauthenticated,
+                    "this key's account no longer exists",
+                )
+            });
+    }
+    if path == PRICES {
+        return Ok(body::json(&super::prices::prices_json(&snapshot.config)));
+    }
     if path == BALANCE {
         let balance = gateway
             .ledger

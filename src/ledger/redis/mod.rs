@@ -13,6 +13,8 @@
 //! - `debit.rs`, `amend.rs` (refund, settle), `repair.rs` (recount),
 //!   `read.rs` (balance, history), `accounts.rs` (accounts and API keys),
 //!   `health.rs` (ping, durability): the operations;
+//! - `usage.rs` (the usage report, `lua/usage.lua`), `index.rs` (the
+//!   account index: list and rebuild);
 //! - `codec.rs`: the packed debit record and every script's reply layout;
 //! - `scripts.rs`: the scripts, loaded once. `ledger/keys.rs` spells the keys.
 
@@ -23,10 +25,12 @@ mod codec;
 mod deadline;
 mod debit;
 mod health;
+mod index;
 mod read;
 mod repair;
 mod scripts;
 mod transport;
+mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,90 @@
+//! The usage report (`lua/usage.lua`): an account's window and its usage
+//! aggregates in one atomic read, whatever the number of its debits.
+
+use std::collections::BTreeMap;
+
+use redis::Value;
+
+use super::codec::{UsageField, UsageReply};
+use super::RedisLedger;
+use crate::ledger::keys::AccountKeys;
+use crate::ledger::usage::{DayCredits, Rebuilt, Usage, UsageCell};
+use crate::ledger::{bounds, AccountRecord, LedgerError, PlanTable};
+
+impl RedisLedger {
+    /// `Ok(None)` when the account does not exist; an error naming the
+    /// field when its stored totals are damaged (repair: `recount`).
+    pub async fn usage(
+        &self,
+        account: &str,
+        plans: &PlanTable,
+    ) -> Result<Option<Usage>, LedgerError> {
+        let keys = AccountKeys::new(account);
+        let mut invocation = self.core.scripts.usage.prepare_invoke();
+        invocation
+            .key(&keys.account)
+            .key(&keys.window)
+            .key(&keys.usage)
+            .arg(self.core.window_ms);
+        let reply: Vec<Value> = self.core.transport.invoke(&invocation).await?;
+        let (plan, suspended, used, now_ms, rebuilt, fields, routes) =
+            match UsageReply::parse(&reply)? {
+                UsageReply::NoAccount => return Ok(None),
+                UsageReply::Damaged { field } => return Err(bounds::damaged(account, &field)),
+                UsageReply::Found {
+                    plan,
+                    suspended,
+                    used,
+                    now_ms,
+                    rebuilt,
+                    fields,
+                    routes,
+                } => (plan, suspended, used, now_ms, rebuilt, fields, routes),
+            };
+        let route_name = |number: u64| {
+            routes
+                .get(&number)
+                .filter(|name| !name.is_empty())
+                .cloned()
+                .unwrap_or_else(|| format!("route-{number}"))
+        };
+        let mut cells: BTreeMap<(i64, String), (u64, u64)> = BTreeMap::new();
+        let mut returning: BTreeMap<i64, u64> = BTreeMap::new();
+        for field in fields {
+            match field {
+                UsageField::Credits { day, route, value } => {
+                    cells.entry((day, route_name(route))).or_default().0 += value;
+                }
+                UsageField::Requests { day, route, value } => {
+                    cells.entry((day, route_name(route))).or_default().1 += value;
+                }
+                UsageField::Leaving { day, value } => *returning.entry(day).or_default() += value,
+            }
+        }
+        Ok(Some(Usage {
+            allowance: plans.get(&plan).copied(),
+            account: AccountRecord { plan, suspended },
+            used,
+            now_ms,
+            window_ms: self.core.window_ms,
+            spent: cells
+                .into_iter()
+                .map(|((day, route), (credits, requests))| UsageCell {
+                    day,
+                    route,
+                    credits,
+                    requests,
+                })
+                .collect(),
+            returning: returning
+                .into_iter()
+                .map(|(day, credits)| DayCredits { day, credits })
+                .collect(),
+            rebuilt: match rebuilt {
+                1 => Some(Rebuilt::NotKept),
+                2 => Some(Rebuilt::Disagreed),
+                _ => None,
+            },
+        }))
+    }
+}
