@@ -204,8 +204,8 @@ impl MemoryLedger {
                 None
             } else {
                 let mut remaining = account.used;
-                account.window.iter().find_map(|((at, _), debit)| {
-                    remaining -= debit.cost;
+                account.window.iter().find_map(|((at, _), counted)| {
+                    remaining -= counted.cost;
                     (remaining + debit.cost <= allowance)
                         .then(|| (at + self.window_ms - now).max(1) as u64)
                 })
