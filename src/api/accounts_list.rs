@@ -101,7 +101,14 @@ mod tests {
             list_query(Some("limit=500&after=site-42")).unwrap(),
             (500, Some("site-42".into()))
         );
-        for bad in ["limit=0", "limit=501", "limit=x", "limit=", "after=a/b", "after="] {
+        for bad in [
+            "limit=0",
+            "limit=501",
+            "limit=x",
+            "limit=",
+            "after=a/b",
+            "after=",
+        ] {
             assert!(list_query(Some(bad)).is_err(), "{bad}");
         }
     }

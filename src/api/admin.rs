@@ -80,11 +80,9 @@ async fn serve(
                 )
                 .with_extra(crate::error::Extra::Errors(errors))
             }),
-        (Method::GET, ["accounts"]) => {
-            super::accounts_list::list(gateway, request.uri().query())
-                .await
-                .map(|page| body::json(&page))
-        }
+        (Method::GET, ["accounts"]) => super::accounts_list::list(gateway, request.uri().query())
+            .await
+            .map(|page| body::json(&page)),
         (Method::POST, ["reindex"]) => super::accounts_list::reindex(gateway)
             .await
             .map(|found| body::json(&found)),

@@ -101,7 +101,12 @@ cost = 0
         assert_eq!(body["routes"][2]["cost"], 0);
         assert_eq!(body["routes"].as_array().unwrap().len(), 3);
         let text = body.to_string();
-        for secret in ["vendor.example", "secret-vendor-key", "upstream", "images\""] {
+        for secret in [
+            "vendor.example",
+            "secret-vendor-key",
+            "upstream",
+            "images\"",
+        ] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
     }

@@ -26,9 +26,7 @@ impl RedisLedger {
     pub(super) async fn index_account(&self, id: &str) -> Result<(), LedgerError> {
         let transport = &self.core.transport;
         let mut conn = transport.conn().await?;
-        let _: i64 = transport
-            .call(conn.zadd(ACCOUNT_INDEX, id, 0))
-            .await?;
+        let _: i64 = transport.call(conn.zadd(ACCOUNT_INDEX, id, 0)).await?;
         Ok(())
     }
 
@@ -65,8 +63,7 @@ impl RedisLedger {
             // One balance call each, all in flight together (each account
             // lives in its own slot on a cluster).
             let summaries =
-                futures_util::future::join_all(page.iter().map(|id| self.summary(id, plans)))
-                    .await;
+                futures_util::future::join_all(page.iter().map(|id| self.summary(id, plans))).await;
             for summary in summaries {
                 if let Some(summary) = summary? {
                     items.push(summary);
@@ -96,14 +93,14 @@ impl RedisLedger {
                 used: Some(balance.used),
             })),
             Ok(None) => Ok(None),
-            Err(LedgerError::Inconsistent(_)) => Ok(self.get_account(id).await?.map(|account| {
-                AccountSummary {
+            Err(LedgerError::Inconsistent(_)) => {
+                Ok(self.get_account(id).await?.map(|account| AccountSummary {
                     id: id.to_owned(),
                     allowance: plans.get(&account.plan).copied(),
                     account,
                     used: None,
-                }
-            })),
+                }))
+            }
             Err(other) => Err(other),
         }
     }
@@ -192,7 +189,10 @@ fn parse_primaries(nodes: &str) -> Vec<(String, u16)> {
             let mut fields = line.split_whitespace();
             let (_, address, flags) = (fields.next()?, fields.next()?, fields.next()?);
             let flags: Vec<&str> = flags.split(',').collect();
-            if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail") || *f == "noaddr")
+            if !flags.contains(&"master")
+                || flags
+                    .iter()
+                    .any(|f| f.starts_with("fail") || *f == "noaddr")
             {
                 return None;
             }
@@ -217,7 +217,10 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
 ";
         assert_eq!(
             parse_primaries(nodes),
-            [("127.0.0.1".to_owned(), 30002), ("127.0.0.1".to_owned(), 30001)]
+            [
+                ("127.0.0.1".to_owned(), 30002),
+                ("127.0.0.1".to_owned(), 30001)
+            ]
         );
     }
 }

@@ -18,6 +18,10 @@ local cutoff = now - window_ms
 local state, damaged = window_state(account[3], account[4], account[5], usage_keeper(KEYS[3], account[6], window_ms))
 if not state then return {'damaged', damaged} end
 if advance(KEYS[2], state, cutoff) then save_state(KEYS[1], state) end
+-- Nothing counts: empty aggregates are exact (as the first debit finds too).
+if not state.usage and state.first < 0 and state.used == 0 then
+  state.usage = usage_write(KEYS[1], KEYS[3], {}, window_ms)
+end
 
 -- Whether the aggregates add up to `used`, as they must.
 local function agree(fields)
