@@ -39,6 +39,21 @@ pub fn prices_json(config: &Config) -> Value {
     json!({ "routes": routes })
 }
 
+/// `GET /admin/v1/prices`: the same price list, with what the operator
+/// console also needs — the configured plans (for a plan change) and the
+/// window length.
+pub fn admin_prices_json(config: &Config) -> Value {
+    let mut body = prices_json(config);
+    body["plans"] = config
+        .plans
+        .iter()
+        .map(|(plan, allowance)| json!({"plan": plan, "monthly_allowance": allowance}))
+        .collect::<Vec<_>>()
+        .into();
+    body["window_seconds"] = config.ledger.window.as_secs().into();
+    body
+}
+
 /// Whole numbers as JSON integers (`1`, not `1.0`).
 fn number(value: f64) -> Value {
     if value.fract() == 0.0 && value.abs() < 9.0e15 {

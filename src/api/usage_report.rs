@@ -48,18 +48,24 @@ fn day_text(day: i64) -> String {
 
 /// The report body: the balance fields of `/v1/credits`, then `by_route`
 /// (largest first, then by name), `by_day` (every UTC day from the day of
-/// `as_of − window` to the day of `as_of`, zero-filled) and `returning`
-/// (credits by the UTC day they leave the window, soonest first, non-zero
-/// days only).
+/// `as_of − window` to the day of `as_of`, zero-filled, each with its
+/// credits per route in `by_route` — what a stacked chart draws) and
+/// `returning` (credits by the UTC day they leave the window, soonest first,
+/// non-zero days only).
 pub fn usage_json(account: &str, usage: &Usage) -> Value {
     let allowance = usage.allowance.unwrap_or(0);
     let mut routes: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    let mut days: BTreeMap<i64, u64> = BTreeMap::new();
+    // Day → (credits, route → credits).
+    let mut days: BTreeMap<i64, (u64, BTreeMap<&str, u64>)> = BTreeMap::new();
     for cell in &usage.spent {
         let route = routes.entry(&cell.route).or_default();
         route.0 += cell.credits;
         route.1 += cell.requests;
-        *days.entry(cell.day).or_default() += cell.credits;
+        let day = days.entry(cell.day).or_default();
+        day.0 += cell.credits;
+        if cell.credits > 0 {
+            *day.1.entry(&cell.route).or_default() += cell.credits;
+        }
     }
     let mut by_route: Vec<(&str, u64, u64)> = routes
         .into_iter()
@@ -82,10 +88,10 @@ pub fn usage_json(account: &str, usage: &Usage) -> Value {
             "credits": credits,
             "requests": requests,
         })).collect::<Vec<_>>(),
-        "by_day": (first_day..=last_day).map(|day| json!({
-            "day": day_text(day),
-            "credits": days.get(&day).copied().unwrap_or(0),
-        })).collect::<Vec<_>>(),
+        "by_day": (first_day..=last_day).map(|day| {
+            let (credits, by_route) = days.get(&day).cloned().unwrap_or_default();
+            json!({"day": day_text(day), "credits": credits, "by_route": by_route})
+        }).collect::<Vec<_>>(),
         "returning": usage.returning.iter().filter(|day| day.credits > 0).map(|day| json!({
             "day": day_text(day.day),
             "credits": day.credits,
@@ -155,6 +161,11 @@ mod tests {
         assert_eq!(by_day[0]["credits"], 34);
         assert_eq!(by_day[30]["day"], "2026-12-01");
         assert_eq!(by_day[30]["credits"], 1200);
+        assert_eq!(
+            by_day[30]["by_route"],
+            json!({"image-generate": 300, "video-generate": 900})
+        );
+        assert_eq!(by_day[1]["by_route"], json!({}));
         let total = |list: &Value| -> u64 {
             list.as_array()
                 .unwrap()

@@ -20,7 +20,7 @@ const HOUR_MS: i64 = 3_600_000;
 /// 2 days, 7 hours and 13 seconds.
 const WINDOW_MS: i64 = 55 * HOUR_MS + 13_000;
 /// 2026-11-24T22:30:00Z: the first midnight is near.
-const START_MS: i64 = 1_796_077_800_000 - 3 * 86_400_000 + 1_800_000;
+const START_MS: i64 = 1_795_559_400_000;
 const ROUTES: [&str; 3] = ["image-generate", "video-generate", "agents"];
 
 #[derive(Debug, Clone)]
