@@ -1,9 +1,10 @@
 //! What dashboards read, end to end: the usage report, the price list, the
-//! account list (on memory, Redis and Redis Cluster), and the operator
-//! console in a real headless Chromium.
+//! account list (on memory, Redis and Redis Cluster), the CLI's account list,
+//! and the operator console in a real headless Chromium.
 
 mod api;
 mod browser;
+mod cli;
 
 use std::sync::Arc;
 
