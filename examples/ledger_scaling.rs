@@ -50,7 +50,8 @@ async fn main() {
     ));
     let plans: Arc<PlanTable> = Arc::new([("bench".to_owned(), MAX_CREDITS)].into());
     // FLUSHALL of a million entries takes longer than the default reply timeout.
-    let slow = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(120)));
+    let slow =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(120)));
     let mut redis = redis::Client::open(url.as_str())
         .expect("url")
         .get_multiplexed_async_connection_with_config(&slow)
@@ -108,7 +109,9 @@ async fn main() {
     let big_keys = AccountKeys::new("big");
     let aggregate_bytes: i64 = query(&mut redis, &["MEMORY", "USAGE", &big_keys.usage]).await;
     let aggregate_fields: i64 = query(&mut redis, &["HLEN", &big_keys.usage]).await;
-    println!("aggregates of the {total}-debit account: {aggregate_fields} fields, {aggregate_bytes} B");
+    println!(
+        "aggregates of the {total}-debit account: {aggregate_fields} fields, {aggregate_bytes} B"
+    );
     // An account from before the aggregates: the first report rebuilds them
     // from the window, once.
     let _: i64 = query(&mut redis, &["HDEL", &big_keys.account, "uw"]).await;

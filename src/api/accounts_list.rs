@@ -1,5 +1,5 @@
 //! `GET /admin/v1/accounts?limit=&after=`: every account in ascending id
-//! order with its balance, a page at a time (docs/http-api.md), and
+//! order with its balance, a page at a time (docs/usage-api.md), and
 //! `POST /admin/v1/reindex`, which puts accounts created before the account
 //! index into it (docs/ledger.md, "The account index").
 

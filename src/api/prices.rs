@@ -1,5 +1,5 @@
 //! `GET /v1/credits/prices`: what each route costs, so a client can say
-//! "4 credits per image" before the user acts (docs/http-api.md). Every
+//! "4 credits per image" before the user acts (docs/usage-api.md). Every
 //! configured route in config order, cost-0 ones included; nothing about
 //! upstreams (names, URLs, injected headers).
 

@@ -1,6 +1,6 @@
 //! The usage report (`GET /v1/credits/usage`, `GET /admin/v1/accounts/{id}/usage`):
 //! where an account's credits went, by route and by UTC day, and when they
-//! come back — what a dashboard draws (docs/http-api.md). Built from the
+//! come back — what a dashboard draws (docs/usage-api.md). Built from the
 //! ledger's per-account aggregates, read in one atomic step, so its cost does
 //! not grow with the number of debits and its parts always add up to `used`.
 

@@ -1,5 +1,5 @@
 //! The usage report, the price list, the account list and the console's
-//! files over HTTP, on every ledger backend (docs/http-api.md).
+//! files over HTTP, on every ledger backend (docs/usage-api.md).
 
 use serde_json::{json, Value};
 
