@@ -242,6 +242,13 @@ async fn endpoints_answer_as_documented(demo: &Demo) {
         assert_eq!(response.header("referrer-policy"), Some("no-referrer"));
         assert!(!response.text().contains(ADMIN_TOKEN));
     }
+    // A suspended account still reads its report (its dashboard says why requests fail).
+    demo.put_account("site-42", json!({"suspended": true}))
+        .await;
+    let suspended = demo.get_with_key(&key, "/v1/credits/usage").await;
+    assert_eq!(suspended.status, 200, "{}", suspended.text());
+    assert_eq!(suspended.json()["used"], used);
+
     let bare = demo.client.get(&demo.admin_url("/admin"), &[]).await;
     assert_eq!(bare.status, 308);
     assert_eq!(bare.header("location"), Some("/admin/"));

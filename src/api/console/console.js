@@ -425,7 +425,7 @@
       $('stat-release-sub').textContent = 'nothing in the window';
     }
     renderChart(usage);
-    renderReturning(usage, now);
+    renderReturning(usage);
     renderRoutes(usage);
   }
 
@@ -509,7 +509,7 @@
       routes.map((r) => el('td', { class: 'num', text: fmt((d.by_route && d.by_route[r]) || 0) })), el('td', { class: 'num', text: fmt(d.credits) })))));
   }
 
-  function renderReturning(usage, now) {
+  function renderReturning(usage) {
     const list = clear($('returning'));
     if (!usage.returning.length) {
       list.append(el('li', { class: 'muted small', text: 'Nothing in the window.' }));
@@ -518,9 +518,9 @@
     const max = Math.max(...usage.returning.map((r) => r.credits));
     const todayMs = Date.parse(usage.as_of.slice(0, 10) + 'T00:00:00Z');
     const shown = usage.returning.slice(0, 7);
-    let running = usage.available;
+    let back = 0;
     for (const day of shown) {
-      running += day.credits;
+      back += day.credits;
       const offset = Math.round((Date.parse(day.day + 'T00:00:00Z') - todayMs) / 86400000);
       const when = offset === 0 ? 'today' : offset === 1 ? 'tomorrow' : 'in ' + offset + ' days';
       const bar = el('span', { class: 'return-bar', 'aria-hidden': 'true' }, el('span', { class: 'return-fill' }));
@@ -535,8 +535,7 @@
       const credits = rest.reduce((sum, r) => sum + r.credits, 0);
       list.append(el('li', { class: 'muted small', text: '… and ' + fmt(credits) + ' more over ' + rest.length + ' later days' }));
     }
-    list.append(el('li', { class: 'returning-note muted small', text: 'Available after the ' + shown.length + (shown.length === 1 ? ' day' : ' days') + ' above, with no new spending: ' + fmt(Math.min(running, usage.monthly_allowance)) }));
-    void now;
+    list.append(el('li', { class: 'returning-note muted small', text: 'Available after the ' + shown.length + (shown.length === 1 ? ' day' : ' days') + ' above, with no new spending: ' + fmt(Math.max(0, usage.monthly_allowance - (usage.used - back))) }));
   }
 
   function renderRoutes(usage) {
