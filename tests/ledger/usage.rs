@@ -439,6 +439,50 @@ async fn aggregates_stay_small(h: Harness) {
     );
 }
 
+/// A report does not scan a large window on the request path: past the
+/// limit it refuses (as for damaged totals) until the recount rebuilds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_rebuild_is_left_to_the_recount() {
+    let redis = crate::support::redis::RedisServer::start();
+    let ledger = creditgate::ledger::Ledger::Redis(std::sync::Arc::new(
+        creditgate::ledger::redis::RedisLedger::connect(
+            creditgate::ledger::redis::Target::Single(&redis.url()),
+            Duration::from_millis(MONTH),
+            Duration::from_millis(MONTH * 3),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap()
+        .with_rebuild_limit(3),
+    ));
+    let mut h = Harness::with(ledger, None, None).await;
+    h.redis = Some(redis);
+    let mut known = Vec::new();
+    for i in 0..4 {
+        known.push(debit_on(&h, "acct", &format!("d{i}"), "agents", 2).await);
+    }
+    on_key(&h, "cg:{acct}:a", &["HDEL", "cg:{acct}:a", "uw"]);
+    match h.ledger.usage("acct", &h.plans).await {
+        Err(LedgerError::Inconsistent(message)) => {
+            assert!(message.contains("recount"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Debits go on meanwhile; the recount rebuilds, and the report answers.
+    known.push(debit_on(&h, "acct", "d4", "agents", 2).await);
+    h.ledger.recount("acct").await.unwrap().unwrap();
+    let report = usage(&h, "acct").await;
+    assert_eq!(report.rebuilt, None);
+    assert_eq!(observed(&report), brute_force(&known, report.now_ms, MONTH));
+    // Within the limit, the report rebuilds by itself.
+    h.account("small", "small").await;
+    let few = vec![debit_on(&h, "small", "s1", "agents", 5).await];
+    on_key(&h, "cg:{small}:a", &["HDEL", "cg:{small}:a", "uw"]);
+    let report = usage(&h, "small").await;
+    assert_eq!(report.rebuilt, Some(Rebuilt::NotKept));
+    assert_eq!(observed(&report), brute_force(&few, report.now_ms, MONTH));
+}
+
 macro_rules! redis_only {
     ($($name:ident;)*) => {
         mod redis_only {

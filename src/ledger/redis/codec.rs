@@ -435,7 +435,8 @@ impl RecountReply {
     }
 }
 
-/// `usage.lua`: `{}` (no account), `{'damaged', field}`, or these positions.
+/// `usage.lua`: `{}` (no account), `{'damaged', field}`, `{'unbuilt',
+/// debits}`, or these positions.
 mod usage_at {
     pub const PLAN: usize = 0;
     pub const SUSPENDED: usize = 1;
@@ -487,6 +488,11 @@ pub(super) enum UsageReply {
     Damaged {
         field: String,
     },
+    /// The aggregates need a rebuild and the window holds more debits than a
+    /// report may scan (the recount rebuilds them).
+    Unbuilt {
+        debits: u64,
+    },
     Found {
         plan: String,
         suspended: bool,
@@ -506,10 +512,18 @@ impl UsageReply {
             return Ok(UsageReply::NoAccount);
         }
         if reply.len() != usage_at::LEN {
-            if text(reply, 0)? == DAMAGED {
-                return Ok(UsageReply::Damaged {
-                    field: text(reply, DAMAGED_FIELD)?,
-                });
+            match text(reply, 0)?.as_str() {
+                DAMAGED => {
+                    return Ok(UsageReply::Damaged {
+                        field: text(reply, DAMAGED_FIELD)?,
+                    })
+                }
+                "unbuilt" => {
+                    return Ok(UsageReply::Unbuilt {
+                        debits: unsigned(reply, 1)?,
+                    })
+                }
+                _ => {}
             }
             return Err(LedgerError::Protocol(format!(
                 "usage replied {} fields",

@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use health::Durability;
+pub use usage::REBUILD_LIMIT;
 
 use crate::ledger::LedgerError;
 use batch::Batcher;
@@ -55,6 +56,8 @@ pub struct RedisLedger {
     /// Present for one Redis (not a cluster, where a script may only touch
     /// one slot): where debits queue for a batch.
     batcher: Option<Batcher>,
+    /// The most debits a usage report rebuilds missing aggregates from.
+    rebuild_limit: u64,
 }
 
 /// What the ledger's calls share with its batch task.
@@ -87,6 +90,17 @@ impl RedisLedger {
             deadline: DebitDeadline::new(timeout),
         });
         let batcher = matches!(target, Target::Single(_)).then(|| Batcher::start(core.clone()));
-        Ok(RedisLedger { core, batcher })
+        Ok(RedisLedger {
+            core,
+            batcher,
+            rebuild_limit: REBUILD_LIMIT,
+        })
+    }
+
+    /// Changes how many debits a usage report may rebuild its aggregates
+    /// from (default [`REBUILD_LIMIT`]); tests lower it.
+    pub fn with_rebuild_limit(mut self, debits: u64) -> RedisLedger {
+        self.rebuild_limit = debits;
+        self
     }
 }

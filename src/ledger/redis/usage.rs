@@ -11,6 +11,12 @@ use crate::ledger::keys::AccountKeys;
 use crate::ledger::usage::{DayCredits, Rebuilt, Usage, UsageCell};
 use crate::ledger::{bounds, AccountRecord, LedgerError, PlanTable};
 
+/// The most debits in a window from which a usage report rebuilds missing
+/// aggregates itself (a scan in one script: about 0.3 s at this size);
+/// beyond it the report is refused until an operator runs the recount
+/// (docs/ledger.md, "Usage aggregates").
+pub const REBUILD_LIMIT: u64 = 100_000;
+
 impl RedisLedger {
     /// `Ok(None)` when the account does not exist; an error naming the
     /// field when its stored totals are damaged (repair: `recount`).
@@ -25,12 +31,19 @@ impl RedisLedger {
             .key(&keys.account)
             .key(&keys.window)
             .key(&keys.usage)
-            .arg(self.core.window_ms);
+            .arg(self.core.window_ms)
+            .arg(self.rebuild_limit);
         let reply: Vec<Value> = self.core.transport.invoke(&invocation).await?;
         let (plan, suspended, used, now_ms, rebuilt, fields, routes) =
             match UsageReply::parse(&reply)? {
                 UsageReply::NoAccount => return Ok(None),
                 UsageReply::Damaged { field } => return Err(bounds::damaged(account, &field)),
+                UsageReply::Unbuilt { debits } => {
+                    return Err(LedgerError::Inconsistent(format!(
+                        "account `{account}`: its usage aggregates must be built from {debits} \
+                         debits, more than a report scans; repair: POST /admin/v1/accounts/{account}/recount"
+                    )))
+                }
                 UsageReply::Found {
                     plan,
                     suspended,

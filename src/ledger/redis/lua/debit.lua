@@ -46,7 +46,7 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
   -- Aggregates not kept yet (an account from before them, or a new window)
   -- start when nothing counts: then empty aggregates are exact.
   if not state.usage and state.first < 0 and state.used == 0 then
-    state.usage = usage_write(k.account, k.usage, {}, window_ms)
+    state.usage = usage_write(k.account, k.usage, new_totals(), window_ms)
   end
   -- History past its retention goes now and then, a bounded batch at a time.
   -- (A sweep time that is not a number is taken as due, and rewritten.)

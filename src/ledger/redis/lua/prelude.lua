@@ -95,6 +95,18 @@ local function cost_of(m)
   return cost
 end
 
+-- The cost and route number of a record, without copying its id.
+local function cost_route(m)
+  local pos = 10
+  if string.byte(m, 1) < 2 then
+    local len
+    len, pos = read_varint(m, 2)
+    pos = pos + len
+  end
+  local cost, after = read_varint(m, pos)
+  return cost, read_varint(m, after)
+end
+
 local DAY_MS = 86400000
 
 -- The aggregates to keep for an account whose `uw` field is `built_for`:
@@ -106,28 +118,54 @@ end
 
 -- Adds one debit's share (credits may be negative) to `deltas` (field → change).
 local function usage_add(deltas, at, route, credits, requests, window_ms)
-  local spent = math.floor(at / DAY_MS) .. ':' .. route
-  local leaves = 'r:' .. math.floor((at + window_ms) / DAY_MS)
+  local spent = int(math.floor(at / DAY_MS)) .. ':' .. int(route)
+  local leaves = 'r:' .. int(math.floor((at + window_ms) / DAY_MS))
   deltas['c:' .. spent] = (deltas['c:' .. spent] or 0) + credits
   deltas['n:' .. spent] = (deltas['n:' .. spent] or 0) + requests
   deltas[leaves] = (deltas[leaves] or 0) + credits
 end
 
--- Replaces the aggregates by `totals` (as usage_add builds them) and marks
--- them kept for this window; returns the keeper.
+-- Totals of whole debits for a rebuild: summed in numeric tables, one
+-- lookup per debit, the field names built once at the end (a rebuild may
+-- visit a million debits).
+local function new_totals()
+  return { spent = {}, count = {}, leaving = {} }
+end
+
+local function total_add(totals, at, route, cost, window_ms)
+  local day = math.floor(at / DAY_MS)
+  local spent, count = totals.spent[day], totals.count[day]
+  if not spent then
+    spent, count = {}, {}
+    totals.spent[day], totals.count[day] = spent, count
+  end
+  spent[route] = (spent[route] or 0) + cost
+  count[route] = (count[route] or 0) + 1
+  local leaves = math.floor((at + window_ms) / DAY_MS)
+  totals.leaving[leaves] = (totals.leaving[leaves] or 0) + cost
+end
+
+-- Replaces the aggregates by `totals` and marks them kept for this window;
+-- returns the keeper.
 local function usage_write(ka, ku, totals, window_ms)
   redis.call('DEL', ku)
   local batch = {}
-  for field, value in pairs(totals) do
-    if value > 0 then
-      batch[#batch + 1] = field
-      batch[#batch + 1] = int(value)
-      if #batch >= 512 then
-        redis.call('HSET', ku, unpack(batch))
-        batch = {}
-      end
+  local function put(field, value)
+    if value <= 0 then return end
+    batch[#batch + 1] = field
+    batch[#batch + 1] = int(value)
+    if #batch >= 512 then
+      redis.call('HSET', ku, unpack(batch))
+      batch = {}
     end
   end
+  for day, routes in pairs(totals.spent) do
+    for route, credits in pairs(routes) do
+      put('c:' .. int(day) .. ':' .. int(route), credits)
+      put('n:' .. int(day) .. ':' .. int(route), totals.count[day][route])
+    end
+  end
+  for day, credits in pairs(totals.leaving) do put('r:' .. int(day), credits) end
   if #batch > 0 then redis.call('HSET', ku, unpack(batch)) end
   redis.call('HSET', ka, 'uw', int(window_ms))
   return { key = ku, window = window_ms }
@@ -209,10 +247,10 @@ end
 -- for the usage read of an account whose aggregates are not kept yet or
 -- disagree with `used`); returns the keeper.
 local function usage_rebuild(ka, kw, ku, cutoff, window_ms)
-  local totals = {}
+  local totals = new_totals()
   each_counting(kw, cutoff, function(m, at)
-    local _, _, cost, route = parse(m)
-    usage_add(totals, at, route, cost, 1, window_ms)
+    local cost, route = cost_route(m)
+    total_add(totals, at, route, cost, window_ms)
   end)
   return usage_write(ka, ku, totals, window_ms)
 end

@@ -24,15 +24,15 @@ if previous then
   previous_used = int(previous.used)
 end
 local used, counted, first = 0, 0, -1
-local totals = {}
+local totals = new_totals()
 local void = {}
 each_counting(KEYS[2], cutoff, function(m, at)
-  local _, _, cost, route = parse(m)
+  local cost, route = cost_route(m)
   if whole(cost, 0, MAX_CREDITS) then
     used = used + cost
     counted = counted + 1
     if first < 0 then first = at end
-    usage_add(totals, at, route, cost, 1, window_ms)
+    total_add(totals, at, route, cost, window_ms)
   else
     void[#void + 1] = m
     void[#void + 1] = at

@@ -3,10 +3,13 @@
 -- the number of aggregate fields (days × routes), not on the debits. When
 -- the aggregates are not kept (an account from before them, or a changed
 -- window) or do not add up to `used`, they are rebuilt from the window
--- first — a scan, once.
--- KEYS: account hash, window zset, usage aggregates.   ARGV: window_ms.
+-- first — a scan, once — when the window holds at most ARGV[2] debits;
+-- a larger one is left to the admin recount, which rebuilds them too.
+-- KEYS: account hash, window zset, usage aggregates.
+-- ARGV: window_ms, the most debits a report may rebuild from.
 -- Returns {} when there is no account, {'damaged', field} when its stored
--- totals cannot be trusted (or `used` disagrees with the window), else
+-- totals cannot be trusted (or `used` disagrees with the window),
+-- {'unbuilt', debits} when a rebuild is due and the window is larger, else
 -- {plan, suspended, used, now, rebuilt (0: no, 1: not kept, 2: disagreed),
 --  {field, value, ...}, {route number, route name, ...}}.
 
@@ -20,7 +23,7 @@ if not state then return {'damaged', damaged} end
 if advance(KEYS[2], state, cutoff) then save_state(KEYS[1], state) end
 -- Nothing counts: empty aggregates are exact (as the first debit finds too).
 if not state.usage and state.first < 0 and state.used == 0 then
-  state.usage = usage_write(KEYS[1], KEYS[3], {}, window_ms)
+  state.usage = usage_write(KEYS[1], KEYS[3], new_totals(), window_ms)
 end
 
 -- Whether the aggregates add up to `used`, as they must.
@@ -43,6 +46,8 @@ else
   rebuilt = 1
 end
 if rebuilt > 0 then
+  local debits = redis.call('ZCOUNT', KEYS[2], '(' .. int(cutoff), '+inf')
+  if debits > tonumber(ARGV[2]) then return {'unbuilt', debits} end
   usage_rebuild(KEYS[1], KEYS[2], KEYS[3], cutoff, window_ms)
   fields = redis.call('HGETALL', KEYS[3])
   -- Rebuilt from the window and still not `used`: the total is wrong (the
