@@ -709,4 +709,90 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn usage_replies_decode_fields_routes_and_refusals() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert_eq!(UsageReply::parse(&[]).unwrap(), UsageReply::NoAccount);
+        assert_eq!(
+            UsageReply::parse(&[bulk("unbuilt"), Value::Int(250_000)]).unwrap(),
+            UsageReply::Unbuilt { debits: 250_000 }
+        );
+        assert_eq!(
+            UsageReply::parse(&[bulk("damaged"), bulk("seen")]).unwrap(),
+            UsageReply::Damaged {
+                field: "seen".into()
+            }
+        );
+        let fields = Value::Array(
+            [
+                "c:20781:1",
+                "40",
+                "n:20781:1",
+                "4",
+                "r:20811",
+                "40",
+                "x:junk",
+                "1",
+                "n:20780:2",
+                "1",
+            ]
+            .iter()
+            .map(|s| bulk(s))
+            .collect(),
+        );
+        let routes = Value::Array(vec![
+            bulk("1"),
+            bulk("image-generate"),
+            bulk("2"),
+            bulk("agents"),
+        ]);
+        let reply = UsageReply::parse(&[
+            bulk("pro"),
+            bulk("0"),
+            Value::Int(40),
+            Value::Int(1_795_521_600_000),
+            Value::Int(0),
+            fields,
+            routes,
+        ])
+        .unwrap();
+        let UsageReply::Found {
+            used,
+            fields,
+            routes,
+            rebuilt,
+            ..
+        } = reply
+        else {
+            panic!("{reply:?}");
+        };
+        assert_eq!((used, rebuilt), (40, 0));
+        assert_eq!(
+            fields,
+            [
+                UsageField::Credits {
+                    day: 20_781,
+                    route: 1,
+                    value: 40
+                },
+                UsageField::Requests {
+                    day: 20_781,
+                    route: 1,
+                    value: 4
+                },
+                UsageField::Leaving {
+                    day: 20_811,
+                    value: 40
+                },
+                UsageField::Requests {
+                    day: 20_780,
+                    route: 2,
+                    value: 1
+                },
+            ],
+            "an unknown field is skipped"
+        );
+        assert_eq!(routes[&2], "agents");
+    }
 }
