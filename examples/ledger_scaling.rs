@@ -167,9 +167,15 @@ async fn main() {
     for account in &accounts {
         put(&ledger, account).await;
     }
+    let cpu_before = script_usec(&mut redis).await;
     fill(&ledger, &plans, &accounts, total).await;
+    let script_cpu = script_usec(&mut redis).await - cpu_before;
     let after = used_memory(&mut redis).await;
     let per_debit = (after - before) as f64 / total as f64;
+    println!(
+        "redis CPU in the debit script: {:.2} µs per debit (INFO commandstats, {total} debits in batches)",
+        script_cpu as f64 / total as f64
+    );
     let keys = AccountKeys::new("site-1");
     let window_bytes: i64 = query(
         &mut redis,
@@ -294,6 +300,23 @@ async fn query<T: redis::FromRedisValue>(
     let mut command = redis::cmd(args[0]);
     command.arg(&args[1..]);
     command.query_async(redis).await.expect(args[0])
+}
+
+/// Microseconds Redis spent in scripts so far (`EVALSHA` + `EVAL`).
+async fn script_usec(redis: &mut redis::aio::MultiplexedConnection) -> i64 {
+    let stats: String = query(redis, &["INFO", "commandstats"]).await;
+    stats
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            line.split("usec=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<i64>()
+                .ok()
+        })
+        .sum()
 }
 
 async fn used_memory(redis: &mut redis::aio::MultiplexedConnection) -> i64 {
