@@ -8,7 +8,7 @@ use redis::Value;
 use super::codec::{UsageField, UsageReply};
 use super::RedisLedger;
 use crate::ledger::keys::AccountKeys;
-use crate::ledger::usage::{DayCredits, Rebuilt, Usage, UsageCell};
+use crate::ledger::usage::{DayCredits, Rebuilt, Usage, UsageCell, DAY_MS};
 use crate::ledger::{bounds, AccountRecord, LedgerError, PlanTable};
 
 /// The most debits in a window from which a usage report rebuilds missing
@@ -61,17 +61,28 @@ impl RedisLedger {
                 .cloned()
                 .unwrap_or_else(|| format!("route-{number}"))
         };
+        // A window of whole days keeps no leave days (`lua/prelude.lua`):
+        // credits spent on day d leave on day d + the window's days.
+        let whole_days = (self.core.window_ms % DAY_MS as u64 == 0)
+            .then(|| i64::try_from(self.core.window_ms / DAY_MS as u64).unwrap_or(i64::MAX));
         let mut cells: BTreeMap<(i64, String), (u64, u64)> = BTreeMap::new();
         let mut returning: BTreeMap<i64, u64> = BTreeMap::new();
         for field in fields {
             match field {
                 UsageField::Credits { day, route, value } => {
                     cells.entry((day, route_name(route))).or_default().0 += value;
+                    if let Some(days) = whole_days {
+                        *returning.entry(day.saturating_add(days)).or_default() += value;
+                    }
                 }
                 UsageField::Requests { day, route, value } => {
                     cells.entry((day, route_name(route))).or_default().1 += value;
                 }
-                UsageField::Leaving { day, value } => *returning.entry(day).or_default() += value,
+                UsageField::Leaving { day, value } => {
+                    if whole_days.is_none() {
+                        *returning.entry(day).or_default() += value;
+                    }
+                }
             }
         }
         Ok(Some(Usage {

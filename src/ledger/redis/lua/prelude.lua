@@ -27,7 +27,10 @@
 -- at > seen), their credits and number by UTC day of the debit and route
 -- number, and their credits by the UTC day on which they leave the window:
 --   c:<day>:<route>  credits    n:<day>:<route>  debits    r:<day>  credits leaving
--- (<day> = UTC days since 1970-01-01; a field at zero is deleted). They are
+-- (<day> = UTC days since 1970-01-01; a field at zero is deleted). With a
+-- window of whole days the leave day is the debit's day plus the window, so
+-- `r:` fields are not written: the report derives them from `c:` (one call
+-- less per debit). They are
 -- kept by the same steps that keep `used`, so they always add up to it. The
 -- account hash field `uw` holds the window (ms) they were built for; without
 -- it (an account from before the aggregates, or a changed window) they are
@@ -116,13 +119,20 @@ local function usage_keeper(ku, built_for, window_ms)
   return nil
 end
 
+-- Whether the leave day must be kept apart (a window of whole days derives it).
+local function leave_days_kept(window_ms)
+  return window_ms % DAY_MS ~= 0
+end
+
 -- Adds one debit's share (credits may be negative) to `deltas` (field → change).
 local function usage_add(deltas, at, route, credits, requests, window_ms)
   local spent = int(math.floor(at / DAY_MS)) .. ':' .. int(route)
-  local leaves = 'r:' .. int(math.floor((at + window_ms) / DAY_MS))
   deltas['c:' .. spent] = (deltas['c:' .. spent] or 0) + credits
   deltas['n:' .. spent] = (deltas['n:' .. spent] or 0) + requests
-  deltas[leaves] = (deltas[leaves] or 0) + credits
+  if leave_days_kept(window_ms) then
+    local leaves = 'r:' .. int(math.floor((at + window_ms) / DAY_MS))
+    deltas[leaves] = (deltas[leaves] or 0) + credits
+  end
 end
 
 -- Totals of whole debits for a rebuild: summed in numeric tables, one
@@ -165,7 +175,9 @@ local function usage_write(ka, ku, totals, window_ms)
       put('n:' .. int(day) .. ':' .. int(route), totals.count[day][route])
     end
   end
-  for day, credits in pairs(totals.leaving) do put('r:' .. int(day), credits) end
+  if leave_days_kept(window_ms) then
+    for day, credits in pairs(totals.leaving) do put('r:' .. int(day), credits) end
+  end
   if #batch > 0 then redis.call('HSET', ku, unpack(batch)) end
   redis.call('HSET', ka, 'uw', int(window_ms))
   return { key = ku, window = window_ms }

@@ -34,6 +34,7 @@ local function agree(fields)
     if kind == 'c:' then spent = spent + tonumber(fields[i + 1]) end
     if kind == 'r:' then leaving = leaving + tonumber(fields[i + 1]) end
   end
+  if not leave_days_kept(window_ms) then leaving = spent end
   return spent == state.used and leaving == state.used
 end
 
