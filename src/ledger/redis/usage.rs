@@ -12,7 +12,8 @@ use crate::ledger::usage::{DayCredits, Rebuilt, Usage, UsageCell, DAY_MS};
 use crate::ledger::{bounds, AccountRecord, LedgerError, PlanTable};
 
 /// The most debits in a window from which a usage report rebuilds missing
-/// aggregates itself (a scan in one script: about 0.3 s at this size);
+/// aggregates itself (one scan in one script: 0.15-0.25 s at this size on
+/// the bench machine, bench/RESULTS.md);
 /// beyond it the report is refused until an operator runs the recount
 /// (docs/ledger.md, "Usage aggregates").
 pub const REBUILD_LIMIT: u64 = 100_000;
