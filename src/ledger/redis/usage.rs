@@ -64,7 +64,7 @@ impl RedisLedger {
         };
         // A window of whole days keeps no leave days (`lua/prelude.lua`):
         // credits spent on day d leave on day d + the window's days.
-        let whole_days = (self.core.window_ms % DAY_MS as u64 == 0)
+        let whole_days = (self.core.window_ms.is_multiple_of(DAY_MS as u64))
             .then(|| i64::try_from(self.core.window_ms / DAY_MS as u64).unwrap_or(i64::MAX));
         let mut cells: BTreeMap<(i64, String), (u64, u64)> = BTreeMap::new();
         let mut returning: BTreeMap<i64, u64> = BTreeMap::new();
