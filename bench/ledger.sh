@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Ledger scaling against a Redis of its own (started here on a free port):
-# debit latency on an empty window vs one account holding 1 M debits, and
-# Redis memory per debit over 1 M debits across 1000 accounts.
+# debit latency on an empty window vs one account holding 1 M debits, the
+# usage report's latency on both (and the one-time rebuild of its aggregates
+# from 1 M debits), and Redis memory per debit over 1 M debits across 1000
+# accounts.
 #
 #   bash bench/ledger.sh            # DEBITS=1000000 to tune
 set -euo pipefail

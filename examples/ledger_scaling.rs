@@ -2,7 +2,10 @@
 //!
 //! 1. debit latency on an empty window versus a window holding 1 M debits
 //!    of one account (the debit script must not slow down with the window);
-//! 2. Redis memory per debit over 1 M debits across 1 000 accounts, with
+//! 2. the usage report's latency on both accounts (it reads the per-account
+//!    aggregates, never the debits), and the one-time rebuild of the
+//!    aggregates from a 1 M-debit window (an account from before them);
+//! 3. Redis memory per debit over 1 M debits across 1 000 accounts, with
 //!    what one account's keys take.
 //!
 //! ```text
@@ -13,12 +16,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use creditgate::ledger::bounds::MAX_CREDITS;
 use creditgate::ledger::keys::AccountKeys;
-use creditgate::ledger::redis::{RedisLedger, Target};
-use creditgate::ledger::{AccountRecord, Debit, DebitOutcome, Ledger, PlanTable};
+use creditgate::ledger::redis::{RedisLedger, Target, REBUILD_LIMIT};
+use creditgate::ledger::usage::Rebuilt;
+use creditgate::ledger::{AccountRecord, Debit, DebitOutcome, Ledger, LedgerError, PlanTable};
 
 const DAY: Duration = Duration::from_secs(86_400);
 const SAMPLES: usize = 3_000;
+const USAGE_SAMPLES: usize = 1_000;
+const ROUTES: [&str; 3] = ["image-generate", "video-generate", "agent-chat"];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -35,15 +42,19 @@ async fn main() {
             Target::Single(&url),
             30 * DAY,
             90 * DAY,
-            Duration::from_secs(5),
+            // Long enough for the one-time rebuild from 1 M debits.
+            Duration::from_secs(30),
         )
         .await
         .expect("connect"),
     ));
-    let plans: Arc<PlanTable> = Arc::new([("bench".to_owned(), u64::MAX >> 12)].into());
+    let plans: Arc<PlanTable> = Arc::new([("bench".to_owned(), MAX_CREDITS)].into());
+    // FLUSHALL of a million entries takes longer than the default reply timeout.
+    let slow =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(120)));
     let mut redis = redis::Client::open(url.as_str())
         .expect("url")
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&slow)
         .await
         .expect("redis");
     let _: () = query(&mut redis, &["FLUSHALL"]).await;
@@ -74,6 +85,81 @@ async fn main() {
         big.mean / empty.mean
     );
 
+    // 2. The usage report: its cost must not grow with the debits.
+    let usage_empty = usage_latency(&ledger, &plans, "empty").await;
+    let usage_big = usage_latency(&ledger, &plans, "big").await;
+    println!();
+    println!("usage report latency, one at a time ({USAGE_SAMPLES} reads each, µs):");
+    println!("| window            |   p50 |   p99 |  mean |");
+    println!("|-------------------|-------|-------|-------|");
+    for (name, stats) in [
+        (&format!("{} debits", 200 + SAMPLES), &usage_empty),
+        (&format!("{total} debits"), &usage_big),
+    ] {
+        println!(
+            "| {name:<17} | {:>5.0} | {:>5.0} | {:>5.0} |",
+            stats.p50, stats.p99, stats.mean
+        );
+    }
+    println!(
+        "ratio full / small: p50 {:.2}, mean {:.2}",
+        usage_big.p50 / usage_empty.p50,
+        usage_big.mean / usage_empty.mean
+    );
+    let big_keys = AccountKeys::new("big");
+    let aggregate_bytes: i64 = query(&mut redis, &["MEMORY", "USAGE", &big_keys.usage]).await;
+    let aggregate_fields: i64 = query(&mut redis, &["HLEN", &big_keys.usage]).await;
+    println!(
+        "aggregates of the {total}-debit account: {aggregate_fields} fields, {aggregate_bytes} B"
+    );
+    // An account from before the aggregates. A report rebuilds them itself
+    // from a window of up to REBUILD_LIMIT debits (one scan, on the request
+    // path: the worst case is timed here); a larger window is refused until
+    // the admin recount has rebuilt them.
+    put(&ledger, "limit").await;
+    fill(
+        &ledger,
+        &plans,
+        &["limit".to_owned()],
+        REBUILD_LIMIT as usize,
+    )
+    .await;
+    let limit_keys = AccountKeys::new("limit");
+    let _: i64 = query(&mut redis, &["HDEL", &limit_keys.account, "uw"]).await;
+    let started = Instant::now();
+    let rebuilt = ledger
+        .usage("limit", &plans)
+        .await
+        .expect("usage")
+        .expect("account");
+    assert_eq!(rebuilt.rebuilt, Some(Rebuilt::NotKept));
+    println!(
+        "rebuild by the first report from a {REBUILD_LIMIT}-debit window (the most it scans): {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let _: i64 = query(&mut redis, &["HDEL", &big_keys.account, "uw"]).await;
+    let refused = ledger.usage("big", &plans).await;
+    assert!(
+        matches!(refused, Err(LedgerError::Inconsistent(_))),
+        "{refused:?}"
+    );
+    let started = Instant::now();
+    ledger
+        .recount("big")
+        .await
+        .expect("recount")
+        .expect("account");
+    println!(
+        "recount (rebuilds the aggregates) of the {total}-debit window: {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let after = ledger
+        .usage("big", &plans)
+        .await
+        .expect("usage")
+        .expect("account");
+    assert_eq!(after.rebuilt, None);
+
     // 2. Memory: 1000 accounts, total / 1000 debits each.
     let _: () = query(&mut redis, &["FLUSHALL"]).await;
     let before = used_memory(&mut redis).await;
@@ -81,9 +167,15 @@ async fn main() {
     for account in &accounts {
         put(&ledger, account).await;
     }
+    let cpu_before = script_usec(&mut redis).await;
     fill(&ledger, &plans, &accounts, total).await;
+    let script_cpu = script_usec(&mut redis).await - cpu_before;
     let after = used_memory(&mut redis).await;
     let per_debit = (after - before) as f64 / total as f64;
+    println!(
+        "redis CPU in the debit script: {:.2} µs per debit (INFO commandstats, {total} debits in batches)",
+        script_cpu as f64 / total as f64
+    );
     let keys = AccountKeys::new("site-1");
     let window_bytes: i64 = query(
         &mut redis,
@@ -122,7 +214,7 @@ async fn debit(ledger: &Ledger, plans: &PlanTable, account: &str) {
             request_id: id.to_str().unwrap(),
             request_id_generated: true,
             fallback_request_id: fallback.to_str().unwrap(),
-            route: "image-generate",
+            route: ROUTES[(id.as_bytes()[1] % 3) as usize],
             cost: 1 + (id.as_bytes()[0] % 8) as u64,
             plans,
         })
@@ -180,6 +272,27 @@ async fn sequential_latency(ledger: &Ledger, plans: &PlanTable, account: &str) -
     }
 }
 
+async fn usage_latency(ledger: &Ledger, plans: &PlanTable, account: &str) -> Latency {
+    let mut micros = Vec::with_capacity(USAGE_SAMPLES);
+    for _ in 0..USAGE_SAMPLES {
+        let started = Instant::now();
+        let usage = ledger
+            .usage(account, plans)
+            .await
+            .expect("usage")
+            .expect("account");
+        micros.push(started.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(usage.rebuilt, None, "the aggregates are kept");
+    }
+    let mean = micros.iter().sum::<f64>() / micros.len() as f64;
+    micros.sort_by(f64::total_cmp);
+    Latency {
+        p50: micros[micros.len() / 2],
+        p99: micros[micros.len() * 99 / 100],
+        mean,
+    }
+}
+
 async fn query<T: redis::FromRedisValue>(
     redis: &mut redis::aio::MultiplexedConnection,
     args: &[&str],
@@ -187,6 +300,23 @@ async fn query<T: redis::FromRedisValue>(
     let mut command = redis::cmd(args[0]);
     command.arg(&args[1..]);
     command.query_async(redis).await.expect(args[0])
+}
+
+/// Microseconds Redis spent in scripts so far (`EVALSHA` + `EVAL`).
+async fn script_usec(redis: &mut redis::aio::MultiplexedConnection) -> i64 {
+    let stats: String = query(redis, &["INFO", "commandstats"]).await;
+    stats
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            line.split("usec=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<i64>()
+                .ok()
+        })
+        .sum()
 }
 
 async fn used_memory(redis: &mut redis::aio::MultiplexedConnection) -> i64 {

@@ -19,6 +19,7 @@ pub mod bounds;
 pub mod keys;
 pub mod memory;
 pub mod redis;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -339,6 +340,36 @@ impl Ledger {
     pub async fn ping(&self) -> Result<(), LedgerError> {
         dispatch!(self, l => l.ping().await)
     }
+
+    /// The account's window and where its credits went (by day and route,
+    /// and when they come back), from one atomic read whose cost does not
+    /// grow with the number of debits. `Ok(None)` when the account does not
+    /// exist; an error naming the field when its stored totals are damaged.
+    pub async fn usage(
+        &self,
+        account: &str,
+        plans: &PlanTable,
+    ) -> Result<Option<usage::Usage>, LedgerError> {
+        dispatch!(self, l => l.usage(account, plans).await)
+    }
+
+    /// Accounts in ascending id order, after `after`, at most `limit`, with
+    /// their balances (read one by one: not one atomic snapshot).
+    pub async fn list_accounts(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        plans: &PlanTable,
+    ) -> Result<usage::AccountPage, LedgerError> {
+        dispatch!(self, l => l.list_accounts(after, limit, plans).await)
+    }
+
+    /// Puts every existing account into the account index (accounts created
+    /// before the index existed); returns how many accounts were found. An
+    /// admin operation: a scan of the whole store.
+    pub async fn reindex_accounts(&self) -> Result<u64, LedgerError> {
+        dispatch!(self, l => l.reindex_accounts().await)
+    }
 }
 
 /// Every kind of ledger call, as the `op` label of the ledger metrics.
@@ -355,6 +386,9 @@ pub enum LedgerOp {
     RevokeKey,
     FindKey,
     Recount,
+    Usage,
+    ListAccounts,
+    Reindex,
     Ping,
 }
 
@@ -372,6 +406,9 @@ impl LedgerOp {
             LedgerOp::RevokeKey => "revoke_key",
             LedgerOp::FindKey => "find_key",
             LedgerOp::Recount => "recount",
+            LedgerOp::Usage => "usage",
+            LedgerOp::ListAccounts => "list_accounts",
+            LedgerOp::Reindex => "reindex",
             LedgerOp::Ping => "ping",
         }
     }
@@ -516,6 +553,36 @@ impl MeteredLedger {
     /// See [`Ledger::recount`].
     pub async fn recount(&self, account: &str) -> Result<Option<Recount>, LedgerError> {
         self.timed(LedgerOp::Recount, self.backend.recount(account))
+            .await
+    }
+
+    /// See [`Ledger::usage`].
+    pub async fn usage(
+        &self,
+        account: &str,
+        plans: &PlanTable,
+    ) -> Result<Option<usage::Usage>, LedgerError> {
+        self.timed(LedgerOp::Usage, self.backend.usage(account, plans))
+            .await
+    }
+
+    /// See [`Ledger::list_accounts`].
+    pub async fn list_accounts(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        plans: &PlanTable,
+    ) -> Result<usage::AccountPage, LedgerError> {
+        self.timed(
+            LedgerOp::ListAccounts,
+            self.backend.list_accounts(after, limit, plans),
+        )
+        .await
+    }
+
+    /// See [`Ledger::reindex_accounts`].
+    pub async fn reindex_accounts(&self) -> Result<u64, LedgerError> {
+        self.timed(LedgerOp::Reindex, self.backend.reindex_accounts())
             .await
     }
 

@@ -2,6 +2,7 @@
 mod support;
 
 mod charges;
+mod dashboard;
 mod fuzz;
 mod hardening;
 mod ledger;

@@ -62,6 +62,9 @@ async fn serve(
         }
         _ => {}
     }
+    if let Some(console) = super::console::serve(&method, &path) {
+        return Ok(console);
+    }
     let Some(rest) = path.strip_prefix("/admin/v1/") else {
         return Err(not_found());
     };
@@ -77,6 +80,23 @@ async fn serve(
                 )
                 .with_extra(crate::error::Extra::Errors(errors))
             }),
+        (Method::GET, ["accounts"]) => super::accounts_list::list(gateway, request.uri().query())
+            .await
+            .map(|page| body::json(&page)),
+        (Method::GET, ["prices"]) => Ok(body::json(&super::prices::admin_prices_json(
+            &gateway.snapshot().config,
+        ))),
+        (Method::POST, ["reindex"]) => super::accounts_list::reindex(gateway)
+            .await
+            .map(|found| body::json(&found)),
+        (Method::GET, ["accounts", id, "usage"]) => {
+            let id = valid_account_id(id)?;
+            let snapshot = gateway.snapshot();
+            super::usage_report::report(gateway, &snapshot.config.plans, id)
+                .await?
+                .map(|report| body::json(&report))
+                .ok_or_else(|| GatewayError::new(ErrorKind::NotFound, format!("no account `{id}`")))
+        }
         (Method::PUT, ["accounts", id]) => put_account(gateway, id, request).await,
         (Method::GET, ["accounts", id]) => get_account(gateway, id).await,
         (Method::POST, ["accounts", id, "keys"]) => add_key(gateway, id).await,

@@ -1,9 +1,13 @@
 //! JSON surfaces: the usage API on the data listener, the admin API and
 //! health endpoints on the admin listener.
 
+pub mod accounts_list;
 pub mod admin;
+pub mod console;
 pub mod json;
+pub mod prices;
 pub mod usage;
+pub mod usage_report;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};

@@ -1,6 +1,7 @@
-//! `/v1/credits` and `/v1/credits/history`: what the plugin dashboard shows
-//! a customer, authenticated with the customer's own API key
-//! (docs/http-api.md, "Usage API").
+//! `/v1/credits`, `/v1/credits/history`, `/v1/credits/usage` and
+//! `/v1/credits/prices`: what the plugin dashboard shows a customer,
+//! authenticated with the customer's own API key (docs/http-api.md, "Usage
+//! API"; docs/usage-api.md for the report and the price list).
 
 use http::request::Parts;
 use http::{Method, Response};
@@ -13,6 +14,8 @@ use crate::state::{Gateway, Snapshot};
 
 const BALANCE: &str = "/v1/credits";
 const HISTORY: &str = "/v1/credits/history";
+const USAGE: &str = "/v1/credits/usage";
+const PRICES: &str = "/v1/credits/prices";
 
 /// The usage API owns these paths on the data listener; no route can use them.
 pub fn is_usage_path(path: &str) -> bool {
@@ -26,7 +29,7 @@ pub async fn handle(
     path: &str,
     record: &Record,
 ) -> Result<Response<Body>, GatewayError> {
-    if path != BALANCE && path != HISTORY {
+    if ![BALANCE, HISTORY, USAGE, PRICES].contains(&path) {
         return Err(GatewayError::new(
             ErrorKind::RouteNotFound,
             format!("no such usage resource: {path}"),
@@ -41,6 +44,20 @@ pub async fn handle(
         );
     }
     let account = owner.account_id.as_str();
+    if path == USAGE {
+        return super::usage_report::report(gateway, &snapshot.config.plans, account)
+            .await?
+            .map(|report| body::json(&report))
+            .ok_or_else(|| {
+                GatewayError::new(
+                    ErrorKind::Unauthenticated,
+                    "this key's account no longer exists",
+                )
+            });
+    }
+    if path == PRICES {
+        return Ok(body::json(&super::prices::prices_json(&snapshot.config)));
+    }
     if path == BALANCE {
         let balance = gateway
             .ledger

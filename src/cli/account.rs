@@ -16,6 +16,7 @@ use super::exit::{Exit, Failure, Outcome};
     "Examples:\n  \
      creditgate account put site-42 --plan pro\n  \
      creditgate account key-add site-42\n  \
+     creditgate account list --all\n  \
      CREDITGATE_ADMIN_URL=http://10.0.0.5:9090 CREDITGATE_ADMIN_TOKEN=… creditgate account show site-42\n\n",
     crate::exit_codes_help!()
 ))]
@@ -64,6 +65,31 @@ enum Action {
         #[arg(long, value_name = "true|false")]
         suspended: Option<bool>,
     },
+    /// List accounts in ascending id order with their balances: {"items":[{account, plan, suspended, monthly_allowance, used, available}],"next":id|null}.
+    #[command(after_help = "Examples:\n  \
+        creditgate account list\n  \
+        creditgate account list --limit 50 --after site-42\n  \
+        creditgate account list --all | jq -r '.items[] | select(.available == 0) | .account'")]
+    List {
+        /// Accounts per page, 1-500 (default 100).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=500), value_name = "N")]
+        limit: Option<u16>,
+        /// Start after this account id: the `next` of the previous page.
+        #[arg(long, value_parser = account_id, value_name = "ACCOUNT")]
+        after: Option<String>,
+        /// Follow `next` to the end and print every account as one list.
+        #[arg(long, conflicts_with = "after")]
+        all: bool,
+    },
+    /// Where an account's credits went: by route, by UTC day, and when they come back (as /v1/credits/usage).
+    #[command(after_help = "Example:\n  creditgate account usage site-42")]
+    Usage {
+        #[arg(value_parser = account_id, value_name = "ACCOUNT", help = ACCOUNT_HELP)]
+        account: String,
+    },
+    /// Put accounts created before the account list existed into it (a scan of the ledger; prints {"indexed": N}).
+    #[command(after_help = "Example:\n  creditgate account reindex")]
+    Reindex,
     /// Show an account with its balance (as /v1/credits shows it, plus `suspended`).
     #[command(after_help = "Example:\n  creditgate account show site-42")]
     Show {
@@ -155,11 +181,38 @@ fn cursor(text: &str) -> Result<String, String> {
 pub fn run(args: AccountArgs) -> Outcome {
     let call = call_for(&args.action);
     let api = AdminApi::resolve(args.admin_url, args.token, args.config.as_deref(), true)?;
+    if let Action::List { all: true, .. } = &args.action {
+        return super::print_json(&list_all(&api, call)?);
+    }
     let answer = api.send(&call, CALL_TIMEOUT)?;
     if !answer.status.is_success() {
         return Err(refusal(&answer));
     }
     super::print_json(&success_json(&args.action, &answer))
+}
+
+/// Every page of the account list, as one list.
+fn list_all(api: &AdminApi, mut call: Call) -> Result<Value, Failure> {
+    let mut items = Vec::new();
+    loop {
+        let answer = api.send(&call, CALL_TIMEOUT)?;
+        if !answer.status.is_success() {
+            return Err(refusal(&answer));
+        }
+        let page: Value = serde_json::from_slice(&answer.body).map_err(|e| {
+            Failure::new(Exit::Failed, format!("the account list is not JSON: {e}"))
+        })?;
+        if let Some(page_items) = page["items"].as_array() {
+            items.extend(page_items.iter().cloned());
+        }
+        match page["next"].as_str() {
+            Some(next) => {
+                call.query.retain(|(name, _)| *name != "after");
+                call.query.push(("after", next.to_owned()));
+            }
+            None => return Ok(json!({ "items": items, "next": null })),
+        }
+    }
 }
 
 fn accounts<'a>(account: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
@@ -187,6 +240,20 @@ fn call_for(action: &Action) -> Call {
             call
         }
         Action::Show { account } => Call::new(Method::GET, &accounts(account, &[])),
+        Action::List { limit, after, all } => {
+            let mut call = Call::new(Method::GET, &["admin", "v1", "accounts"]);
+            // Whole pages when following them all.
+            let limit = limit.or(all.then_some(500));
+            if let Some(limit) = limit {
+                call.query.push(("limit", limit.to_string()));
+            }
+            if let Some(after) = after {
+                call.query.push(("after", after.clone()));
+            }
+            call
+        }
+        Action::Usage { account } => Call::new(Method::GET, &accounts(account, &["usage"])),
+        Action::Reindex => Call::new(Method::POST, &["admin", "v1", "reindex"]),
         Action::KeyAdd { account } => Call::new(Method::POST, &accounts(account, &["keys"])),
         Action::KeyRevoke { account, key_id } => {
             Call::new(Method::DELETE, &accounts(account, &["keys", key_id]))
@@ -282,6 +349,23 @@ mod tests {
             history.target(),
             "/admin/v1/accounts/a.b/history?limit=5&before=6162"
         );
+        let list = call_for(&Action::List {
+            limit: Some(2),
+            after: Some("a.b".into()),
+            all: false,
+        });
+        assert_eq!(list.target(), "/admin/v1/accounts?limit=2&after=a.b");
+        let all = call_for(&Action::List {
+            limit: None,
+            after: None,
+            all: true,
+        });
+        assert_eq!(all.target(), "/admin/v1/accounts?limit=500");
+        let usage = call_for(&Action::Usage {
+            account: "site-42".into(),
+        });
+        assert_eq!(usage.target(), "/admin/v1/accounts/site-42/usage");
+        assert_eq!(call_for(&Action::Reindex).method, Method::POST);
         let put = call_for(&Action::Put {
             account: "a".into(),
             plan: None,

@@ -1,6 +1,7 @@
 //! What `creditgate serve --dev` prints on stdout once it is ready: where it
-//! listens, the admin token, the demo key, and three requests to paste into
-//! a shell (one command per line, values single-quoted).
+//! listens, the operator console's address, the admin token, the demo key,
+//! and three requests to paste into a shell (one command per line, values
+//! single-quoted).
 
 use std::fmt::Write as _;
 
@@ -62,6 +63,11 @@ pub fn render(dev: &DevGateway) -> String {
     );
     let _ = writeln!(
         out,
+        "    console:      {}  (open it in a browser)",
+        console_url(dev)
+    );
+    let _ = writeln!(
+        out,
         "    demo vendor:  {}  (echoes requests; reports token usage under /v1/agents/)\n",
         dev.vendor.url()
     );
@@ -101,6 +107,15 @@ pub fn render(dev: &DevGateway) -> String {
     out
 }
 
+/// The operator console, opened on the demo account; the token rides in the
+/// fragment, which the browser never sends (the page keeps it for the tab).
+pub fn console_url(dev: &DevGateway) -> String {
+    format!(
+        "http://{}/admin/#token={}&account={}",
+        dev.running.admin_addr, dev.admin_token, dev.account
+    )
+}
+
 /// Single-quotes `text` for a POSIX shell.
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
@@ -136,6 +151,10 @@ mod tests {
                 dev.key
             ),
             format!("CREDITGATE_ADMIN_TOKEN={}", dev.admin_token),
+            format!(
+                "console:      http://{}/admin/#token={}&account=demo",
+                dev.running.admin_addr, dev.admin_token
+            ),
         ] {
             assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
         }

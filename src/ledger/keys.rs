@@ -21,6 +21,9 @@ pub struct AccountKeys {
     pub ids: String,
     /// Hash: API key id → hex SHA-256 digest of the key.
     pub api_keys: String,
+    /// Hash: the usage aggregates — credits and debits by UTC day and route,
+    /// credits by the day they leave the window (see `prelude.lua`).
+    pub usage: String,
 }
 
 impl AccountKeys {
@@ -43,8 +46,22 @@ impl AccountKeys {
             window: key("w"),
             ids: key("i"),
             api_keys: key("k"),
+            usage: key("u"),
         }
     }
+}
+
+/// Sorted set of every account id (score 0, read in id order with
+/// `ZRANGEBYLEX`). Its own key, so on a Redis Cluster it lives in one slot of
+/// its own; written when an account is put, never on the request path.
+pub const ACCOUNT_INDEX: &str = "cg:accounts";
+
+/// What `SCAN` matches to find every account hash (rebuilding the index).
+pub const ACCOUNT_HASH_PATTERN: &str = "cg:{*}:a";
+
+/// The account id of an account hash key (`cg:{site-42}:a` → `site-42`).
+pub fn account_of_hash_key(key: &str) -> Option<&str> {
+    key.strip_prefix("cg:{")?.strip_suffix("}:a")
 }
 
 /// String: `<account>\t<key id>` for the API key with this digest.
@@ -63,6 +80,10 @@ mod tests {
         assert_eq!(keys.window, "cg:{site-42}:w");
         assert_eq!(keys.ids, "cg:{site-42}:i");
         assert_eq!(keys.api_keys, "cg:{site-42}:k");
+        assert_eq!(keys.usage, "cg:{site-42}:u");
+        assert_eq!(ACCOUNT_INDEX, "cg:accounts");
+        assert_eq!(account_of_hash_key(&keys.account), Some("site-42"));
+        assert_eq!(account_of_hash_key(&keys.window), None);
         assert_eq!(
             api_key_lookup(&[0xab; 32]),
             format!("cg:key:{}", "ab".repeat(32))

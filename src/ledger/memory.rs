@@ -3,13 +3,15 @@
 //! One mutex around all accounts; no operation awaits while holding it, and
 //! each is O(log n) amortised in the window size (expired debits are trimmed
 //! from the front of an ordered map, their costs subtracted from a running
-//! total). State is lost when the process exits. It keeps the same bounds as
+//! total and from the usage aggregates). State is lost when the process exits. It keeps the same bounds as
 //! Redis (`ledger/bounds.rs`) and answers the same way at them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::usage::{utc_day, AccountPage, AccountSummary, DayCredits, Usage, UsageCell};
 use super::{bounds, Recount, SettleOutcome};
 use super::{
     AccountRecord, Balance, Debit, DebitOutcome, HistoryCursor, HistoryItem, HistoryPage, KeyOwner,
@@ -24,12 +26,22 @@ struct Record {
     refunded: bool,
 }
 
+/// A debit that counts.
+struct Counted {
+    cost: u64,
+    route: String,
+}
+
 #[derive(Default)]
 struct AccountState {
     record: Option<AccountRecord>,
-    /// Counted debits: (at, id) → cost.
-    window: BTreeMap<(i64, String), u64>,
+    /// Counted debits: (at, id) → cost and route.
+    window: BTreeMap<(i64, String), Counted>,
     used: u64,
+    /// The counted debits by (UTC day, route): credits and debits.
+    spent: BTreeMap<(i64, String), (u64, u64)>,
+    /// The counted debits' credits by the UTC day they leave the window.
+    returning: BTreeMap<i64, u64>,
     /// Every debit still within the history retention, by id.
     records: HashMap<String, Record>,
     /// (at, id) of every debit in `records`, oldest first.
@@ -37,9 +49,61 @@ struct AccountState {
     keys: HashMap<String, [u8; 32]>,
 }
 
+impl AccountState {
+    /// Adds a counted debit's credits and count to the usage aggregates.
+    fn count_usage(&mut self, at: i64, route: &str, credits: u64, requests: u64, window_ms: i64) {
+        let cell = self
+            .spent
+            .entry((utc_day(at), route.to_owned()))
+            .or_default();
+        cell.0 += credits;
+        cell.1 += requests;
+        if credits > 0 {
+            *self
+                .returning
+                .entry(utc_day(at.saturating_add(window_ms)))
+                .or_default() += credits;
+        }
+    }
+
+    /// Takes them out again; an entry at zero goes.
+    fn uncount_usage(&mut self, at: i64, route: &str, credits: u64, requests: u64, window_ms: i64) {
+        let key = (utc_day(at), route.to_owned());
+        if let Some(cell) = self.spent.get_mut(&key) {
+            cell.0 = cell.0.saturating_sub(credits);
+            cell.1 = cell.1.saturating_sub(requests);
+            if *cell == (0, 0) {
+                self.spent.remove(&key);
+            }
+        }
+        let day = utc_day(at.saturating_add(window_ms));
+        if let Some(leaving) = self.returning.get_mut(&day) {
+            *leaving = leaving.saturating_sub(credits);
+            if *leaving == 0 {
+                self.returning.remove(&day);
+            }
+        }
+    }
+
+    /// The aggregates recomputed from the window (the recount).
+    fn recount_usage(&mut self, window_ms: i64) {
+        self.spent.clear();
+        self.returning.clear();
+        let counted: Vec<(i64, String, u64)> = self
+            .window
+            .iter()
+            .map(|((at, _), debit)| (*at, debit.route.clone(), debit.cost))
+            .collect();
+        for (at, route, cost) in counted {
+            self.count_usage(at, &route, cost, 1, window_ms);
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
-    accounts: HashMap<String, AccountState>,
+    /// Ordered by id, for the account list.
+    accounts: BTreeMap<String, AccountState>,
     /// Key digest → (account, key id).
     keys: HashMap<[u8; 32], (String, String)>,
 }
@@ -76,8 +140,9 @@ impl MemoryLedger {
             if entry.key().0 > cutoff {
                 break;
             }
-            let cost = entry.remove();
-            account.used -= cost;
+            let ((at, _), debit) = entry.remove_entry();
+            account.used -= debit.cost;
+            account.uncount_usage(at, &debit.route, debit.cost, 1, self.window_ms);
         }
         let history_cutoff = now.saturating_sub(self.retention_ms);
         while let Some(entry) = account.history.first_entry() {
@@ -139,8 +204,8 @@ impl MemoryLedger {
                 None
             } else {
                 let mut remaining = account.used;
-                account.window.iter().find_map(|((at, _), cost)| {
-                    remaining -= cost;
+                account.window.iter().find_map(|((at, _), counted)| {
+                    remaining -= counted.cost;
                     (remaining + debit.cost <= allowance)
                         .then(|| (at + self.window_ms - now).max(1) as u64)
                 })
@@ -156,8 +221,15 @@ impl MemoryLedger {
         } else {
             debit.request_id
         };
-        account.window.insert((now, id.to_owned()), debit.cost);
+        account.window.insert(
+            (now, id.to_owned()),
+            Counted {
+                cost: debit.cost,
+                route: debit.route.to_owned(),
+            },
+        );
         account.used += debit.cost;
+        account.count_usage(now, debit.route, debit.cost, 1, self.window_ms);
         account.history.insert((now, id.to_owned()), ());
         account.records.insert(
             id.to_owned(),
@@ -196,8 +268,10 @@ impl MemoryLedger {
             return Ok(RefundOutcome::AlreadyRefunded);
         }
         record.refunded = true;
-        if let Some(cost) = account.window.remove(&(record.at, request_id.to_owned())) {
-            account.used -= cost;
+        let at = record.at;
+        if let Some(debit) = account.window.remove(&(at, request_id.to_owned())) {
+            account.used -= debit.cost;
+            account.uncount_usage(at, &debit.route, debit.cost, 1, self.window_ms);
         }
         Ok(RefundOutcome::Refunded)
     }
@@ -218,22 +292,28 @@ impl MemoryLedger {
             return Ok(SettleOutcome::Unknown);
         };
         self.trim(account, now);
-        let Some(record) = account.records.get_mut(request_id) else {
+        let Some(record) = account.records.get(request_id) else {
             return Ok(SettleOutcome::Unknown);
         };
         if record.refunded {
             return Ok(SettleOutcome::Refunded);
         }
+        let at = record.at;
         // A debit that already left the window no longer counts either way.
-        if let Some(cost) = account.window.get_mut(&(record.at, request_id.to_owned())) {
-            let used = account.used - *cost + final_cost;
+        if let Some(debit) = account.window.get_mut(&(at, request_id.to_owned())) {
+            let used = account.used - debit.cost + final_cost;
             if used > bounds::MAX_CREDITS {
                 return Err(bounds::total_too_large(account_id, &used.to_string()));
             }
             account.used = used;
-            *cost = final_cost;
+            let (route, reserved) = (debit.route.clone(), debit.cost);
+            debit.cost = final_cost;
+            account.uncount_usage(at, &route, reserved, 0, self.window_ms);
+            account.count_usage(at, &route, final_cost, 0, self.window_ms);
         }
-        record.cost = final_cost;
+        if let Some(record) = account.records.get_mut(request_id) {
+            record.cost = final_cost;
+        }
         Ok(SettleOutcome::Settled { used: account.used })
     }
 
@@ -252,11 +332,12 @@ impl MemoryLedger {
         };
         self.trim(account, now);
         let previous = account.used;
-        let used: u64 = account.window.values().sum();
+        let used: u64 = account.window.values().map(|debit| debit.cost).sum();
         if used > bounds::MAX_CREDITS {
             return Err(bounds::total_too_large(account_id, &used.to_string()));
         }
         account.used = used;
+        account.recount_usage(self.window_ms);
         Ok(Some(Recount {
             previous_used: previous.to_string(),
             used,
@@ -285,7 +366,7 @@ impl MemoryLedger {
                 .window
                 .range((*first, String::new())..)
                 .take_while(|((at, _), _)| at == first)
-                .map(|(_, cost)| cost)
+                .map(|(_, debit)| debit.cost)
                 .sum();
             Release {
                 at_ms: first + self.window_ms,
@@ -413,5 +494,93 @@ impl MemoryLedger {
 
     pub async fn ping(&self) -> Result<(), LedgerError> {
         Ok(())
+    }
+
+    pub async fn usage(
+        &self,
+        account: &str,
+        plans: &PlanTable,
+    ) -> Result<Option<Usage>, LedgerError> {
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        let Some(state) = state.accounts.get_mut(account) else {
+            return Ok(None);
+        };
+        let Some(record) = state.record.clone() else {
+            return Ok(None);
+        };
+        self.trim(state, now);
+        Ok(Some(Usage {
+            allowance: plans.get(&record.plan).copied(),
+            account: record,
+            used: state.used,
+            now_ms: now,
+            window_ms: self.window_ms as u64,
+            spent: state
+                .spent
+                .iter()
+                .map(|((day, route), (credits, requests))| UsageCell {
+                    day: *day,
+                    route: route.clone(),
+                    credits: *credits,
+                    requests: *requests,
+                })
+                .collect(),
+            returning: state
+                .returning
+                .iter()
+                .map(|(day, credits)| DayCredits {
+                    day: *day,
+                    credits: *credits,
+                })
+                .collect(),
+            rebuilt: None,
+        }))
+    }
+
+    pub async fn list_accounts(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        plans: &PlanTable,
+    ) -> Result<AccountPage, LedgerError> {
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        let start = match after {
+            Some(after) => Bound::Excluded(after.to_owned()),
+            None => Bound::Unbounded,
+        };
+        let mut items = Vec::with_capacity(limit.min(512));
+        let mut more = false;
+        for (id, account) in state.accounts.range_mut((start, Bound::Unbounded)) {
+            let Some(record) = account.record.clone() else {
+                continue;
+            };
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            self.trim(account, now);
+            items.push(AccountSummary {
+                id: id.clone(),
+                allowance: plans.get(&record.plan).copied(),
+                account: record,
+                used: Some(account.used),
+            });
+        }
+        let next = more
+            .then(|| items.last().map(|item| item.id.clone()))
+            .flatten();
+        Ok(AccountPage { items, next })
+    }
+
+    /// The account map is its own index: nothing to rebuild.
+    pub async fn reindex_accounts(&self) -> Result<u64, LedgerError> {
+        let state = self.lock();
+        Ok(state
+            .accounts
+            .values()
+            .filter(|account| account.record.is_some())
+            .count() as u64)
     }
 }

@@ -837,3 +837,4 @@ async fn a_broken_account_fails_alone_in_its_batch() {
 }
 
 mod bounds;
+mod usage;

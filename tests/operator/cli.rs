@@ -439,7 +439,7 @@ fn each_kind_of_failure_has_its_exit_code() {
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     // Unknown subcommands and flags are usage errors too.
     assert_eq!(
-        creditgate(&["account", "list"], &[], dir.path())
+        creditgate(&["account", "frobnicate"], &[], dir.path())
             .status
             .code(),
         Some(2)

@@ -7,7 +7,10 @@ use crate::ledger::keys::{api_key_lookup, AccountKeys};
 use crate::ledger::{AccountRecord, KeyOwner, LedgerError};
 
 impl RedisLedger {
+    /// Writes the account index first (`index.rs`: another slot on a
+    /// cluster), so no account exists that the account list cannot see.
     pub async fn put_account(&self, id: &str, record: &AccountRecord) -> Result<bool, LedgerError> {
+        self.index_account(id).await?;
         let keys = AccountKeys::new(id);
         let mut invocation = self.core.scripts.put_account.prepare_invoke();
         invocation

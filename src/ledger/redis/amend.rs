@@ -67,6 +67,7 @@ impl RedisLedger {
             .key(keys.account)
             .key(keys.window)
             .key(keys.ids)
+            .key(keys.usage)
             .arg(self.core.window_ms)
             .arg(packed_id(request_id).unwrap_or_default())
             .arg(text_id(request_id))

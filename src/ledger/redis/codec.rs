@@ -435,6 +435,138 @@ impl RecountReply {
     }
 }
 
+/// `usage.lua`: `{}` (no account), `{'damaged', field}`, `{'unbuilt',
+/// debits}`, or these positions.
+mod usage_at {
+    pub const PLAN: usize = 0;
+    pub const SUSPENDED: usize = 1;
+    pub const USED: usize = 2;
+    pub const NOW: usize = 3;
+    /// 0: no, 1: the aggregates were not kept, 2: they disagreed with `used`.
+    pub const REBUILT: usize = 4;
+    /// `{field, value, ...}` of the aggregates hash.
+    pub const FIELDS: usize = 5;
+    /// `{route number, route name, ...}` for the routes the fields name.
+    pub const ROUTES: usize = 6;
+    pub const LEN: usize = 7;
+}
+
+/// One field of the usage aggregates (see `lua/prelude.lua`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum UsageField {
+    /// `c:<day>:<route>`
+    Credits { day: i64, route: u64, value: u64 },
+    /// `n:<day>:<route>`
+    Requests { day: i64, route: u64, value: u64 },
+    /// `r:<day>`
+    Leaving { day: i64, value: u64 },
+}
+
+impl UsageField {
+    fn parse(name: &[u8], value: u64) -> Option<UsageField> {
+        let name = std::str::from_utf8(name).ok()?;
+        let (kind, rest) = name.split_once(':')?;
+        let cell = |rest: &str| -> Option<(i64, u64)> {
+            let (day, route) = rest.split_once(':')?;
+            Some((day.parse().ok()?, route.parse().ok()?))
+        };
+        match kind {
+            "c" => cell(rest).map(|(day, route)| UsageField::Credits { day, route, value }),
+            "n" => cell(rest).map(|(day, route)| UsageField::Requests { day, route, value }),
+            "r" => Some(UsageField::Leaving {
+                day: rest.parse().ok()?,
+                value,
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum UsageReply {
+    NoAccount,
+    Damaged {
+        field: String,
+    },
+    /// The aggregates need a rebuild and the window holds more debits than a
+    /// report may scan (the recount rebuilds them).
+    Unbuilt {
+        debits: u64,
+    },
+    Found {
+        plan: String,
+        suspended: bool,
+        used: u64,
+        now_ms: i64,
+        /// 0, 1 or 2 as `usage_at::REBUILT` says.
+        rebuilt: i64,
+        fields: Vec<UsageField>,
+        /// Route number → name.
+        routes: HashMap<u64, String>,
+    },
+}
+
+impl UsageReply {
+    pub(super) fn parse(reply: &[Value]) -> Result<UsageReply, LedgerError> {
+        if reply.is_empty() {
+            return Ok(UsageReply::NoAccount);
+        }
+        if reply.len() != usage_at::LEN {
+            match text(reply, 0)?.as_str() {
+                DAMAGED => {
+                    return Ok(UsageReply::Damaged {
+                        field: text(reply, DAMAGED_FIELD)?,
+                    })
+                }
+                "unbuilt" => {
+                    return Ok(UsageReply::Unbuilt {
+                        debits: unsigned(reply, 1)?,
+                    })
+                }
+                _ => {}
+            }
+            return Err(LedgerError::Protocol(format!(
+                "usage replied {} fields",
+                reply.len()
+            )));
+        }
+        let pairs = |index: usize| match reply.get(index) {
+            Some(Value::Array(items)) => Ok(items.as_slice()),
+            other => Err(LedgerError::Protocol(format!(
+                "usage: expected an array at {index}, got {other:?}"
+            ))),
+        };
+        let mut fields = Vec::new();
+        for pair in pairs(usage_at::FIELDS)?.chunks_exact(2) {
+            let (Value::BulkString(name), Ok(value)) = (&pair[0], int(pair, 1)) else {
+                return Err(LedgerError::Protocol(format!(
+                    "usage: unreadable field {pair:?}"
+                )));
+            };
+            // The scripts delete a field at zero; a field they do not write is ignored.
+            if let Some(field) = u64::try_from(value)
+                .ok()
+                .and_then(|value| UsageField::parse(name, value))
+            {
+                fields.push(field);
+            }
+        }
+        let routes = pairs(usage_at::ROUTES)?
+            .chunks_exact(2)
+            .filter_map(|pair| Some((unsigned(pair, 0).ok()?, text(pair, 1).ok()?)))
+            .collect();
+        Ok(UsageReply::Found {
+            plan: text(reply, usage_at::PLAN)?,
+            suspended: text(reply, usage_at::SUSPENDED)? == "1",
+            used: unsigned(reply, usage_at::USED)?,
+            now_ms: int(reply, usage_at::NOW)?,
+            rebuilt: int(reply, usage_at::REBUILT)?,
+            fields,
+            routes,
+        })
+    }
+}
+
 fn text(reply: &[Value], index: usize) -> Result<String, LedgerError> {
     match reply.get(index) {
         Some(Value::BulkString(bytes)) => Ok(String::from_utf8_lossy(bytes).into_owned()),
@@ -576,5 +708,91 @@ mod tests {
                 release: None,
             }
         );
+    }
+
+    #[test]
+    fn usage_replies_decode_fields_routes_and_refusals() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert_eq!(UsageReply::parse(&[]).unwrap(), UsageReply::NoAccount);
+        assert_eq!(
+            UsageReply::parse(&[bulk("unbuilt"), Value::Int(250_000)]).unwrap(),
+            UsageReply::Unbuilt { debits: 250_000 }
+        );
+        assert_eq!(
+            UsageReply::parse(&[bulk("damaged"), bulk("seen")]).unwrap(),
+            UsageReply::Damaged {
+                field: "seen".into()
+            }
+        );
+        let fields = Value::Array(
+            [
+                "c:20781:1",
+                "40",
+                "n:20781:1",
+                "4",
+                "r:20811",
+                "40",
+                "x:junk",
+                "1",
+                "n:20780:2",
+                "1",
+            ]
+            .iter()
+            .map(|s| bulk(s))
+            .collect(),
+        );
+        let routes = Value::Array(vec![
+            bulk("1"),
+            bulk("image-generate"),
+            bulk("2"),
+            bulk("agents"),
+        ]);
+        let reply = UsageReply::parse(&[
+            bulk("pro"),
+            bulk("0"),
+            Value::Int(40),
+            Value::Int(1_795_521_600_000),
+            Value::Int(0),
+            fields,
+            routes,
+        ])
+        .unwrap();
+        let UsageReply::Found {
+            used,
+            fields,
+            routes,
+            rebuilt,
+            ..
+        } = reply
+        else {
+            panic!("{reply:?}");
+        };
+        assert_eq!((used, rebuilt), (40, 0));
+        assert_eq!(
+            fields,
+            [
+                UsageField::Credits {
+                    day: 20_781,
+                    route: 1,
+                    value: 40
+                },
+                UsageField::Requests {
+                    day: 20_781,
+                    route: 1,
+                    value: 4
+                },
+                UsageField::Leaving {
+                    day: 20_811,
+                    value: 40
+                },
+                UsageField::Requests {
+                    day: 20_780,
+                    route: 2,
+                    value: 1
+                },
+            ],
+            "an unknown field is skipped"
+        );
+        assert_eq!(routes[&2], "agents");
     }
 }

@@ -76,6 +76,7 @@ impl Core {
                 .key(keys.account)
                 .key(keys.window)
                 .key(keys.ids)
+                .key(keys.usage)
                 .arg(debit.cost)
                 .arg(id)
                 .arg(encoded_id(&debit.fallback_request_id))

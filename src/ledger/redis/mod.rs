@@ -14,6 +14,8 @@
 //! - `debit.rs`, `amend.rs` (refund, settle), `repair.rs` (recount),
 //!   `read.rs` (balance, history), `accounts.rs` (accounts and API keys),
 //!   `health.rs` (ping, durability): the operations;
+//! - `usage.rs` (the usage report, `lua/usage.lua`), `index.rs` (the
+//!   account index: list and rebuild);
 //! - `codec.rs`: the packed debit record and every script's reply layout;
 //! - `scripts.rs`: the scripts, loaded once. `ledger/keys.rs` spells the keys.
 
@@ -24,17 +26,20 @@ mod codec;
 mod deadline;
 mod debit;
 mod health;
+mod index;
 mod read;
 mod repair;
 mod scripts;
 mod sentinel;
 mod tls;
 mod transport;
+mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use health::Durability;
+pub use usage::REBUILD_LIMIT;
 
 use crate::ledger::LedgerError;
 use batch::Batcher;
@@ -56,6 +61,8 @@ pub struct RedisLedger {
     /// Present for one Redis (not a cluster, where a script may only touch
     /// one slot): where debits queue for a batch.
     batcher: Option<Batcher>,
+    /// The most debits a usage report rebuilds missing aggregates from.
+    rebuild_limit: u64,
 }
 
 /// What the ledger's calls share with its batch task.
@@ -103,6 +110,17 @@ impl RedisLedger {
         // One primary (a plain Redis or Sentinel's): debits can share a call.
         let batcher = matches!(target, Target::Single(_) | Target::Sentinel(_))
             .then(|| Batcher::start(core.clone()));
-        Ok(RedisLedger { core, batcher })
+        Ok(RedisLedger {
+            core,
+            batcher,
+            rebuild_limit: REBUILD_LIMIT,
+        })
+    }
+
+    /// Changes how many debits a usage report may rebuild its aggregates
+    /// from (default [`REBUILD_LIMIT`]); tests lower it.
+    pub fn with_rebuild_limit(mut self, debits: u64) -> RedisLedger {
+        self.rebuild_limit = debits;
+        self
     }
 }

@@ -17,6 +17,7 @@ impl RedisLedger {
         invocation
             .key(&keys.account)
             .key(&keys.window)
+            .key(&keys.usage)
             .arg(self.core.window_ms);
         let reply: Vec<Value> = self.core.transport.invoke(&invocation).await?;
         match RecountReply::parse(&reply)? {

@@ -14,6 +14,7 @@ pub(super) struct Scripts {
     pub recount: Script,
     pub history: Script,
     pub put_account: Script,
+    pub usage: Script,
 }
 
 impl Scripts {
@@ -27,6 +28,7 @@ impl Scripts {
             recount: with_prelude(include_str!("lua/recount.lua")),
             history: Script::new(include_str!("lua/history.lua")),
             put_account: Script::new(include_str!("lua/put_account.lua")),
+            usage: with_prelude(include_str!("lua/usage.lua")),
         }
     }
 }

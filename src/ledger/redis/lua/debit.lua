@@ -3,7 +3,8 @@
 -- call was in flight, so Redis runs one script (one TIME, one reply) for many
 -- requests. With Redis Cluster a batch holds a single debit (its keys share
 -- one slot).
--- KEYS: per debit, in order: account hash, window zset, id index.
+-- KEYS: per debit, in order: account hash, window zset, id index, usage
+--       aggregates.
 -- ARGV: window_ms, retention_ms, plan count n, n plan name / allowance
 --       pairs, then per debit: cost, id (flags byte + id part, see the
 --       prelude), fallback id (encoded likewise), the id to index ('' when
@@ -27,7 +28,7 @@ local function reply(status, plan_number, state, now, window_ms, extra)
 end
 
 local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, window_ms, retention_ms, allowances)
-  local account = redis.call('HMGET', k.account, 'plan', 'suspended', 'used', 'seen', 'first', 'sweep', 'r:' .. route)
+  local account = redis.call('HMGET', k.account, 'plan', 'suspended', 'used', 'seen', 'first', 'sweep', 'r:' .. route, 'uw')
   if not account[1] then return 'N' end
   if account[2] == '1' then return 'S' end
   local plan = account[1]
@@ -38,9 +39,15 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
   -- be abandoned by the gateway, which answered 503: it must not debit.
   if deadline > 0 and now > deadline then return 'X ' .. int(now) end
 
-  local state, damaged = window_state(account[3], account[4], account[5])
+  local state, damaged = window_state(account[3], account[4], account[5],
+    usage_keeper(k.usage, account[8], window_ms))
   if not state then return 'D ' .. damaged end
   local changed = advance(k.window, state, now - window_ms)
+  -- Aggregates not kept yet (an account from before them, or a new window)
+  -- start when nothing counts: then empty aggregates are exact.
+  if not state.usage and state.first < 0 and state.used == 0 then
+    state.usage = usage_write(k.account, k.usage, new_totals(), window_ms)
+  end
   -- History past its retention goes now and then, a bounded batch at a time.
   -- (A sweep time that is not a number is taken as due, and rewritten.)
   if now >= (tonumber(account[6] or '0') or 0) then
@@ -113,6 +120,7 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
   end
   state.used = state.used + cost
   if state.first < 0 then state.first = now end
+  count_usage(state, now, tonumber(route_number), cost, 1)
   save_state(k.account, state)
   return reply('A', plan_number, state, now, window_ms, recorded_as)
 end
@@ -127,14 +135,14 @@ for i = 1, plan_count do
 end
 local first_debit_arg = 4 + 2 * plan_count
 local now = ledger_now()
-local count = #KEYS / 3
+local count = #KEYS / 4
 local replies = {}
 -- One pcall for the whole batch (each costs a setjmp); after an error the
 -- debits not yet run carry on in a fresh one.
 local done = 0
 local function run_from_done()
   for n = done, count - 1 do
-    local k = { account = KEYS[3 * n + 1], window = KEYS[3 * n + 2], ids = KEYS[3 * n + 3] }
+    local k = { account = KEYS[4 * n + 1], window = KEYS[4 * n + 2], ids = KEYS[4 * n + 3], usage = KEYS[4 * n + 4] }
     local a = first_debit_arg + 6 * n
     replies[n + 1] = debit_one(k, tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
       ARGV[a + 4], tonumber(ARGV[a + 5]), now, window_ms, retention_ms, allowances)

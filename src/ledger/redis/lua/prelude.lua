@@ -22,6 +22,19 @@
 -- so a debit costs one small sorted-set entry and nothing else. Ids of any
 -- other form are also kept in the hash `i` (id → at) so a reused id is
 -- caught; packed ids are the gateway's own 64 random bits.
+--
+-- Usage aggregates (the hash `u`): for the debits that count (not refunded,
+-- at > seen), their credits and number by UTC day of the debit and route
+-- number, and their credits by the UTC day on which they leave the window:
+--   c:<day>:<route>  credits    n:<day>:<route>  debits    r:<day>  credits leaving
+-- (<day> = UTC days since 1970-01-01; a field at zero is deleted). With a
+-- window of whole days the leave day is the debit's day plus the window, so
+-- `r:` fields are not written: the report derives them from `c:` (one call
+-- less per debit). They are
+-- kept by the same steps that keep `used`, so they always add up to it. The
+-- account hash field `uw` holds the window (ms) they were built for; without
+-- it (an account from before the aggregates, or a changed window) they are
+-- not kept until the window is empty, or until the usage read rebuilds them.
 
 local MAX_CREDITS = 1000000000000000
 local MAX_EXACT = 9007199254740991
@@ -85,22 +98,132 @@ local function cost_of(m)
   return cost
 end
 
--- Subtracts the costs of the debits that left the window since `seen`
--- (at <= cutoff); returns the new used and seen. Work is proportional to
--- what left, never to the window's size.
-local function expire(kw, used, seen, cutoff)
-  if cutoff <= seen then return used, seen end
+-- The cost and route number of a record, without copying its id.
+local function cost_route(m)
+  local pos = 10
+  if string.byte(m, 1) < 2 then
+    local len
+    len, pos = read_varint(m, 2)
+    pos = pos + len
+  end
+  local cost, after = read_varint(m, pos)
+  return cost, read_varint(m, after)
+end
+
+local DAY_MS = 86400000
+
+-- The aggregates to keep for an account whose `uw` field is `built_for`:
+-- {key, window}, or nil when they are not kept.
+local function usage_keeper(ku, built_for, window_ms)
+  if tonumber(built_for or '') == window_ms then return { key = ku, window = window_ms } end
+  return nil
+end
+
+-- Whether the leave day must be kept apart (a window of whole days derives it).
+local function leave_days_kept(window_ms)
+  return window_ms % DAY_MS ~= 0
+end
+
+-- Adds one debit's share (credits may be negative) to `deltas` (field → change).
+local function usage_add(deltas, at, route, credits, requests, window_ms)
+  local spent = int(math.floor(at / DAY_MS)) .. ':' .. int(route)
+  deltas['c:' .. spent] = (deltas['c:' .. spent] or 0) + credits
+  deltas['n:' .. spent] = (deltas['n:' .. spent] or 0) + requests
+  if leave_days_kept(window_ms) then
+    local leaves = 'r:' .. int(math.floor((at + window_ms) / DAY_MS))
+    deltas[leaves] = (deltas[leaves] or 0) + credits
+  end
+end
+
+-- Totals of whole debits for a rebuild: summed in numeric tables, one
+-- lookup per debit, the field names built once at the end (a rebuild may
+-- visit a million debits).
+local function new_totals()
+  return { spent = {}, count = {}, leaving = {} }
+end
+
+local function total_add(totals, at, route, cost, window_ms)
+  local day = math.floor(at / DAY_MS)
+  local spent, count = totals.spent[day], totals.count[day]
+  if not spent then
+    spent, count = {}, {}
+    totals.spent[day], totals.count[day] = spent, count
+  end
+  spent[route] = (spent[route] or 0) + cost
+  count[route] = (count[route] or 0) + 1
+  local leaves = math.floor((at + window_ms) / DAY_MS)
+  totals.leaving[leaves] = (totals.leaving[leaves] or 0) + cost
+end
+
+-- Replaces the aggregates by `totals` and marks them kept for this window;
+-- returns the keeper.
+local function usage_write(ka, ku, totals, window_ms)
+  redis.call('DEL', ku)
+  local batch = {}
+  local function put(field, value)
+    if value <= 0 then return end
+    batch[#batch + 1] = field
+    batch[#batch + 1] = int(value)
+    if #batch >= 512 then
+      redis.call('HSET', ku, unpack(batch))
+      batch = {}
+    end
+  end
+  for day, routes in pairs(totals.spent) do
+    for route, credits in pairs(routes) do
+      put('c:' .. int(day) .. ':' .. int(route), credits)
+      put('n:' .. int(day) .. ':' .. int(route), totals.count[day][route])
+    end
+  end
+  if leave_days_kept(window_ms) then
+    for day, credits in pairs(totals.leaving) do put('r:' .. int(day), credits) end
+  end
+  if #batch > 0 then redis.call('HSET', ku, unpack(batch)) end
+  redis.call('HSET', ka, 'uw', int(window_ms))
+  return { key = ku, window = window_ms }
+end
+
+-- The window's bookkeeping from the account hash fields used, seen, first,
+-- with the aggregates `usage` keeps (nil: none); or nil and the name of the
+-- first field that holds no valid value (an older build, or a hand edit,
+-- may have written one). Nothing is computed from such a state: the callers
+-- report it, and the admin recount repairs it. Changes to the aggregates
+-- wait in `deltas` until the state is saved, so a script that returns
+-- without saving writes none of them either.
+local function window_state(used, seen, first, usage)
+  local state = { used = tonumber(used or '0'), seen = tonumber(seen or '0'), first = tonumber(first or '-1'),
+    usage = usage, deltas = {} }
+  if not whole(state.used, 0, MAX_CREDITS) then return nil, 'used' end
+  if not whole(state.seen, 0, MAX_EXACT) then return nil, 'seen' end
+  if not whole(state.first, -1, MAX_EXACT) then return nil, 'first' end
+  return state
+end
+
+-- A debit's share into the aggregates, when they are kept.
+local function count_usage(state, at, route, credits, requests)
+  if state.usage then usage_add(state.deltas, at, route, credits, requests, state.usage.window) end
+end
+
+-- Subtracts the debits that left the window since `seen` (at <= cutoff)
+-- from `used` and the aggregates, and moves `seen` to the cutoff. Work is
+-- proportional to what left, never to the window's size.
+local function expire(kw, state, cutoff)
+  if cutoff <= state.seen then return end
   local offset = 0
   while true do
-    local left = redis.call('ZRANGEBYSCORE', kw, '(' .. int(seen), int(cutoff), 'LIMIT', offset, 512)
-    for i = 1, #left do
-      if counts(left[i]) then used = used - cost_of(left[i]) end
+    local left = redis.call('ZRANGEBYSCORE', kw, '(' .. int(state.seen), int(cutoff), 'WITHSCORES', 'LIMIT', offset, 512)
+    for i = 1, #left, 2 do
+      if counts(left[i]) then
+        local _, _, cost, route = parse(left[i])
+        state.used = state.used - cost
+        count_usage(state, tonumber(left[i + 1]), route, -cost, -1)
+      end
     end
-    if #left < 512 then break end
+    if #left < 1024 then break end
     offset = offset + 512
   end
-  if used < 0 then used = 0 end
-  return used, cutoff
+  if state.used < 0 then state.used = 0 end
+  state.seen = cutoff
 end
 
 -- The at of the oldest debit still counting (at > cutoff, not refunded),
@@ -117,16 +240,31 @@ local function oldest_counting(kw, cutoff)
   end
 end
 
--- The window's bookkeeping from the account hash fields used, seen, first;
--- or nil and the name of the first field that holds no valid value (an
--- older build, or a hand edit, may have written one). Nothing is computed
--- from such a state: the callers report it, and the admin recount repairs it.
-local function window_state(used, seen, first)
-  local state = { used = tonumber(used or '0'), seen = tonumber(seen or '0'), first = tonumber(first or '-1') }
-  if not whole(state.used, 0, MAX_CREDITS) then return nil, 'used' end
-  if not whole(state.seen, 0, MAX_EXACT) then return nil, 'seen' end
-  if not whole(state.first, -1, MAX_EXACT) then return nil, 'first' end
-  return state
+-- Calls `visit(member, at)` for every debit counting at `cutoff` (at >
+-- cutoff, not refunded), oldest first: a scan of the window, paged by rank
+-- (each page costs O(log n + page), whatever the window's size).
+local function each_counting(kw, cutoff, visit)
+  local rank = redis.call('ZCOUNT', kw, '-inf', int(cutoff))
+  while true do
+    local batch = redis.call('ZRANGE', kw, rank, rank + 1023, 'WITHSCORES')
+    for i = 1, #batch, 2 do
+      if counts(batch[i]) then visit(batch[i], tonumber(batch[i + 1])) end
+    end
+    if #batch < 2048 then return end
+    rank = rank + 1024
+  end
+end
+
+-- Rebuilds the aggregates from the debits counting in the window (a scan,
+-- for the usage read of an account whose aggregates are not kept yet or
+-- disagree with `used`); returns the keeper.
+local function usage_rebuild(ka, kw, ku, cutoff, window_ms)
+  local totals = new_totals()
+  each_counting(kw, cutoff, function(m, at)
+    local cost, route = cost_route(m)
+    total_add(totals, at, route, cost, window_ms)
+  end)
+  return usage_write(ka, ku, totals, window_ms)
 end
 
 -- Brings the window to `cutoff` (= now - window). Nothing is read while the
@@ -134,14 +272,22 @@ end
 -- then costs no range query at all. Returns true when the state changed.
 local function advance(kw, state, cutoff)
   if state.first < 0 or state.first > cutoff then return false end
-  state.used, state.seen = expire(kw, state.used, state.seen, cutoff)
+  expire(kw, state, cutoff)
   state.first = oldest_counting(kw, cutoff) or -1
   return true
 end
 
--- Every field of the state back into the account hash.
+-- Every field of the state back into the account hash, and the pending
+-- changes into the aggregates (a field that reaches zero goes).
 local function save_state(ka, state)
   redis.call('HSET', ka, 'used', int(state.used), 'seen', int(state.seen), 'first', int(state.first))
+  if not state.usage then return end
+  for field, delta in pairs(state.deltas) do
+    if delta ~= 0 and redis.call('HINCRBY', state.usage.key, field, int(delta)) <= 0 then
+      redis.call('HDEL', state.usage.key, field)
+    end
+  end
+  state.deltas = {}
 end
 
 -- Milliseconds until the oldest counted debit leaves, or -1.

@@ -1,9 +1,10 @@
--- Recompute an account's running totals (used, seen, first) from the debits
--- in its window: the admin repair for an account whose totals are damaged.
--- A scan of the whole window in one atomic step: admin only, never on the
--- request path. A counting debit whose own cost is above MAX_CREDITS cannot
--- be counted exactly; it is voided (marked refunded, kept in the history).
--- KEYS: account hash, window zset.   ARGV: window_ms.
+-- Recompute an account's running totals (used, seen, first) and its usage
+-- aggregates from the debits in its window: the admin repair for an account
+-- whose totals are damaged. A scan of the whole window in one atomic step:
+-- admin only, never on the request path. A counting debit whose own cost is
+-- above MAX_CREDITS cannot be counted exactly; it is voided (marked
+-- refunded, kept in the history).
+-- KEYS: account hash, window zset, usage aggregates.   ARGV: window_ms.
 -- Returns {} when there is no account,
 -- {'too_large', total} when the debits add up to more than MAX_CREDITS
 -- (nothing written), else
@@ -14,35 +15,29 @@
 
 local account = redis.call('HMGET', KEYS[1], 'plan', 'used', 'seen', 'first')
 if not account[1] then return {} end
-local cutoff = ledger_now() - tonumber(ARGV[1])
-local previous = window_state(account[2], account[3], account[4])
+local window_ms = tonumber(ARGV[1])
+local cutoff = ledger_now() - window_ms
+local previous = window_state(account[2], account[3], account[4], nil)
 local previous_used = account[2] or '0'
 if previous then
   advance(KEYS[2], previous, cutoff)
   previous_used = int(previous.used)
 end
 local used, counted, first = 0, 0, -1
+local totals = new_totals()
 local void = {}
-local offset = 0
-while true do
-  local batch = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. int(cutoff), '+inf', 'WITHSCORES', 'LIMIT', offset, 1024)
-  if #batch == 0 then break end
-  for i = 1, #batch, 2 do
-    local m = batch[i]
-    if counts(m) then
-      local cost = cost_of(m)
-      if whole(cost, 0, MAX_CREDITS) then
-        used = used + cost
-        counted = counted + 1
-        if first < 0 then first = tonumber(batch[i + 1]) end
-      else
-        void[#void + 1] = m
-        void[#void + 1] = batch[i + 1]
-      end
-    end
+each_counting(KEYS[2], cutoff, function(m, at)
+  local cost, route = cost_route(m)
+  if whole(cost, 0, MAX_CREDITS) then
+    used = used + cost
+    counted = counted + 1
+    if first < 0 then first = at end
+    total_add(totals, at, route, cost, window_ms)
+  else
+    void[#void + 1] = m
+    void[#void + 1] = at
   end
-  offset = offset + 1024
-end
+end)
 if used > MAX_CREDITS then return {'too_large', int(used)} end
 for i = 1, #void, 2 do
   local flags, id, cost, route = parse(void[i])
@@ -51,6 +46,7 @@ for i = 1, #void, 2 do
 end
 local state = { used = used, seen = cutoff, first = first }
 save_state(KEYS[1], state)
+usage_write(KEYS[1], KEYS[3], totals, window_ms)
 local changed = 1
 if previous and previous.used == used and previous.first == first and #void == 0 then changed = 0 end
 return {'recounted', previous_used, used, counted, #void / 2, changed}

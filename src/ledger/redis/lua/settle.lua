@@ -1,7 +1,7 @@
 -- Replace a reservation by the settled cost, atomically. The settled cost
 -- may take `used` above the allowance (the upstream did the work); it may
 -- not take it above MAX_CREDITS: then nothing is written.
--- KEYS: account hash, window zset, id index.
+-- KEYS: account hash, window zset, id index, usage aggregates.
 -- ARGV: window_ms, the id packed ('' when it cannot be) and as text (see
 --       find_debit), the id itself, at_ms ('' when unknown), final cost
 --       (at most MAX_CREDITS: the gateway checks before calling).
@@ -14,16 +14,18 @@ if not member then return {'unknown'} end
 local flags, id, cost, route = parse(member)
 if flags % 2 == 1 then return {'refunded'} end
 local final = tonumber(ARGV[6])
-local cutoff = ledger_now() - tonumber(ARGV[1])
-local account = redis.call('HMGET', KEYS[1], 'used', 'seen')
-local state, damaged = window_state(account[1], account[2], nil)
+local window_ms = tonumber(ARGV[1])
+local cutoff = ledger_now() - window_ms
+local account = redis.call('HMGET', KEYS[1], 'used', 'seen', 'uw')
+local state, damaged = window_state(account[1], account[2], nil, usage_keeper(KEYS[4], account[3], window_ms))
 if not state then return {'damaged', damaged} end
-state.used, state.seen = expire(KEYS[2], state.used, state.seen, cutoff)
+expire(KEYS[2], state, cutoff)
 -- A debit that already left the window no longer counts either way.
 if at > state.seen then
   local used = state.used - cost + final
   if used > MAX_CREDITS then return {'too_large', int(used)} end
   state.used = math.max(used, 0)
+  count_usage(state, at, route, final - cost, 0)
 end
 redis.call('ZREM', KEYS[2], member)
 redis.call('ZADD', KEYS[2], at, string.char(flags) .. id .. varint(final) .. varint(route))
