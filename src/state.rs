@@ -1,15 +1,24 @@
-//! Shared state: the process-wide parts (ledger, key cache, metrics, the
-//! background work that holds money) and the reloadable snapshot (config,
-//! route table, upstream clients).
+//! Shared state: what one plane (a data-plane worker, or the admin plane)
+//! holds, and what every plane of the instance shares.
 //!
-//! A request reads the snapshot once at its start and keeps that `Arc` to the
-//! end, so a reload never changes the rules under a request in flight.
+//! Each data-plane worker has a [`Gateway`] of its own (see `worker.rs`):
+//! its own ledger connection and debit batcher, its own key cache, and its
+//! own [`Snapshot`] — the same config, but upstream clients (connection
+//! pools) of its own. What must agree across workers is shared: the config
+//! every snapshot is built from (a reload rebuilds every plane's snapshot
+//! before it returns), key revocations (`auth.rs`), the metrics registry and
+//! the money-holding work that shutdown waits for.
+//!
+//! A request reads its plane's snapshot once at its start and keeps that
+//! `Arc` to the end, so a reload never changes the rules under a request in
+//! flight. The `Arc` and the lock around it belong to one plane, so reading
+//! it never touches memory another core writes.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use crate::auth::KeyCache;
+use crate::auth::{KeyCache, Revocations};
 use crate::config::Config;
 use crate::forward::Upstream;
 use crate::ledger::{Ledger, MeteredLedger};
@@ -17,17 +26,25 @@ use crate::metrics::Metrics;
 use crate::routes::RouteTable;
 use crate::tasks::Tasks;
 
-/// Everything derived from one version of the config file.
+/// Everything derived from one version of the config file, for one plane.
 pub struct Snapshot {
-    pub config: Config,
-    pub routes: RouteTable,
-    /// Aligned with `config.routes`: the upstream each route forwards to.
+    pub config: Arc<Config>,
+    pub routes: Arc<RouteTable>,
+    /// Aligned with `config.routes`: the upstream each route forwards to
+    /// (this plane's clients).
     pub route_upstreams: Vec<Arc<Upstream>>,
     pub window_secs: u64,
 }
 
 impl Snapshot {
     pub fn build(config: Config) -> Result<Snapshot, String> {
+        let routes = Arc::new(RouteTable::new(&config.routes));
+        Snapshot::for_plane(Arc::new(config), routes)
+    }
+
+    /// This plane's snapshot of a config already compiled for another plane:
+    /// the config and route table are shared, the upstream clients are new.
+    fn for_plane(config: Arc<Config>, routes: Arc<RouteTable>) -> Result<Snapshot, String> {
         let mut upstreams: HashMap<&str, Arc<Upstream>> = HashMap::new();
         for (name, upstream) in &config.upstreams {
             upstreams.insert(name, Arc::new(Upstream::new(name, upstream)?));
@@ -48,37 +65,73 @@ impl Snapshot {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Snapshot {
-            routes: RouteTable::new(&config.routes),
-            route_upstreams,
             window_secs: config.ledger.window.as_secs(),
+            routes,
+            route_upstreams,
             config,
         })
     }
 }
 
-/// State shared by every connection of this instance.
+/// What every plane of one instance shares.
+struct Instance {
+    /// Every plane's gateway, so a reload reaches them all.
+    planes: Mutex<Vec<Weak<Gateway>>>,
+    revocations: Arc<Revocations>,
+}
+
+/// One plane's state: per plane, its ledger connection, key cache and
+/// snapshot; shared with the instance's other planes, the rest.
 pub struct Gateway {
     snapshot: RwLock<Arc<Snapshot>>,
     pub ledger: MeteredLedger,
     pub keys: KeyCache,
     pub metrics: Arc<Metrics>,
-    /// Exchanges, refunds and settlements that outlive their request.
+    /// Exchanges, refunds and settlements that outlive their request, on
+    /// every plane (shutdown waits for all of them).
     pub tasks: Arc<Tasks>,
     /// Where reloads read the config from.
     pub config_path: Option<PathBuf>,
+    instance: Arc<Instance>,
 }
 
 impl Gateway {
-    pub fn new(snapshot: Snapshot, ledger: Ledger, config_path: Option<PathBuf>) -> Gateway {
+    /// The instance's first plane (the admin plane).
+    pub fn new(snapshot: Snapshot, ledger: Ledger, config_path: Option<PathBuf>) -> Arc<Gateway> {
         let metrics = Arc::new(Metrics::default());
-        Gateway {
+        let revocations = Arc::new(Revocations::default());
+        let gateway = Arc::new(Gateway {
             snapshot: RwLock::new(Arc::new(snapshot)),
             ledger: MeteredLedger::new(ledger, metrics.clone()),
-            keys: KeyCache::default(),
+            keys: KeyCache::new(revocations.clone()),
             tasks: Arc::new(Tasks::new(metrics.clone())),
             metrics,
             config_path,
-        }
+            instance: Arc::new(Instance {
+                planes: Mutex::new(Vec::new()),
+                revocations,
+            }),
+        });
+        gateway.instance.register(&gateway);
+        gateway
+    }
+
+    /// Another plane of the same instance (a data-plane worker) with its own
+    /// ledger handle, key cache and upstream clients.
+    pub fn plane(&self, ledger: Ledger) -> Result<Arc<Gateway>, String> {
+        let current = self.snapshot();
+        let snapshot = Snapshot::for_plane(current.config.clone(), current.routes.clone())?;
+        let gateway = Arc::new(Gateway {
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            ledger: MeteredLedger::new(ledger, self.metrics.clone()),
+            keys: KeyCache::new(self.instance.revocations.clone()),
+            metrics: self.metrics.clone(),
+            tasks: self.tasks.clone(),
+            config_path: self.config_path.clone(),
+            instance: self.instance.clone(),
+        });
+        self.instance.register(&gateway);
+        Ok(gateway)
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -88,7 +141,33 @@ impl Gateway {
             .clone()
     }
 
-    pub fn replace_snapshot(&self, snapshot: Snapshot) {
-        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+    /// Swaps `config` in on every plane of the instance. Every plane's
+    /// snapshot is built first, so a config that cannot be built changes
+    /// nothing anywhere.
+    pub fn replace_config(&self, config: Config) -> Result<(), String> {
+        let routes = Arc::new(RouteTable::new(&config.routes));
+        let config = Arc::new(config);
+        let planes = self.instance.live_planes();
+        let snapshots = planes
+            .iter()
+            .map(|_| Snapshot::for_plane(config.clone(), routes.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (plane, snapshot) in planes.iter().zip(snapshots) {
+            *plane.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+        }
+        Ok(())
+    }
+}
+
+impl Instance {
+    fn register(&self, gateway: &Arc<Gateway>) {
+        let mut planes = self.planes.lock().unwrap_or_else(|e| e.into_inner());
+        planes.retain(|plane| plane.strong_count() > 0);
+        planes.push(Arc::downgrade(gateway));
+    }
+
+    fn live_planes(&self) -> Vec<Arc<Gateway>> {
+        let planes = self.planes.lock().unwrap_or_else(|e| e.into_inner());
+        planes.iter().filter_map(Weak::upgrade).collect()
     }
 }
