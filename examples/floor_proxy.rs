@@ -84,7 +84,9 @@ fn worker(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
                     let host = host.clone();
                     async move {
                         let path = request.uri().path_and_query().map(|p| p.as_str());
-                        *request.uri_mut() = Uri::try_from(path.unwrap_or("/"))?;
+                        if let Ok(uri) = Uri::try_from(path.unwrap_or("/")) {
+                            *request.uri_mut() = uri;
+                        }
                         request.headers_mut().insert(HOST, host);
                         std::future::poll_fn(|cx| sender.borrow_mut().poll_ready(cx)).await?;
                         let response = sender.borrow_mut().send_request(request);

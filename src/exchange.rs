@@ -29,7 +29,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
+use crate::forward::UpstreamBody;
 
 use crate::admit;
 use crate::body::{self, Body};
@@ -147,7 +147,7 @@ impl Exchange {
 /// route says so; settlement and the body follow.
 async fn respond(
     charge: Option<Charge>,
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     refund_on_failure: bool,
 ) -> Result<Response<Body>, GatewayError> {
     let (mut head, incoming) = response.into_parts();
