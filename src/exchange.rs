@@ -239,14 +239,14 @@ impl<F: Future + Send + 'static> Drop for Detached<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
 
     fn parts() -> (Arc<Record>, Arc<Tasks>) {
-        let metrics = Arc::new(Metrics::default());
+        let snapshot = crate::state::test_snapshot();
+        let metrics = snapshot.metrics.clone();
         let record = Record::start(
-            metrics.clone(),
+            snapshot,
             http::Method::POST,
-            "/v1/paid".into(),
+            http::Uri::from_static("/v1/paid"),
             http::HeaderValue::from_static("t-1"),
         );
         (record, Arc::new(Tasks::new(metrics)))

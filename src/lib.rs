@@ -230,7 +230,8 @@ pub async fn start_with_clock(
     let admin_addr = local_addr(&admin_listener, config.admin.listen)?;
     let server_config = config.server.clone();
     let config_path = config.source.clone();
-    let snapshot = Snapshot::build(config).map_err(StartError::Upstream)?;
+    let metrics = Arc::new(metrics::Metrics::new(config.server.workers));
+    let snapshot = Snapshot::build(config, &metrics).map_err(StartError::Upstream)?;
     let shared_config = snapshot.config.clone();
     let gateway = Gateway::new(snapshot, ledger, config_path);
     let (shutdown, watcher) = watch::channel(false);

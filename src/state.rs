@@ -22,7 +22,7 @@ use crate::auth::{KeyCache, Revocations};
 use crate::config::Config;
 use crate::forward::Upstream;
 use crate::ledger::{Ledger, MeteredLedger};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::routes::RouteTable;
 use crate::tasks::Tasks;
 
@@ -33,18 +33,59 @@ pub struct Snapshot {
     /// Aligned with `config.routes`: the upstream each route forwards to
     /// (this plane's clients).
     pub route_upstreams: Vec<Arc<Upstream>>,
+    /// Aligned with `config.routes`: each route's metrics handle.
+    pub route_metrics: Arc<[Arc<RouteMetrics>]>,
+    pub metrics: Arc<Metrics>,
     pub window_secs: u64,
 }
 
+/// What every plane's snapshot of one config shares.
+#[derive(Clone)]
+struct Compiled {
+    config: Arc<Config>,
+    routes: Arc<RouteTable>,
+    route_metrics: Arc<[Arc<RouteMetrics>]>,
+    metrics: Arc<Metrics>,
+}
+
+impl Compiled {
+    fn new(config: Config, metrics: &Arc<Metrics>) -> Compiled {
+        Compiled {
+            routes: Arc::new(RouteTable::new(&config.routes)),
+            route_metrics: config
+                .routes
+                .iter()
+                .map(|route| metrics.route(&route.name))
+                .collect(),
+            config: Arc::new(config),
+            metrics: metrics.clone(),
+        }
+    }
+}
+
 impl Snapshot {
-    pub fn build(config: Config) -> Result<Snapshot, String> {
-        let routes = Arc::new(RouteTable::new(&config.routes));
-        Snapshot::for_plane(Arc::new(config), routes)
+    pub fn build(config: Config, metrics: &Arc<Metrics>) -> Result<Snapshot, String> {
+        Snapshot::for_plane(Compiled::new(config, metrics))
     }
 
-    /// This plane's snapshot of a config already compiled for another plane:
-    /// the config and route table are shared, the upstream clients are new.
-    fn for_plane(config: Arc<Config>, routes: Arc<RouteTable>) -> Result<Snapshot, String> {
+    fn compiled(&self) -> Compiled {
+        Compiled {
+            config: self.config.clone(),
+            routes: self.routes.clone(),
+            route_metrics: self.route_metrics.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// This plane's snapshot of a compiled config: the config, route table
+    /// and metrics handles are shared, the upstream clients are new.
+    fn for_plane(compiled: Compiled) -> Result<Snapshot, String> {
+        let Compiled {
+            config,
+            routes,
+            route_metrics,
+            metrics,
+        } = compiled;
         let mut upstreams: HashMap<&str, Arc<Upstream>> = HashMap::new();
         for (name, upstream) in &config.upstreams {
             upstreams.insert(name, Arc::new(Upstream::new(name, upstream)?));
@@ -68,6 +109,8 @@ impl Snapshot {
             window_secs: config.ledger.window.as_secs(),
             routes,
             route_upstreams,
+            route_metrics,
+            metrics,
             config,
         })
     }
@@ -98,7 +141,7 @@ pub struct Gateway {
 impl Gateway {
     /// The instance's first plane (the admin plane).
     pub fn new(snapshot: Snapshot, ledger: Ledger, config_path: Option<PathBuf>) -> Arc<Gateway> {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = snapshot.metrics.clone();
         let revocations = Arc::new(Revocations::default());
         let gateway = Arc::new(Gateway {
             snapshot: RwLock::new(Arc::new(snapshot)),
@@ -119,8 +162,7 @@ impl Gateway {
     /// Another plane of the same instance (a data-plane worker) with its own
     /// ledger handle, key cache and upstream clients.
     pub fn plane(&self, ledger: Ledger) -> Result<Arc<Gateway>, String> {
-        let current = self.snapshot();
-        let snapshot = Snapshot::for_plane(current.config.clone(), current.routes.clone())?;
+        let snapshot = Snapshot::for_plane(self.snapshot().compiled())?;
         let gateway = Arc::new(Gateway {
             snapshot: RwLock::new(Arc::new(snapshot)),
             ledger: MeteredLedger::new(ledger, self.metrics.clone()),
@@ -145,12 +187,11 @@ impl Gateway {
     /// snapshot is built first, so a config that cannot be built changes
     /// nothing anywhere.
     pub fn replace_config(&self, config: Config) -> Result<(), String> {
-        let routes = Arc::new(RouteTable::new(&config.routes));
-        let config = Arc::new(config);
+        let compiled = Compiled::new(config, &self.metrics);
         let planes = self.instance.live_planes();
         let snapshots = planes
             .iter()
-            .map(|_| Snapshot::for_plane(config.clone(), routes.clone()))
+            .map(|_| Snapshot::for_plane(compiled.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         for (plane, snapshot) in planes.iter().zip(snapshots) {
             *plane.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
@@ -170,4 +211,31 @@ impl Instance {
         let planes = self.planes.lock().unwrap_or_else(|e| e.into_inner());
         planes.iter().filter_map(Weak::upgrade).collect()
     }
+}
+
+/// A snapshot of a small config (route 0 is `paid`, cost 7), for unit tests.
+#[cfg(test)]
+pub(crate) fn test_snapshot() -> Arc<Snapshot> {
+    let toml = r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[ledger]
+backend = "memory"
+[plans.free]
+monthly_allowance = 100
+[upstreams.vendor]
+url = "http://127.0.0.1:9"
+[[routes]]
+name = "paid"
+method = "POST"
+path = "/v1/paid"
+upstream = "vendor"
+cost = 7
+"#;
+    let config = Config::parse(toml, "test.toml", std::path::Path::new("."), &|_| None)
+        .expect("test config");
+    let metrics = Arc::new(Metrics::new(config.server.workers));
+    Arc::new(Snapshot::build(config, &metrics).expect("snapshot"))
 }

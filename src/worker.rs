@@ -107,6 +107,7 @@ pub async fn start(
         std::thread::Builder::new()
             .name(format!("creditgate-worker-{index}"))
             .spawn(move || {
+                crate::metrics::enter_worker(index);
                 job.run(ready_tx, drained_tx);
                 let _ = exited_tx.send(());
             })
