@@ -354,8 +354,6 @@ mod tests {
         for i in 0..REVOCATION_LOG + 1 {
             revocations.revoke(&format!("other-{i}"));
         }
-        assert!(worker
-            .cached(&digest("b"), revocations.current())
-            .is_none());
+        assert!(worker.cached(&digest("b"), revocations.current()).is_none());
     }
 }

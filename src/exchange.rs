@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use http::{Request, Response, Version};
 use crate::forward::UpstreamBody;
+use http::{Request, Response, Version};
 
 use crate::admit;
 use crate::body::{self, Body};

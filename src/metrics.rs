@@ -256,7 +256,11 @@ impl Metrics {
     fn render_family(&self, out: &mut String, name: &str, routes: &[Arc<RouteMetrics>]) {
         let route_counter = |out: &mut String, read: fn(&RouteShard) -> &AtomicU64| {
             for route in routes {
-                let value: u64 = route.shards.iter().map(|s| read(s).load(Ordering::Relaxed)).sum();
+                let value: u64 = route
+                    .shards
+                    .iter()
+                    .map(|s| read(s).load(Ordering::Relaxed))
+                    .sum();
                 if value > 0 {
                     let _ = writeln!(out, "{name}{{route=\"{}\"}} {value}", escape(&route.name));
                 }
@@ -504,13 +508,14 @@ impl CounterTable {
             let slot = &self.slots[(start + step) % len];
             let mut current = slot.key.load(Ordering::Acquire);
             if current == 0 {
-                current = match slot
-                    .key
-                    .compare_exchange(0, stored, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    Ok(_) => stored,
-                    Err(taken) => taken,
-                };
+                current =
+                    match slot
+                        .key
+                        .compare_exchange(0, stored, Ordering::AcqRel, Ordering::Acquire)
+                    {
+                        Ok(_) => stored,
+                        Err(taken) => taken,
+                    };
             }
             if current == stored {
                 slot.count.fetch_add(1, Ordering::Relaxed);
@@ -685,7 +690,10 @@ mod tests {
         ));
         assert!(text.contains("creditgate_credits_charged_total{route=\"paid\"} 4000"));
         assert!(text.contains("creditgate_ledger_duration_seconds_count{op=\"debit\"} 2000"));
-        assert!(Arc::ptr_eq(&paid, &metrics.route("paid")), "one handle per name");
+        assert!(
+            Arc::ptr_eq(&paid, &metrics.route("paid")),
+            "one handle per name"
+        );
     }
 
     #[test]

@@ -162,11 +162,7 @@ struct Job {
 }
 
 impl Job {
-    fn run(
-        self,
-        ready: oneshot::Sender<Result<(), StartError>>,
-        drained: oneshot::Sender<()>,
-    ) {
+    fn run(self, ready: oneshot::Sender<Result<(), StartError>>, drained: oneshot::Sender<()>) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

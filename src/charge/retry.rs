@@ -121,12 +121,7 @@ impl Work {
             }
         }
         let error = last_error.map(|e| e.to_string()).unwrap_or_default();
-        give_up(
-            &self.route,
-            &self.id,
-            self.pending,
-            &error,
-        );
+        give_up(&self.route, &self.id, self.pending, &error);
     }
 
     async fn attempt(&self) -> Result<(), LedgerError> {
@@ -152,12 +147,7 @@ impl Work {
     }
 }
 
-fn give_up(
-    route: &RouteMetrics,
-    id: &DebitId,
-    pending: Pending,
-    error: &str,
-) {
+fn give_up(route: &RouteMetrics, id: &DebitId, pending: Pending, error: &str) {
     match pending {
         Pending::Refund => {
             route.refund_failed();

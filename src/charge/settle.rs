@@ -16,12 +16,12 @@
 
 use std::time::Duration;
 
+use crate::forward::UpstreamBody;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::response::Parts;
 use http_body::Frame;
 use http_body_util::{BodyExt, BodyStream, StreamBody};
-use crate::forward::UpstreamBody;
 
 use super::body::ChargedBody;
 use super::usage::{self, SseScanner};

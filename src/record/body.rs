@@ -120,8 +120,10 @@ mod tests {
         let metrics = &snapshot.metrics;
         let (sender, streamed) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
         let stream = http_body_util::StreamBody::new(tokio_stream_from(streamed));
-        let response =
-            ClientBody::respond(record(&snapshot), Response::new(crate::body::stream(stream)));
+        let response = ClientBody::respond(
+            record(&snapshot),
+            Response::new(crate::body::stream(stream)),
+        );
         let mut body = response.into_body();
         sender
             .send(Ok(Frame::data(Bytes::from_static(b"part"))))

@@ -12,6 +12,7 @@ mod outage;
 mod pricing;
 mod transport;
 mod window;
+mod workers;
 
 use crate::support::http::Response;
 
