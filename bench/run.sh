@@ -15,9 +15,11 @@
 #   priced_h2      the priced route over HTTP/2 (h2load, CONNECTIONS/4
 #                  connections x 4 streams; p50/p99 from its request log)
 #
-#   bash bench/run.sh            # DURATION=10s CONNECTIONS=64 ACCOUNTS=1000 ROUNDS=2 to tune
-#   PROFILE=priced bash bench/run.sh   # also perf-record the gateway during that run
-#                                      # (into PROFILE_OUT, default ./perf.data)
+#   bash bench/run.sh            # DURATION=10s CONNECTIONS=64 ACCOUNTS=1000 ROUNDS=2 to tune;
+#                                # TARGETS="free priced" EXTRAS=0 for a quick partial run
+#   PROFILE="free priced" bash bench/run.sh   # also perf-record the proxy under test
+#                                             # during the first run of each named target
+#                                             # (into $PROFILE_OUT-<name>.data, default ./perf-<name>.data)
 #
 # Needs wrk, h2load, redis-server, nginx, libnginx-mod-http-lua and
 # lua-nginx-redis (installed with apt-get when missing, as root). Exits
@@ -224,13 +226,18 @@ per_request() { awk -v b="$1" -v a="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BE
     split(b, x, " "); split(a, y, " ");
     per = 1e6 / hz / n;
     printf "%.1f/%.1f/%.1f", (y[1] - x[1]) * per, (y[2] - x[2]) * per, (y[3] - x[3]) * per }'; }
+declare -A PROFILED
 start_profile() {
   PERF_PID=
-  if [ "${PROFILE:-}" = "$1" ] && [ -z "${PROFILED:-}" ]; then
-    PROFILED=1
-    perf record -F 2000 -g -p "$GATEWAY_PID" -o "${PROFILE_OUT:-perf.data}" -- sleep "${DURATION%s}" 2>/dev/null &
-    PERF_PID=$!
-  fi
+  case " ${PROFILE:-} " in
+    *" $1 "*)
+      [ -n "${PROFILED[$1]:-}" ] && return
+      PROFILED[$1]=1
+      perf record -F "${PERF_FREQ:-2000}" ${PERF_CALLGRAPH:--g} -p "$(proxy_pids "$1" | head -1)" -o "${PROFILE_OUT:-perf}-$1.data" \
+        -- sleep "${DURATION%s}" 2>/dev/null &
+      PERF_PID=$!
+      ;;
+  esac
 }
 # Keeps the round with the most requests per second of each target.
 keep_best() {
@@ -284,7 +291,7 @@ done
 KEYS_FILE="$WORK/accounts.txt" wrk -t1 -c8 -d2s -s "$WORK/rotate.lua" "http://127.0.0.1:$NGINX_LUA_PORT/bench/priced" >/dev/null
 wrk -t1 -c8 -d1s "http://127.0.0.1:$FLOOR_PORT/bench/direct" >/dev/null
 
-TARGETS="direct free priced nginx_proxy nginx_lua floor free_log"
+TARGETS=${TARGETS:-direct free priced nginx_proxy nginx_lua floor free_log}
 LOADS=()
 for round in $(seq "$ROUNDS"); do
   echo "round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -304,6 +311,11 @@ for round in $(seq "$ROUNDS"); do
     esac
   done
 done
+if [ "${EXTRAS:-1}" = 0 ]; then
+  # Quick runs (profiling): the table of what ran, no verdicts.
+  for name in $TARGETS; do echo "$name ${RPS[$name]} req/s p99 ${P99[$name]} ms cpu ${CPU[$name]}"; done
+  exit $FAILED
+fi
 echo "extra runs: load average $(cut -d' ' -f1-3 /proc/loadavg)"
 LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
 KEYS_FILE="$WORK/keys.txt" load priced_512 "http://127.0.0.1:$DATA_PORT/bench/priced" 512 -s "$WORK/rotate.lua"

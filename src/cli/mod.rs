@@ -10,6 +10,7 @@ pub mod exit;
 pub mod probe;
 pub mod serve;
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -106,8 +107,10 @@ pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::Worker
     let _ = LOG_DROPS.set(writer.error_counter());
     let filter = tracing_subscriber::EnvFilter::try_from_env("CREDITGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a terminal: a file or a collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
