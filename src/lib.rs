@@ -24,6 +24,9 @@
 //! ## Layout (one concept per file)
 //! - [`config`]: the TOML file → validated [`config::Config`], every error with its key path.
 //! - [`error`]: [`error::GatewayError`] and its problem+json form; every failure is a response.
+//! - [`worker`]: the data plane's threads — one `current_thread` runtime and
+//!   `SO_REUSEPORT` listener each, with a [`state::Gateway`] plane of its own
+//!   (ledger connection and batcher, key cache, upstream pools).
 //! - [`server`]: accept loop, TLS, HTTP/1.1 + HTTP/2, connection timers, graceful drain.
 //! - [`path`]: request path normalisation (pure, property-tested).
 //! - [`routes`]: the route table compiled from config.
@@ -32,7 +35,8 @@
 //! - [`request_id`], [`ratelimit`]: `X-Request-Id` and the credit headers.
 //! - [`proxy`]: the request phases; [`admit`]: body limits and pricing before
 //!   the debit; [`exchange`]: debit → forward → response head, uncancellable;
-//!   [`forward`]: upstream clients and header hygiene.
+//!   [`forward`]: upstream connection pools (one per upstream and plane) and
+//!   header hygiene.
 //! - [`charge`]: the request's money (debit, delivery, refund, settlement);
 //!   [`pricing`]: its arithmetic; [`record`]: the access line and metrics;
 //!   [`tasks`]: money-holding work that outlives its request.
@@ -41,8 +45,10 @@
 //!   (`ledger/keys.rs` spells every Redis key; `ledger/redis/lua/` holds the scripts);
 //!   [`ledger::MeteredLedger`], the gateway's handle, times every call.
 //! - [`api`]: `/v1/credits*` (customers) and the admin listener.
-//! - [`state`]: shared state and the reloadable snapshot; [`reload`] swaps it.
-//! - [`metrics`]: every metric name and label; [`clock`]: the one place time is read.
+//! - [`state`]: one plane's state, what the planes share, and the reloadable
+//!   snapshot; [`reload`] swaps it on every plane.
+//! - [`metrics`]: every metric name and label (per-worker shards summed at
+//!   scrape); [`clock`]: the one place time is read.
 //! - [`hex`], [`account_id`]: leaf modules (hex encoding; the account id rule).
 //! - [`dev`]: `serve --dev` — the demo vendor, the dev config and what it prints.
 #![forbid(unsafe_code)]
