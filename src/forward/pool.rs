@@ -281,3 +281,125 @@ impl HttpBody for PooledBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use hyper_util::server::conn::auto;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    use super::*;
+
+    /// A TLS vendor on loopback that offers only `alpn`, answers with the
+    /// HTTP version it saw, and counts the connections it accepted.
+    async fn tls_vendor(alpn: &[u8]) -> (u16, CertificateDer<'static>, Arc<AtomicUsize>) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = certified.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.key_pair.serialize_der(),
+        ));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(|request: Request<Incoming>| async move {
+                        let version = format!("{:?}", request.version());
+                        Ok::<_, std::convert::Infallible>(Response::new(
+                            http_body_util::Full::new(Bytes::from(version)),
+                        ))
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        (port, cert, accepted)
+    }
+
+    fn pool_trusting(root: CertificateDer<'static>) -> Arc<Pool> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        Arc::new(Pool::new(connector))
+    }
+
+    async fn get(pool: &Arc<Pool>, port: u16) -> String {
+        let request = Request::get(format!("https://localhost:{port}/v1/x"))
+            .header(http::header::HOST, format!("localhost:{port}"))
+            .body(crate::body::empty())
+            .unwrap();
+        let response = pool.send(request).await.expect("response");
+        let body = response.into_body().collect().await.expect("body");
+        String::from_utf8(body.to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn https_upstreams_speak_what_alpn_negotiates_and_keep_one_connection() {
+        for (alpn, version) in [(&b"h2"[..], "HTTP/2.0"), (&b"http/1.1"[..], "HTTP/1.1")] {
+            let (port, cert, accepted) = tls_vendor(alpn).await;
+            let pool = pool_trusting(cert);
+            for _ in 0..3 {
+                assert_eq!(get(&pool, port).await, version);
+            }
+            assert_eq!(
+                accepted.load(Ordering::SeqCst),
+                1,
+                "{version}: one kept-alive connection for requests in turn"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_takes_its_connection_with_it() {
+        let (port, cert, accepted) = tls_vendor(b"http/1.1").await;
+        let pool = pool_trusting(cert);
+        let request = Request::get(format!("https://localhost:{port}/v1/x"))
+            .header(http::header::HOST, format!("localhost:{port}"))
+            .body(crate::body::empty())
+            .unwrap();
+        let response = pool.send(request).await.expect("response");
+        drop(response);
+        assert_eq!(get(&pool, port).await, "HTTP/1.1");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn http1_requests_carry_the_origin_form() {
+        assert_eq!(origin_form(&Uri::from_static("https://v.example/a/b?c=1")), "/a/b?c=1");
+    }
+}
