@@ -7,6 +7,8 @@
 #   nginx_proxy    plain nginx proxy_pass to the same stub (peer)
 #   nginx_lua      nginx + Lua access phase running the same debit script (peer)
 #   floor          examples/floor_proxy.rs: a bare hyper per-core proxy (the floor)
+#   floor_priced   the same plus one EVALSHA of the debit script per request, as
+#                  the nginx + Lua peer makes it (the floor of the priced route)
 #   free_log       the free route on a second gateway with its access log on
 #                  (CREDITGATE_LOG=info, written to a file)
 # and the best round of each is reported. Then, once:
@@ -16,7 +18,8 @@
 #                  connections x 4 streams; p50/p99 from its request log)
 #
 #   bash bench/run.sh            # DURATION=10s CONNECTIONS=64 ACCOUNTS=1000 ROUNDS=2 to tune;
-#                                # TARGETS="free priced" EXTRAS=0 for a quick partial run
+#                                # TARGETS="free priced" EXTRAS=0 for a quick partial run;
+#                                # GATEWAY_BIN=path/to/creditgate to measure another build
 #   PROFILE="free priced" bash bench/run.sh   # also perf-record the proxy under test
 #                                             # during the first run of each named target
 #                                             # (into $PROFILE_OUT-<name>.data, default ./perf-<name>.data)
@@ -42,6 +45,7 @@ ADMIN_PORT=$((BASE_PORT + 90))
 LOG_DATA_PORT=$((BASE_PORT + 83))
 LOG_ADMIN_PORT=$((BASE_PORT + 91))
 FLOOR_PORT=$((BASE_PORT + 84))
+FLOOR_PRICED_PORT=$((BASE_PORT + 85))
 TOKEN=bench-admin-token
 
 if ! command -v wrk >/dev/null || ! command -v h2load >/dev/null || ! command -v redis-server >/dev/null \
@@ -53,7 +57,9 @@ if ! command -v wrk >/dev/null || ! command -v h2load >/dev/null || ! command -v
 fi
 
 cargo build --release --quiet --bin creditgate --example stub_upstream --example floor_proxy
-BIN=target/release/creditgate
+# GATEWAY_BIN: another build of the gateway to measure (an A/B against an
+# older commit, say), in the same run as the peers and the floor.
+BIN=${GATEWAY_BIN:-target/release/creditgate}
 STUB=target/release/examples/stub_upstream
 FLOOR=target/release/examples/floor_proxy
 
@@ -141,6 +147,10 @@ LUA
 # script (same key layout, same Redis) before proxy_pass; its account is the
 # bearer token itself (no key lookup), which only flatters the peer.
 cat src/ledger/redis/lua/prelude.lua src/ledger/redis/lua/debit.lua >"$WORK/debit.lua"
+"$FLOOR" "127.0.0.1:$FLOOR_PRICED_PORT" "127.0.0.1:$STUB_PORT" "$(nproc)" \
+  "redis://127.0.0.1:$REDIS_PORT/0" "$WORK/debit.lua" 2>"$WORK/floor-priced.log" &
+FLOOR_PRICED_PID=$!
+PIDS+=($FLOOR_PRICED_PID)
 mkdir -p "$WORK/nginx-tmp"
 cat >"$WORK/nginx.conf" <<NGINX
 worker_processes auto;
@@ -210,6 +220,7 @@ proxy_pids() {
   case $1 in
     direct) ;;
     nginx_*) NGINX_PIDS ;;
+    floor_priced*) echo "$FLOOR_PRICED_PID" ;;
     floor*) echo "$FLOOR_PID" ;;
     free_log*) echo "$LOG_GATEWAY_PID" ;;
     *) echo "$GATEWAY_PID" ;;
@@ -290,8 +301,9 @@ for port in "$DATA_PORT" "$LOG_DATA_PORT"; do
 done
 KEYS_FILE="$WORK/accounts.txt" wrk -t1 -c8 -d2s -s "$WORK/rotate.lua" "http://127.0.0.1:$NGINX_LUA_PORT/bench/priced" >/dev/null
 wrk -t1 -c8 -d1s "http://127.0.0.1:$FLOOR_PORT/bench/direct" >/dev/null
+KEYS_FILE="$WORK/accounts.txt" wrk -t1 -c8 -d1s -s "$WORK/rotate.lua" "http://127.0.0.1:$FLOOR_PRICED_PORT/bench/priced" >/dev/null
 
-TARGETS=${TARGETS:-direct free priced nginx_proxy nginx_lua floor free_log}
+TARGETS=${TARGETS:-direct free priced nginx_proxy nginx_lua floor floor_priced free_log}
 LOADS=()
 for round in $(seq "$ROUNDS"); do
   echo "round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -307,6 +319,7 @@ for round in $(seq "$ROUNDS"); do
       nginx_proxy) load nginx_proxy "http://127.0.0.1:$NGINX_PROXY_PORT/bench/direct" "$CONNECTIONS" ;;
       nginx_lua) KEYS_FILE="$WORK/accounts.txt" load nginx_lua "http://127.0.0.1:$NGINX_LUA_PORT/bench/priced" "$CONNECTIONS" -s "$WORK/rotate.lua" ;;
       floor) load floor "http://127.0.0.1:$FLOOR_PORT/bench/direct" "$CONNECTIONS" ;;
+      floor_priced) KEYS_FILE="$WORK/accounts.txt" load floor_priced "http://127.0.0.1:$FLOOR_PRICED_PORT/bench/priced" "$CONNECTIONS" -s "$WORK/rotate.lua" ;;
       free_log) KEYS_FILE="$WORK/keys.txt" load free_log "http://127.0.0.1:$LOG_DATA_PORT/bench/free" "$CONNECTIONS" -s "$WORK/rotate.lua" ;;
     esac
   done
@@ -344,4 +357,7 @@ r=$(ratio "${P99[priced]}" "${P99[nginx_lua]}"); echo "priced / nginx_lua p99:  
 r=$(ratio "${RPS[free_log]}" "${RPS[free]}"); echo "free_log / free req/s:         $r (target >= 0.9): $(verdict "$r" '>=' 0.9) ($LOG_LINES access lines written)"
 echo "gateway peak RSS at 512 conns: $((RSS_KB / 1024)) MB (target <= 64): $(verdict "$((RSS_KB / 1024))" '<=' 64)"
 r=$(ratio "${RPS[free]}" "${RPS[floor]}"); echo "free / floor req/s:            $r (the gateway's own cost per request)"
+r=$(ratio "${RPS[priced]}" "${RPS[floor_priced]}"); echo "priced / floor_priced req/s:   $r"
+r=$(ratio "${RPS[floor_priced]}" "${RPS[nginx_lua]}"); echo "floor_priced / nginx_lua req/s: $r (what the design allows at best here)"
+r=$(ratio "${RPS[floor]}" "${RPS[nginx_proxy]}"); echo "floor / nginx_proxy req/s:     $r (likewise, free)"
 exit $FAILED

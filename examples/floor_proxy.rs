@@ -6,14 +6,21 @@
 //! runs it beside the gateway, so the gateway's own cost per request is the
 //! difference between the two in the same run.
 //!
-//! `cargo run --release --example floor_proxy -- 127.0.0.1:9100 127.0.0.1:9000 2`
+//! Given a Redis URL and the debit script, it is the floor of the priced
+//! route too: before forwarding, one `EVALSHA` of the gateway's debit script
+//! per request on the worker's own multiplexed connection, exactly the call
+//! the nginx + Lua peer makes (account = the bearer token, no key lookup, no
+//! refund path, no record).
+//!
+//! `cargo run --release --example floor_proxy -- 127.0.0.1:9100 127.0.0.1:9000 2 [redis://127.0.0.1:6379 debit.lua]`
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
 use http::header::HOST;
-use http::{HeaderValue, Request, Uri};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -37,8 +44,15 @@ fn main() -> std::io::Result<()> {
         .map(|n| n.parse().map_err(|e| invalid(format!("workers: {e}"))))
         .transpose()?
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let debit = match (args.next(), args.next()) {
+        (Some(url), Some(script)) => Some((url, std::fs::read_to_string(script)?)),
+        _ => None,
+    };
     let threads: Vec<_> = (0..workers)
-        .map(|_| std::thread::spawn(move || worker(listen, upstream)))
+        .map(|_| {
+            let debit = debit.clone();
+            std::thread::spawn(move || worker(listen, upstream, debit))
+        })
         .collect();
     eprintln!("floor proxy on {listen} -> {upstream}, {workers} workers");
     for thread in threads {
@@ -49,7 +63,11 @@ fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-fn worker(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
+fn worker(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    debit: Option<(String, String)>,
+) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -60,7 +78,19 @@ fn worker(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
         socket.set_reuseport(true)?;
         socket.bind(listen)?;
         let listener = socket.listen(1024)?;
+        let ledger = match debit {
+            Some((url, script)) => {
+                let client = redis::Client::open(url).map_err(std::io::Error::other)?;
+                let connection = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(std::io::Error::other)?;
+                Some(Rc::new((connection, redis::Script::new(&script))))
+            }
+            None => None,
+        };
         loop {
+            let ledger = ledger.clone();
             let (client, _) = listener.accept().await?;
             let _ = client.set_nodelay(true);
             tokio::task::spawn_local(async move {
@@ -82,7 +112,15 @@ fn worker(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
                 let service = service_fn(move |mut request: Request<Incoming>| {
                     let sender = sender.clone();
                     let host = host.clone();
+                    let ledger = ledger.clone();
                     async move {
+                        if let Some(ledger) = ledger {
+                            if !debit_one(&ledger, &request).await {
+                                let mut refused = Response::new(Empty::new());
+                                *refused.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                                return Ok(refused.map(|body| body.map_err(|never| match never {}).boxed()));
+                            }
+                        }
                         let path = request.uri().path_and_query().map(|p| p.as_str());
                         if let Ok(uri) = Uri::try_from(path.unwrap_or("/")) {
                             *request.uri_mut() = uri;
@@ -90,7 +128,7 @@ fn worker(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
                         request.headers_mut().insert(HOST, host);
                         std::future::poll_fn(|cx| sender.borrow_mut().poll_ready(cx)).await?;
                         let response = sender.borrow_mut().send_request(request);
-                        response.await
+                        Ok::<_, hyper::Error>(response.await?.map(|body| body.boxed()))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -99,4 +137,39 @@ fn worker(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
             });
         }
     })
+}
+
+/// One debit of cost 1 for the account named by the bearer token, as the
+/// nginx + Lua peer runs it (window, retention, plan table, then the debit).
+async fn debit_one(
+    ledger: &(redis::aio::MultiplexedConnection, redis::Script),
+    request: &Request<Incoming>,
+) -> bool {
+    let (connection, script) = ledger;
+    let account = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let prefix = format!("cg:{{{account}}}:");
+    let id = |bytes: [u8; 8]| [&[2u8][..], &bytes[..]].concat();
+    let reply: redis::RedisResult<String> = script
+        .key(format!("{prefix}a"))
+        .key(format!("{prefix}w"))
+        .key(format!("{prefix}i"))
+        .arg(2_592_000_000u64)
+        .arg(7_776_000_000u64)
+        .arg(1)
+        .arg("bench")
+        .arg(1_000_000_000u64)
+        .arg(1)
+        .arg(id(rand::random()))
+        .arg(id(rand::random()))
+        .arg("")
+        .arg("priced")
+        .arg(0)
+        .invoke_async(&mut connection.clone())
+        .await;
+    reply.is_ok_and(|reply| reply.starts_with('A'))
 }
