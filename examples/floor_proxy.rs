@@ -118,7 +118,8 @@ fn worker(
                             if !debit_one(&ledger, &request).await {
                                 let mut refused = Response::new(Empty::new());
                                 *refused.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-                                return Ok(refused.map(|body| body.map_err(|never| match never {}).boxed()));
+                                return Ok(refused
+                                    .map(|body| body.map_err(|never| match never {}).boxed()));
                             }
                         }
                         let path = request.uri().path_and_query().map(|p| p.as_str());

@@ -299,9 +299,8 @@ mod tests {
     async fn tls_vendor(alpn: &[u8]) -> (u16, CertificateDer<'static>, Arc<AtomicUsize>) {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let cert = certified.cert.der().clone();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            certified.key_pair.serialize_der(),
-        ));
+        let key =
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -325,9 +324,9 @@ mod tests {
                     };
                     let service = service_fn(|request: Request<Incoming>| async move {
                         let version = format!("{:?}", request.version());
-                        Ok::<_, std::convert::Infallible>(Response::new(
-                            http_body_util::Full::new(Bytes::from(version)),
-                        ))
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                            Bytes::from(version),
+                        )))
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), service)
@@ -400,6 +399,9 @@ mod tests {
 
     #[test]
     fn http1_requests_carry_the_origin_form() {
-        assert_eq!(origin_form(&Uri::from_static("https://v.example/a/b?c=1")), "/a/b?c=1");
+        assert_eq!(
+            origin_form(&Uri::from_static("https://v.example/a/b?c=1")),
+            "/a/b?c=1"
+        );
     }
 }
