@@ -303,6 +303,7 @@ KEYS_FILE="$WORK/accounts.txt" wrk -t1 -c8 -d2s -s "$WORK/rotate.lua" "http://12
 wrk -t1 -c8 -d1s "http://127.0.0.1:$FLOOR_PORT/bench/direct" >/dev/null
 KEYS_FILE="$WORK/accounts.txt" wrk -t1 -c8 -d1s -s "$WORK/rotate.lua" "http://127.0.0.1:$FLOOR_PRICED_PORT/bench/priced" >/dev/null
 
+PARTIAL=${TARGETS:+1}
 TARGETS=${TARGETS:-direct free priced nginx_proxy nginx_lua floor floor_priced free_log}
 LOADS=()
 for round in $(seq "$ROUNDS"); do
@@ -333,10 +334,17 @@ echo "extra runs: load average $(cut -d' ' -f1-3 /proc/loadavg)"
 LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
 KEYS_FILE="$WORK/keys.txt" load priced_512 "http://127.0.0.1:$DATA_PORT/bench/priced" 512 -s "$WORK/rotate.lua"
 RSS_KB=$(awk '/VmHWM/ { print $2 }' "/proc/$GATEWAY_PID/status")
+THREADS_512=$(awk '/^Threads/ { print $2 }' "/proc/$GATEWAY_PID/status")
+[ -n "${MEMORY_DETAIL:-}" ] && { cat "/proc/$GATEWAY_PID/smaps_rollup"; ls "/proc/$GATEWAY_PID/task" | while read -r t; do cat "/proc/$GATEWAY_PID/task/$t/comm"; done | sort | uniq -c; }
 KEYS_FILE="$WORK/accounts.txt" load nginx_lua_512 "http://127.0.0.1:$NGINX_LUA_PORT/bench/priced" 512 -s "$WORK/rotate.lua"
 load_h2 priced_h2 "http://127.0.0.1:$DATA_PORT/bench/priced"
 LOG_LINES=$(grep -c 'creditgate::access' "$WORK/access.log" || true)
 
+if [ -n "$PARTIAL" ]; then
+  for name in $TARGETS priced_512 nginx_lua_512 priced_h2; do echo "$name ${RPS[$name]} req/s p99 ${P99[$name]} ms cpu ${CPU[$name]}"; done
+  echo "gateway peak RSS at 512 conns: $((RSS_KB / 1024)) MB ($THREADS_512 threads)"
+  exit $FAILED
+fi
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? v >= t : v <= t; print ok ? "met" : "NOT met" }'; }
 proxy_cpu() { echo "${CPU[$1]%%/*}"; }
@@ -355,7 +363,7 @@ c=$(ratio "$(proxy_cpu free)" "$(proxy_cpu nginx_proxy)"); echo "free / nginx_pr
 r=$(ratio "${RPS[priced]}" "${RPS[nginx_lua]}"); echo "priced / nginx_lua req/s:      $r (target >= 2.0): $(verdict "$r" '>=' 2.0)"
 r=$(ratio "${P99[priced]}" "${P99[nginx_lua]}"); echo "priced / nginx_lua p99:        $r (target <= 0.5): $(verdict "$r" '<=' 0.5)"
 r=$(ratio "${RPS[free_log]}" "${RPS[free]}"); echo "free_log / free req/s:         $r (target >= 0.9): $(verdict "$r" '>=' 0.9) ($LOG_LINES access lines written)"
-echo "gateway peak RSS at 512 conns: $((RSS_KB / 1024)) MB (target <= 64): $(verdict "$((RSS_KB / 1024))" '<=' 64)"
+echo "gateway peak RSS at 512 conns: $((RSS_KB / 1024)) MB (target <= 64): $(verdict "$((RSS_KB / 1024))" '<=' 64) ($THREADS_512 threads)"
 r=$(ratio "${RPS[free]}" "${RPS[floor]}"); echo "free / floor req/s:            $r (the gateway's own cost per request)"
 r=$(ratio "${RPS[priced]}" "${RPS[floor_priced]}"); echo "priced / floor_priced req/s:   $r"
 r=$(ratio "${RPS[floor_priced]}" "${RPS[nginx_lua]}"); echo "floor_priced / nginx_lua req/s: $r (what the design allows at best here)"

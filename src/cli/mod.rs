@@ -88,7 +88,7 @@ pub fn print_json(value: &serde_json::Value) -> exit::Outcome {
 
 /// Log lines waiting for the writer thread at most; past that, lines are
 /// dropped (and counted) rather than making a request wait.
-const LOG_QUEUE_LINES: usize = 64 * 1024;
+const LOG_QUEUE_LINES: usize = 16 * 1024;
 
 /// The log writer's count of dropped lines, for the metrics.
 static LOG_DROPS: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
