@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
 # Throughput and latency of the gateway against a local stub upstream, all on
-# loopback, in one run and in turn:
+# loopback. ROUNDS (default 2) interleaved rounds of:
 #   direct         the stub upstream alone
 #   free           through the gateway, a cost-0 route (auth, no debit)
 #   priced         through the gateway, a cost-1 route (one Redis debit script)
 #   nginx_proxy    plain nginx proxy_pass to the same stub (peer)
 #   nginx_lua      nginx + Lua access phase running the same debit script (peer)
+#   floor          examples/floor_proxy.rs: a bare hyper per-core proxy (the floor)
+#   floor_priced   the same plus one EVALSHA of the debit script per request, as
+#                  the nginx + Lua peer makes it (the floor of the priced route)
+#   free_log       the free route on a second gateway with its access log on
+#                  (CREDITGATE_LOG=info, written to a file)
+# and the best round of each is reported. Then, once:
+#   priced_512     the priced route at 512 connections (the RSS target)
+#   nginx_lua_512  the peer at 512 connections
+#   priced_h2      the priced route over HTTP/2 (h2load, CONNECTIONS/4
+#                  connections x 4 streams; p50/p99 from its request log)
 #
-#   bash bench/run.sh            # DURATION=10s CONNECTIONS=64 ACCOUNTS=1000 to tune
-#   PROFILE=priced bash bench/run.sh   # also perf-record the gateway during that run
-#                                      # (into PROFILE_OUT, default ./perf.data)
+#   bash bench/run.sh            # DURATION=10s CONNECTIONS=64 ACCOUNTS=1000 ROUNDS=2 to tune;
+#                                # TARGETS="free priced" EXTRAS=0 for a quick partial run;
+#                                # GATEWAY_BIN=path/to/creditgate to measure another build
+#   PROFILE="free priced" bash bench/run.sh   # also perf-record the proxy under test
+#                                             # during the first run of each named target
+#                                             # (into $PROFILE_OUT-<name>.data, default ./perf-<name>.data)
 #
-# Needs wrk, redis-server, nginx, libnginx-mod-http-lua and lua-nginx-redis
-# (installed with apt-get when missing, as root). Exits non-zero if any run
-# saw errors or non-2xx answers.
+# Needs wrk, h2load, redis-server, nginx, libnginx-mod-http-lua and
+# lua-nginx-redis (installed with apt-get when missing, as root). Exits
+# non-zero if any run saw errors or non-2xx answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
 ACCOUNTS=${ACCOUNTS:-1000}
@@ -28,18 +42,26 @@ DATA_PORT=$((BASE_PORT + 80))
 NGINX_PROXY_PORT=$((BASE_PORT + 81))
 NGINX_LUA_PORT=$((BASE_PORT + 82))
 ADMIN_PORT=$((BASE_PORT + 90))
+LOG_DATA_PORT=$((BASE_PORT + 83))
+LOG_ADMIN_PORT=$((BASE_PORT + 91))
+FLOOR_PORT=$((BASE_PORT + 84))
+FLOOR_PRICED_PORT=$((BASE_PORT + 85))
 TOKEN=bench-admin-token
 
-if ! command -v wrk >/dev/null || ! command -v redis-server >/dev/null || ! command -v nginx >/dev/null \
+if ! command -v wrk >/dev/null || ! command -v h2load >/dev/null || ! command -v redis-server >/dev/null \
+   || ! command -v nginx >/dev/null || ! command -v curl >/dev/null \
    || [ ! -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || [ ! -f /usr/share/lua/5.1/nginx/redis.lua ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk redis-server curl nginx \
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client redis-server curl nginx \
     libnginx-mod-http-lua lua-nginx-redis >/dev/null
 fi
 
-cargo build --release --quiet --bin creditgate --example stub_upstream
-BIN=target/release/creditgate
+cargo build --release --quiet --bin creditgate --example stub_upstream --example floor_proxy
+# GATEWAY_BIN: another build of the gateway to measure (an A/B against an
+# older commit, say), in the same run as the peers and the floor.
+BIN=${GATEWAY_BIN:-target/release/creditgate}
 STUB=target/release/examples/stub_upstream
+FLOOR=target/release/examples/floor_proxy
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -80,11 +102,23 @@ upstream = "stub"
 cost = 1
 TOML
 
+# The second gateway: same config and Redis, its own ports, access log on.
+sed -e "s/127.0.0.1:$DATA_PORT/127.0.0.1:$LOG_DATA_PORT/" -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$LOG_ADMIN_PORT/" \
+  "$WORK/bench.toml" >"$WORK/bench-log.toml"
+
 for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 CREDITGATE_LOG=warn "$BIN" serve --config "$WORK/bench.toml" 2>"$WORK/gateway.log" &
 GATEWAY_PID=$!
 PIDS+=($GATEWAY_PID)
-for _ in $(seq 100); do curl -fs "127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+CREDITGATE_LOG=info "$BIN" serve --config "$WORK/bench-log.toml" 2>"$WORK/access.log" &
+LOG_GATEWAY_PID=$!
+PIDS+=($LOG_GATEWAY_PID)
+"$FLOOR" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$STUB_PORT" 2>"$WORK/floor.log" &
+FLOOR_PID=$!
+PIDS+=($FLOOR_PID)
+for port in "$ADMIN_PORT" "$LOG_ADMIN_PORT"; do
+  for _ in $(seq 100); do curl -fs "127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+done
 
 echo "creating $ACCOUNTS accounts with keys …"
 : >"$WORK/keys.txt"
@@ -113,6 +147,10 @@ LUA
 # script (same key layout, same Redis) before proxy_pass; its account is the
 # bearer token itself (no key lookup), which only flatters the peer.
 cat src/ledger/redis/lua/prelude.lua src/ledger/redis/lua/debit.lua >"$WORK/debit.lua"
+"$FLOOR" "127.0.0.1:$FLOOR_PRICED_PORT" "127.0.0.1:$STUB_PORT" "$(nproc)" \
+  "redis://127.0.0.1:$REDIS_PORT/0" "$WORK/debit.lua" 2>"$WORK/floor-priced.log" &
+FLOOR_PRICED_PID=$!
+PIDS+=($FLOOR_PRICED_PID)
 mkdir -p "$WORK/nginx-tmp"
 cat >"$WORK/nginx.conf" <<NGINX
 worker_processes auto;
@@ -177,64 +215,157 @@ declare -A RPS P50 P99 CPU
 REDIS_PID=${PIDS[0]}
 STUB_PID=${PIDS[1]}
 NGINX_PIDS() { cat "$WORK/nginx.pid"; pgrep -P "$(cat "$WORK/nginx.pid")"; }
+# The process(es) whose CPU the proxy column counts, per target.
+proxy_pids() {
+  case $1 in
+    direct) ;;
+    nginx_*) NGINX_PIDS ;;
+    floor_priced*) echo "$FLOOR_PRICED_PID" ;;
+    floor*) echo "$FLOOR_PID" ;;
+    free_log*) echo "$LOG_GATEWAY_PID" ;;
+    *) echo "$GATEWAY_PID" ;;
+  esac
+}
 # CPU time (clock ticks, user + system, all threads) of a set of processes.
 ticks() { local total=0 pid; for pid in "$@"; do
   total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0))); done; echo "$total"; }
-# Per run: CPU microseconds per request spent by the gateway (or nginx), Redis and the stub.
-cpu_snapshot() { echo "$(ticks "$GATEWAY_PID") $(ticks $(NGINX_PIDS)) $(ticks "$REDIS_PID") $(ticks "$STUB_PID")"; }
+cpu_snapshot() { echo "$(ticks $(proxy_pids "$1")) $(ticks "$REDIS_PID") $(ticks "$STUB_PID")"; }
 # wrk prints latencies as e.g. 812.00us / 1.20ms / 1.01s; normalise to ms.
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 } else { sub(/s$/, "", v); print v * 1000 } }'; }
-load() {
-  local name=$1 url=$2; shift 2
-  local out="$WORK/$name.txt"
-  local before after
-  before=$(cpu_snapshot)
-  local perf_pid=
-  if [ "${PROFILE:-}" = "$name" ]; then
-    perf record -F 2000 -g -p "$GATEWAY_PID" -o "${PROFILE_OUT:-perf.data}" -- sleep "${DURATION%s}" 2>/dev/null &
-    perf_pid=$!
-  fi
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" >"$out" 2>&1
-  after=$(cpu_snapshot)
-  [ -n "$perf_pid" ] && wait "$perf_pid"
-  local requests
-  requests=$(awk '/requests in/ { print $1 }' "$out")
-  CPU[$name]=$(awk -v b="$before" -v a="$after" -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+# CPU microseconds per request (proxy/redis/stub) from two snapshots.
+per_request() { awk -v b="$1" -v a="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {
     split(b, x, " "); split(a, y, " ");
     per = 1e6 / hz / n;
-    printf "%.1f/%.1f/%.1f", (y[1] - x[1] + y[2] - x[2]) * per, (y[3] - x[3]) * per, (y[4] - x[4]) * per }')
-  RPS[$name]=$(awk '/^Requests\/sec/ { print $2 }' "$out")
-  P50[$name]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
-  P99[$name]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+    printf "%.1f/%.1f/%.1f", (y[1] - x[1]) * per, (y[2] - x[2]) * per, (y[3] - x[3]) * per }'; }
+declare -A PROFILED
+start_profile() {
+  PERF_PID=
+  case " ${PROFILE:-} " in
+    *" $1 "*)
+      [ -n "${PROFILED[$1]:-}" ] && return
+      PROFILED[$1]=1
+      perf record -F "${PERF_FREQ:-2000}" ${PERF_CALLGRAPH:--g} -p "$(proxy_pids "$1" | head -1)" -o "${PROFILE_OUT:-perf}-$1.data" \
+        -- sleep "${DURATION%s}" 2>/dev/null &
+      PERF_PID=$!
+      ;;
+  esac
+}
+# Keeps the round with the most requests per second of each target.
+keep_best() {
+  local name=$1 rps=$2 p50=$3 p99=$4 cpu=$5
+  if [ -z "${RPS[$name]:-}" ] || awk -v a="$rps" -v b="${RPS[$name]}" 'BEGIN { exit !(a > b) }'; then
+    RPS[$name]=$rps; P50[$name]=$p50; P99[$name]=$p99; CPU[$name]=$cpu
+  fi
+}
+# load NAME URL CONNECTIONS [wrk args…]
+load() {
+  local name=$1 url=$2 connections=$3; shift 3
+  local out="$WORK/$name.txt" before after requests
+  before=$(cpu_snapshot "$name")
+  start_profile "$name"
+  wrk -t"$THREADS" -c"$connections" -d"$DURATION" --latency "$@" "$url" >"$out" 2>&1
+  after=$(cpu_snapshot "$name")
+  [ -n "$PERF_PID" ] && wait "$PERF_PID"
+  requests=$(awk '/requests in/ { print $1 }' "$out")
+  keep_best "$name" "$(awk '/^Requests\/sec/ { print $2 }' "$out")" \
+    "$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")" \
+    "$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")" \
+    "$(per_request "$before" "$after" "$requests")"
   if grep -qE 'Non-2xx|Socket errors' "$out"; then
     echo "!! $name: errors:"; grep -E 'Non-2xx|Socket errors' "$out"; FAILED=1
   fi
 }
+# h2load NAME URL: HTTP/2 (prior knowledge), one key, percentiles from the request log.
+load_h2() {
+  local name=$1 url=$2
+  local out="$WORK/$name.txt" log="$WORK/$name.log" before after requests
+  local streams=4 connections=$((CONNECTIONS / 4))
+  before=$(cpu_snapshot "$name")
+  h2load -c"$connections" -m"$streams" -t1 -D"${DURATION%s}" --log-file="$log" \
+    -H "authorization: Bearer $(head -1 "$WORK/keys.txt")" "$url" >"$out" 2>&1
+  after=$(cpu_snapshot "$name")
+  requests=$(awk '/^requests:/ { print $2 }' "$out")
+  local rps p50 p99
+  rps=$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' "$out")
+  p50=$(awk '{ print $3 }' "$log" | sort -n | awk '{ v[NR] = $1 } END { printf "%.3f", v[int(NR * 0.50)] / 1000 }')
+  p99=$(awk '{ print $3 }' "$log" | sort -n | awk '{ v[NR] = $1 } END { printf "%.3f", v[int(NR * 0.99)] / 1000 }')
+  keep_best "$name" "$rps" "$p50" "$p99" "$(per_request "$before" "$after" "$requests")"
+  if ! grep -qE '^status codes: [0-9]+ 2xx, 0 3xx, 0 4xx, 0 5xx' "$out" || ! grep -qE ' 0 failed, 0 errored' "$out"; then
+    echo "!! $name: errors:"; grep -E '^(requests|status codes):' "$out"; FAILED=1
+  fi
+}
 
 echo "warming up …"
-KEYS_FILE="$WORK/keys.txt" wrk -t1 -c8 -d2s -s "$WORK/rotate.lua" "http://127.0.0.1:$DATA_PORT/bench/priced" >/dev/null
+for port in "$DATA_PORT" "$LOG_DATA_PORT"; do
+  KEYS_FILE="$WORK/keys.txt" wrk -t1 -c8 -d2s -s "$WORK/rotate.lua" "http://127.0.0.1:$port/bench/priced" >/dev/null
+done
 KEYS_FILE="$WORK/accounts.txt" wrk -t1 -c8 -d2s -s "$WORK/rotate.lua" "http://127.0.0.1:$NGINX_LUA_PORT/bench/priced" >/dev/null
+wrk -t1 -c8 -d1s "http://127.0.0.1:$FLOOR_PORT/bench/direct" >/dev/null
+KEYS_FILE="$WORK/accounts.txt" wrk -t1 -c8 -d1s -s "$WORK/rotate.lua" "http://127.0.0.1:$FLOOR_PRICED_PORT/bench/priced" >/dev/null
 
-load direct "http://127.0.0.1:$STUB_PORT/bench/direct"
-KEYS_FILE="$WORK/keys.txt" load free "http://127.0.0.1:$DATA_PORT/bench/free" -s "$WORK/rotate.lua"
-KEYS_FILE="$WORK/keys.txt" load priced "http://127.0.0.1:$DATA_PORT/bench/priced" -s "$WORK/rotate.lua"
+PARTIAL=${TARGETS:+1}
+TARGETS=${TARGETS:-direct free priced nginx_proxy nginx_lua floor floor_priced free_log}
+LOADS=()
+for round in $(seq "$ROUNDS"); do
+  echo "round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
+  # Alternate the order, so no target always runs right after the same one.
+  order=$TARGETS
+  [ $((round % 2)) -eq 0 ] && order=$(echo "$TARGETS" | tr ' ' '\n' | tac | tr '\n' ' ')
+  for name in $order; do
+    case $name in
+      direct) load direct "http://127.0.0.1:$STUB_PORT/bench/direct" "$CONNECTIONS" ;;
+      free) KEYS_FILE="$WORK/keys.txt" load free "http://127.0.0.1:$DATA_PORT/bench/free" "$CONNECTIONS" -s "$WORK/rotate.lua" ;;
+      priced) KEYS_FILE="$WORK/keys.txt" load priced "http://127.0.0.1:$DATA_PORT/bench/priced" "$CONNECTIONS" -s "$WORK/rotate.lua" ;;
+      nginx_proxy) load nginx_proxy "http://127.0.0.1:$NGINX_PROXY_PORT/bench/direct" "$CONNECTIONS" ;;
+      nginx_lua) KEYS_FILE="$WORK/accounts.txt" load nginx_lua "http://127.0.0.1:$NGINX_LUA_PORT/bench/priced" "$CONNECTIONS" -s "$WORK/rotate.lua" ;;
+      floor) load floor "http://127.0.0.1:$FLOOR_PORT/bench/direct" "$CONNECTIONS" ;;
+      floor_priced) KEYS_FILE="$WORK/accounts.txt" load floor_priced "http://127.0.0.1:$FLOOR_PRICED_PORT/bench/priced" "$CONNECTIONS" -s "$WORK/rotate.lua" ;;
+      free_log) KEYS_FILE="$WORK/keys.txt" load free_log "http://127.0.0.1:$LOG_DATA_PORT/bench/free" "$CONNECTIONS" -s "$WORK/rotate.lua" ;;
+    esac
+  done
+done
+if [ "${EXTRAS:-1}" = 0 ]; then
+  # Quick runs (profiling): the table of what ran, no verdicts.
+  for name in $TARGETS; do echo "$name ${RPS[$name]} req/s p99 ${P99[$name]} ms cpu ${CPU[$name]}"; done
+  exit $FAILED
+fi
+echo "extra runs: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
+KEYS_FILE="$WORK/keys.txt" load priced_512 "http://127.0.0.1:$DATA_PORT/bench/priced" 512 -s "$WORK/rotate.lua"
 RSS_KB=$(awk '/VmHWM/ { print $2 }' "/proc/$GATEWAY_PID/status")
-load nginx_proxy "http://127.0.0.1:$NGINX_PROXY_PORT/bench/direct"
-KEYS_FILE="$WORK/accounts.txt" load nginx_lua "http://127.0.0.1:$NGINX_LUA_PORT/bench/priced" -s "$WORK/rotate.lua"
+THREADS_512=$(awk '/^Threads/ { print $2 }' "/proc/$GATEWAY_PID/status")
+[ -n "${MEMORY_DETAIL:-}" ] && { cat "/proc/$GATEWAY_PID/smaps_rollup"; ls "/proc/$GATEWAY_PID/task" | while read -r t; do cat "/proc/$GATEWAY_PID/task/$t/comm"; done | sort | uniq -c; }
+KEYS_FILE="$WORK/accounts.txt" load nginx_lua_512 "http://127.0.0.1:$NGINX_LUA_PORT/bench/priced" 512 -s "$WORK/rotate.lua"
+load_h2 priced_h2 "http://127.0.0.1:$DATA_PORT/bench/priced"
+LOG_LINES=$(grep -c 'creditgate::access' "$WORK/access.log" || true)
 
+if [ -n "$PARTIAL" ]; then
+  for name in $TARGETS priced_512 nginx_lua_512 priced_h2; do echo "$name ${RPS[$name]} req/s p99 ${P99[$name]} ms cpu ${CPU[$name]}"; done
+  echo "gateway peak RSS at 512 conns: $((RSS_KB / 1024)) MB ($THREADS_512 threads)"
+  exit $FAILED
+fi
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? v >= t : v <= t; print ok ? "met" : "NOT met" }'; }
+proxy_cpu() { echo "${CPU[$1]%%/*}"; }
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ACCOUNTS accounts"
-printf '| %-12s | %10s | %8s | %8s | %9s | %-22s |\n' run req/s p50_ms p99_ms vs_direct "cpu_us/req proxy/redis/stub"
-printf '|%s|%s|%s|%s|%s|%s|\n' -------------- ------------ ---------- ---------- ----------- ------------------------
-for name in direct free priced nginx_proxy nginx_lua; do
-  printf '| %-12s | %10s | %8s | %8s | %9s | %-22s |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ACCOUNTS accounts, best of $ROUNDS rounds; load average at each round's start: ${LOADS[*]}"
+printf '| %-13s | %10s | %8s | %8s | %9s | %-22s |\n' run req/s p50_ms p99_ms vs_direct "cpu_us/req proxy/redis/stub"
+printf '|%s|%s|%s|%s|%s|%s|\n' --------------- ------------ ---------- ---------- ----------- ------------------------
+for name in $TARGETS priced_512 nginx_lua_512 priced_h2; do
+  printf '| %-13s | %10s | %8s | %8s | %9s | %-22s |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
     "$(ratio "${RPS[$name]}" "${RPS[direct]}")" "${CPU[$name]}"
 done
 echo
-echo "gateway peak RSS: $((RSS_KB / 1024)) MB (target <= 64)"
-echo "priced / nginx_lua req/s: $(ratio "${RPS[priced]}" "${RPS[nginx_lua]}") (target >= 2.0)"
-echo "priced / nginx_lua p99:   $(ratio "${P99[priced]}" "${P99[nginx_lua]}") (target <= 0.5)"
-echo "free / nginx_proxy req/s: $(ratio "${RPS[free]}" "${RPS[nginx_proxy]}") (target >= 1.0)"
+r=$(ratio "${RPS[free]}" "${RPS[nginx_proxy]}"); echo "free / nginx_proxy req/s:      $r (target >= 1.2): $(verdict "$r" '>=' 1.2)"
+c=$(ratio "$(proxy_cpu free)" "$(proxy_cpu nginx_proxy)"); echo "free / nginx_proxy cpu/req:    $c (target <= 1.0): $(verdict "$c" '<=' 1.0)"
+r=$(ratio "${RPS[priced]}" "${RPS[nginx_lua]}"); echo "priced / nginx_lua req/s:      $r (target >= 2.0): $(verdict "$r" '>=' 2.0)"
+r=$(ratio "${P99[priced]}" "${P99[nginx_lua]}"); echo "priced / nginx_lua p99:        $r (target <= 0.5): $(verdict "$r" '<=' 0.5)"
+r=$(ratio "${RPS[free_log]}" "${RPS[free]}"); echo "free_log / free req/s:         $r (target >= 0.9): $(verdict "$r" '>=' 0.9) ($LOG_LINES access lines written)"
+echo "gateway peak RSS at 512 conns: $((RSS_KB / 1024)) MB (target <= 64): $(verdict "$((RSS_KB / 1024))" '<=' 64) ($THREADS_512 threads)"
+r=$(ratio "${RPS[free]}" "${RPS[floor]}"); echo "free / floor req/s:            $r (the gateway's own cost per request)"
+r=$(ratio "${RPS[priced]}" "${RPS[floor_priced]}"); echo "priced / floor_priced req/s:   $r"
+r=$(ratio "${RPS[floor_priced]}" "${RPS[nginx_lua]}"); echo "floor_priced / nginx_lua req/s: $r (what the design allows at best here)"
+r=$(ratio "${RPS[floor]}" "${RPS[nginx_proxy]}"); echo "floor / nginx_proxy req/s:     $r (likewise, free)"
 exit $FAILED

@@ -4,15 +4,18 @@
 //! by the presented key's digest and then compares the two in constant time,
 //! so a key is never compared byte by byte on a path an attacker can time.
 //!
-//! Looked-up keys are cached per instance for [`POSITIVE_TTL`] (unknown keys
+//! Looked-up keys are cached per worker for [`POSITIVE_TTL`] (unknown keys
 //! for [`NEGATIVE_TTL`]), bounding how long another instance's revocation can
 //! go unseen well under the 5 s the contract allows. The account's plan and
 //! suspension are re-read inside every debit, so the cache never lets a
-//! request spend on a stale plan.
+//! request spend on a stale plan. Each data-plane worker has its own cache;
+//! a revocation through this instance's admin API reaches all of them before
+//! their next lookup ([`Revocations`]).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
@@ -87,13 +90,97 @@ struct CachedLookup {
     owner: Option<Arc<KeyOwner>>,
 }
 
-/// Per-instance cache in front of [`MeteredLedger::find_key`].
+/// A key cache's map: keyed by SHA-256 digests, which are already uniformly
+/// spread, so their first eight bytes are the hash (no SipHash per request).
+type Entries = HashMap<[u8; 32], CachedLookup, BuildHasherDefault<DigestHasher>>;
+
 #[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length, then its bytes: keep the bytes.
+        if let Some(head) = bytes.get(..8) {
+            self.0 = u64::from_le_bytes(head.try_into().unwrap_or_default());
+        }
+    }
+}
+
+/// How many revocations are remembered for caches that have not looked yet;
+/// a cache further behind starts over.
+const REVOCATION_LOG: usize = 1024;
+
+/// Revocations on this instance, seen by every plane's [`KeyCache`]: an
+/// account forgotten on one plane (the admin API) is forgotten by every
+/// data-plane worker before its next lookup.
+#[derive(Default)]
+pub struct Revocations {
+    /// Bumped once per revocation; a cache that saw a lower value looks
+    /// in the log. Read (one load of a rarely written word) per lookup.
+    epoch: AtomicU64,
+    log: Mutex<VecDeque<(u64, String)>>,
+}
+
+impl Revocations {
+    fn revoke(&self, account_id: &str) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let epoch = self.epoch.load(Ordering::SeqCst) + 1;
+        if log.len() == REVOCATION_LOG {
+            log.pop_front();
+        }
+        log.push_back((epoch, account_id.to_owned()));
+        self.epoch.store(epoch, Ordering::SeqCst);
+    }
+
+    fn current(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// The accounts revoked after `seen`; `None` if the log no longer
+    /// reaches back that far.
+    fn since(&self, seen: u64) -> Option<Vec<String>> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.front().is_some_and(|(first, _)| *first > seen + 1) {
+            return None;
+        }
+        Some(
+            log.iter()
+                .filter(|(epoch, _)| *epoch > seen)
+                .map(|(_, account)| account.clone())
+                .collect(),
+        )
+    }
+}
+
+/// One plane's cache in front of [`MeteredLedger::find_key`]. Each
+/// data-plane worker has its own (its lock is never contended); they share
+/// the instance's [`Revocations`].
 pub struct KeyCache {
-    entries: Mutex<HashMap<[u8; 32], CachedLookup>>,
+    entries: Mutex<Entries>,
+    /// The revocation epoch this cache has applied.
+    seen: AtomicU64,
+    revocations: Arc<Revocations>,
+}
+
+impl Default for KeyCache {
+    fn default() -> KeyCache {
+        KeyCache::new(Arc::default())
+    }
 }
 
 impl KeyCache {
+    pub fn new(revocations: Arc<Revocations>) -> KeyCache {
+        KeyCache {
+            entries: Mutex::new(Entries::default()),
+            seen: AtomicU64::new(revocations.current()),
+            revocations,
+        }
+    }
+
     /// The owner of `key`, or `None` for an unknown key. Only a cache miss
     /// asks the ledger (and so only a miss is a timed ledger call).
     pub async fn authenticate(
@@ -102,7 +189,8 @@ impl KeyCache {
         key: &str,
     ) -> Result<Option<Arc<KeyOwner>>, LedgerError> {
         let digest = digest(key);
-        if let Some(hit) = self.cached(&digest) {
+        let epoch = self.revocations.current();
+        if let Some(hit) = self.cached(&digest, epoch) {
             return Ok(hit);
         }
         let owner = ledger
@@ -110,12 +198,28 @@ impl KeyCache {
             .await?
             .filter(|owner| bool::from(owner.digest.ct_eq(&digest)))
             .map(Arc::new);
-        self.store(digest, owner.clone());
+        // A revocation during the lookup may have come after the ledger
+        // answered: use the answer once, do not keep it.
+        if self.revocations.current() == epoch {
+            self.store(digest, owner.clone());
+        }
         Ok(owner)
     }
 
-    fn cached(&self, digest: &[u8; 32]) -> Option<Option<Arc<KeyOwner>>> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+    fn cached(&self, digest: &[u8; 32], epoch: u64) -> Option<Option<Arc<KeyOwner>>> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = self.seen.load(Ordering::Relaxed);
+        if seen != epoch {
+            match self.revocations.since(seen) {
+                Some(accounts) => {
+                    for account in &accounts {
+                        forget(&mut entries, account);
+                    }
+                }
+                None => entries.clear(),
+            }
+            self.seen.store(epoch, Ordering::Relaxed);
+        }
         let entry = entries.get(digest)?;
         let ttl = if entry.owner.is_some() {
             POSITIVE_TTL
@@ -139,17 +243,23 @@ impl KeyCache {
         );
     }
 
-    /// Forgets everything about an account (after a revocation or an account
-    /// change on this instance, which must be seen at once here).
+    /// Forgets everything about an account on every plane of the instance
+    /// (after a revocation or an account change here, which must be seen at
+    /// once everywhere).
     pub fn forget_account(&self, account_id: &str) {
+        self.revocations.revoke(account_id);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|_, entry| {
-            entry
-                .owner
-                .as_ref()
-                .is_none_or(|owner| owner.account_id != account_id)
-        });
+        forget(&mut entries, account_id);
     }
+}
+
+fn forget(entries: &mut Entries, account_id: &str) {
+    entries.retain(|_, entry| {
+        entry
+            .owner
+            .as_ref()
+            .is_none_or(|owner| owner.account_id != account_id)
+    });
 }
 
 #[cfg(test)]
@@ -208,5 +318,42 @@ mod tests {
             crate::hex::encode(&digest("abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    fn owner(account: &str) -> Arc<KeyOwner> {
+        Arc::new(KeyOwner {
+            account_id: account.to_owned(),
+            key_id: "key_1".to_owned(),
+            digest: digest("k"),
+            account: crate::ledger::AccountRecord {
+                plan: "free".to_owned(),
+                suspended: false,
+            },
+        })
+    }
+
+    #[test]
+    fn a_revocation_on_one_plane_empties_every_planes_cache() {
+        let revocations = Arc::new(Revocations::default());
+        let admin = KeyCache::new(revocations.clone());
+        let worker = KeyCache::new(revocations.clone());
+        worker.store(digest("a"), Some(owner("acct-a")));
+        worker.store(digest("b"), Some(owner("acct-b")));
+        assert!(worker.cached(&digest("a"), revocations.current()).is_some());
+        admin.forget_account("acct-a");
+        let epoch = revocations.current();
+        assert!(worker.cached(&digest("a"), epoch).is_none());
+        assert!(worker.cached(&digest("b"), epoch).is_some());
+    }
+
+    #[test]
+    fn a_cache_behind_the_revocation_log_starts_over() {
+        let revocations = Arc::new(Revocations::default());
+        let worker = KeyCache::new(revocations.clone());
+        worker.store(digest("b"), Some(owner("acct-b")));
+        for i in 0..REVOCATION_LOG + 1 {
+            revocations.revoke(&format!("other-{i}"));
+        }
+        assert!(worker.cached(&digest("b"), revocations.current()).is_none());
     }
 }

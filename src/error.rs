@@ -41,6 +41,37 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order (`Internal` stays last: the metrics
+    /// index outcomes by position, and a test checks this list is whole).
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::Unauthenticated,
+        ErrorKind::AccountSuspended,
+        ErrorKind::PlanUnavailable,
+        ErrorKind::RouteNotFound,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::BadRequest,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::RequestTimeout,
+        ErrorKind::CreditsExhausted,
+        ErrorKind::LedgerUnavailable,
+        ErrorKind::LedgerInconsistent,
+        ErrorKind::InvalidUnits,
+        ErrorKind::UpstreamUnavailable,
+        ErrorKind::UpstreamTimeout,
+        ErrorKind::ShuttingDown,
+        ErrorKind::AdminDisabled,
+        ErrorKind::AdminUnauthorized,
+        ErrorKind::NotFound,
+        ErrorKind::UnknownPlan,
+        ErrorKind::InvalidConfig,
+        ErrorKind::Internal,
+    ];
+
+    /// Position in [`ErrorKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn status(self) -> StatusCode {
         use ErrorKind::*;
         match self {
@@ -267,6 +298,14 @@ impl From<LedgerError> for GatewayError {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[test]
+    fn all_lists_every_kind_in_order() {
+        assert_eq!(ErrorKind::ALL.len(), ErrorKind::Internal as usize + 1);
+        for (index, kind) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), index, "{kind:?}");
+        }
+    }
 
     #[tokio::test]
     async fn credits_problem_carries_cost_available_and_retry_after() {

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
+use crate::forward::UpstreamBody;
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 
 use crate::admit;
 use crate::body::{self, Body};
@@ -147,7 +147,7 @@ impl Exchange {
 /// route says so; settlement and the body follow.
 async fn respond(
     charge: Option<Charge>,
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     refund_on_failure: bool,
 ) -> Result<Response<Body>, GatewayError> {
     let (mut head, incoming) = response.into_parts();
@@ -239,14 +239,14 @@ impl<F: Future + Send + 'static> Drop for Detached<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
 
     fn parts() -> (Arc<Record>, Arc<Tasks>) {
-        let metrics = Arc::new(Metrics::default());
+        let snapshot = crate::state::test_snapshot();
+        let metrics = snapshot.metrics.clone();
         let record = Record::start(
-            metrics.clone(),
+            snapshot,
             http::Method::POST,
-            "/v1/paid".into(),
+            http::Uri::from_static("/v1/paid"),
             http::HeaderValue::from_static("t-1"),
         );
         (record, Arc::new(Tasks::new(metrics)))

@@ -392,7 +392,39 @@ pub enum LedgerOp {
     Ping,
 }
 
+// `LedgerOp::ALL` is in order and ends with the last operation.
+const _: () = {
+    let mut index = 0;
+    while index < LedgerOp::ALL.len() {
+        assert!(LedgerOp::ALL[index].index() == index);
+        index += 1;
+    }
+    assert!(LedgerOp::Ping.index() + 1 == LedgerOp::ALL.len());
+};
+
 impl LedgerOp {
+    /// Every operation, in declaration order (`Ping` stays last: the
+    /// metrics index operations by position).
+    pub const ALL: [LedgerOp; 12] = [
+        LedgerOp::Debit,
+        LedgerOp::Refund,
+        LedgerOp::Settle,
+        LedgerOp::Balance,
+        LedgerOp::History,
+        LedgerOp::PutAccount,
+        LedgerOp::GetAccount,
+        LedgerOp::AddKey,
+        LedgerOp::RevokeKey,
+        LedgerOp::FindKey,
+        LedgerOp::Recount,
+        LedgerOp::Ping,
+    ];
+
+    /// Position in [`LedgerOp::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             LedgerOp::Debit => "debit",
@@ -445,7 +477,7 @@ impl MeteredLedger {
         let started = Instant::now();
         let result = call.await;
         self.metrics
-            .ledger_call(op.label(), started.elapsed(), result.is_ok());
+            .ledger_call(op, started.elapsed(), result.is_ok());
         result
     }
 

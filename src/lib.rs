@@ -24,6 +24,9 @@
 //! ## Layout (one concept per file)
 //! - [`config`]: the TOML file → validated [`config::Config`], every error with its key path.
 //! - [`error`]: [`error::GatewayError`] and its problem+json form; every failure is a response.
+//! - [`worker`]: the data plane's threads — one `current_thread` runtime and
+//!   `SO_REUSEPORT` listener each, with a [`state::Gateway`] plane of its own
+//!   (ledger connection and batcher, key cache, upstream pools).
 //! - [`server`]: accept loop, TLS, HTTP/1.1 + HTTP/2, connection timers, graceful drain.
 //! - [`path`]: request path normalisation (pure, property-tested).
 //! - [`routes`]: the route table compiled from config.
@@ -32,7 +35,8 @@
 //! - [`request_id`], [`ratelimit`]: `X-Request-Id` and the credit headers.
 //! - [`proxy`]: the request phases; [`admit`]: body limits and pricing before
 //!   the debit; [`exchange`]: debit → forward → response head, uncancellable;
-//!   [`forward`]: upstream clients and header hygiene.
+//!   [`forward`]: upstream connection pools (one per upstream and plane) and
+//!   header hygiene.
 //! - [`charge`]: the request's money (debit, delivery, refund, settlement);
 //!   [`pricing`]: its arithmetic; [`record`]: the access line and metrics;
 //!   [`tasks`]: money-holding work that outlives its request.
@@ -41,8 +45,10 @@
 //!   (`ledger/keys.rs` spells every Redis key; `ledger/redis/lua/` holds the scripts);
 //!   [`ledger::MeteredLedger`], the gateway's handle, times every call.
 //! - [`api`]: `/v1/credits*` (customers) and the admin listener.
-//! - [`state`]: shared state and the reloadable snapshot; [`reload`] swaps it.
-//! - [`metrics`]: every metric name and label; [`clock`]: the one place time is read.
+//! - [`state`]: one plane's state, what the planes share, and the reloadable
+//!   snapshot; [`reload`] swaps it on every plane.
+//! - [`metrics`]: every metric name and label (per-worker shards summed at
+//!   scrape); [`clock`]: the one place time is read.
 //! - [`hex`], [`account_id`]: leaf modules (hex encoding; the account id rule).
 //! - [`dev`]: `serve --dev` — the demo vendor, the dev config and what it prints.
 #![forbid(unsafe_code)]
@@ -74,13 +80,14 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod tasks;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::clock::{SharedClock, SystemClock};
@@ -104,6 +111,8 @@ pub enum StartError {
     Ledger(#[from] ledger::LedgerError),
     #[error("ledger.require_durable is set and {0}")]
     NotDurable(String),
+    #[error("{0}")]
+    Worker(String),
 }
 
 /// A started gateway: both listeners bound and serving.
@@ -112,7 +121,10 @@ pub struct RunningGateway {
     pub admin_addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     shutdown: watch::Sender<bool>,
+    /// The admin plane's accept loop (on the caller's runtime).
     servers: Vec<JoinHandle<()>>,
+    /// The data plane's worker threads.
+    workers: worker::Workers,
     drain_timeout: Duration,
 }
 
@@ -122,12 +134,21 @@ impl RunningGateway {
     /// until `server.drain_timeout`. Then exchanges still waiting for an
     /// upstream are cut (their charges refund) and the refunds are awaited,
     /// at most [`tasks::SETTLE_AFTER_CUT`] more (docs/http-api.md, "Shutdown").
-    pub async fn shutdown(self) {
+    ///
+    /// Each worker's runtime keeps running until then, since that is where
+    /// its exchanges and refunds run; then the workers are let go.
+    pub async fn shutdown(mut self) {
+        self.stop().await;
+        self.workers.release().await;
+    }
+
+    async fn stop(&mut self) {
         let deadline = tokio::time::Instant::now() + self.drain_timeout;
         let _ = self.shutdown.send(true);
-        for server in self.servers {
+        for server in self.servers.drain(..) {
             let _ = server.await;
         }
+        self.workers.drained().await;
         let tasks = &self.gateway.tasks;
         if tokio::time::timeout_at(deadline, tasks.idle())
             .await
@@ -213,30 +234,37 @@ pub async fn start_with_clock(
     }
     let ledger = open_ledger(&config, clock.clone()).await?;
     check_durability(&ledger, config.ledger.require_durable).await?;
-    let data_listener = bind(config.server.listen).await?;
+    let data_listeners = worker::bind(config.server.listen, config.server.workers)?;
     let admin_listener = bind(config.admin.listen).await?;
-    let data_addr = local_addr(&data_listener, config.server.listen)?;
+    let data_addr = std_local_addr(&data_listeners[0], config.server.listen)?;
     let admin_addr = local_addr(&admin_listener, config.admin.listen)?;
     let server_config = config.server.clone();
     let config_path = config.source.clone();
-    let snapshot = Snapshot::build(config).map_err(StartError::Upstream)?;
-    let gateway = Arc::new(Gateway::new(snapshot, ledger, config_path));
+    let metrics = Arc::new(metrics::Metrics::new(config.server.workers));
+    let snapshot = Snapshot::build(config, &metrics).map_err(StartError::Upstream)?;
+    let shared_config = snapshot.config.clone();
+    let gateway = Gateway::new(snapshot, ledger, config_path);
     let (shutdown, watcher) = watch::channel(false);
-    let data = tokio::spawn(server::serve(
-        data_listener,
-        gateway.clone(),
-        ServerOptions {
-            plane: Plane::Data,
-            tls,
-            header_read_timeout: server_config.header_read_timeout,
-            idle_timeout: server_config.idle_timeout,
-            drain_timeout: server_config.drain_timeout,
-            max_headers: server_config.max_headers,
-            max_header_bytes: server_config.max_header_bytes,
-            max_connections: server_config.max_connections,
+    let workers = worker::start(
+        data_listeners,
+        worker::Start {
+            main: gateway.clone(),
+            config: shared_config,
+            clock,
+            options: ServerOptions {
+                plane: Plane::Data,
+                tls,
+                header_read_timeout: server_config.header_read_timeout,
+                idle_timeout: server_config.idle_timeout,
+                drain_timeout: server_config.drain_timeout,
+                max_headers: server_config.max_headers,
+                max_header_bytes: server_config.max_header_bytes,
+                connection_slots: Arc::new(Semaphore::new(server_config.max_connections)),
+            },
+            shutdown: watcher.clone(),
         },
-        watcher.clone(),
-    ));
+    )
+    .await?;
     let admin = tokio::spawn(server::serve(
         admin_listener,
         gateway.clone(),
@@ -249,17 +277,18 @@ pub async fn start_with_clock(
             max_headers: server_config.max_headers,
             max_header_bytes: server_config.max_header_bytes,
             // The admin plane serves operators and probes: a small cap.
-            max_connections: 256,
+            connection_slots: Arc::new(Semaphore::new(256)),
         },
         watcher,
     ));
-    tracing::info!(%data_addr, %admin_addr, ledger = gateway.ledger.backend_name(), "creditgate listening");
+    tracing::info!(%data_addr, %admin_addr, workers = server_config.workers, ledger = gateway.ledger.backend_name(), "creditgate listening");
     Ok(RunningGateway {
         data_addr,
         admin_addr,
         gateway,
         shutdown,
-        servers: vec![data, admin],
+        servers: vec![admin],
+        workers,
         drain_timeout: server_config.drain_timeout,
     })
 }
@@ -292,6 +321,15 @@ async fn check_durability(ledger: &Ledger, require_durable: bool) -> Result<(), 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn std_local_addr(
+    listener: &std::net::TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
         .map_err(|source| StartError::Bind { addr, source })
 }
 

@@ -11,6 +11,6 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    cli::init_logging(cli.log_format);
+    let _log = cli::init_logging(cli.log_format);
     cli::exit::exit_code(cli::run(cli))
 }

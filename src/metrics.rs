@@ -3,12 +3,30 @@
 //! Labels are routes, outcomes (the static problem codes), ledger operations
 //! and listeners — never account ids, keys or paths, so cardinality stays
 //! bounded by the config.
+//!
+//! **Per-worker counters, summed at scrape.** Each data-plane worker writes
+//! to its own shard (picked by the thread it runs on, see [`enter_worker`]);
+//! other threads share shard 0. A shard is a block of relaxed atomics, so a
+//! request takes no lock, allocates nothing and touches no cache line
+//! another core writes. A route's counters are a [`RouteMetrics`] handle
+//! registered when a config is loaded (kept across reloads under the
+//! route's name, so its counts never go back); the request path reaches it
+//! through its snapshot, by index. `render` adds the shards up. The cells
+//! (a lock-free counter table, an atomic histogram) are in `metrics/cells.rs`.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::error::ErrorKind;
+use crate::ledger::LedgerOp;
+
+mod cells;
+
+use cells::{CounterTable, Histogram};
 
 /// Upper bounds in seconds; upstream calls range from milliseconds (cached
 /// answers) to minutes (video generation).
@@ -19,29 +37,6 @@ const UPSTREAM_BUCKETS: &[f64] = &[
 const LEDGER_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
-
-type Key = (&'static str, Vec<(&'static str, String)>);
-
-struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-#[derive(Default)]
-struct Registry {
-    counters: BTreeMap<Key, u64>,
-    histograms: BTreeMap<Key, Histogram>,
-}
-
-#[derive(Default)]
-pub struct Metrics {
-    registry: Mutex<Registry>,
-    open_data_connections: AtomicI64,
-    open_admin_connections: AtomicI64,
-    charge_work_in_flight: AtomicI64,
-}
 
 const HELP: &[(&str, &str, &str)] = &[
     ("creditgate_requests_total", "counter", "Data-plane requests by route, outcome and status, counted once when the request ends (outcome: forwarded, usage_api, client_closed or a problem code)."),
@@ -58,258 +53,427 @@ const HELP: &[(&str, &str, &str)] = &[
     ("creditgate_open_connections", "gauge", "Open client connections by listener."),
     ("creditgate_connections_closed_total", "counter", "Connections the gateway closed itself, by listener and reason (header_timeout, idle_timeout, write_stalled, connection_limit)."),
     ("creditgate_charge_work_in_flight", "gauge", "Exchanges, refunds and settlements in flight that hold a request's money (shutdown waits for them)."),
+    ("creditgate_log_lines_dropped_total", "counter", "Log lines (access lines included) dropped because the log writer's queue was full; requests never wait for the log."),
 ];
 
-impl Metrics {
-    /// One finished request. `rejection`: the gateway answered it with a
-    /// problem (`outcome` is then its code).
-    pub fn request(&self, route: &str, outcome: &'static str, status: u16, rejection: bool) {
-        let mut registry = self.lock();
-        registry.add(
-            "creditgate_requests_total",
-            vec![
-                ("route", route.to_owned()),
-                ("outcome", outcome.to_owned()),
-                ("status", status.to_string()),
-            ],
-            1,
-        );
-        if rejection {
-            registry.add(
-                "creditgate_rejections_total",
-                vec![("reason", outcome.to_owned())],
-                1,
-            );
+const CLOSE_REASONS: &[&str] = &[
+    "header_timeout",
+    "idle_timeout",
+    "write_stalled",
+    "connection_limit",
+];
+const LISTENERS: [&str; 2] = ["data", "admin"];
+const RELOAD_RESULTS: [&str; 2] = ["success", "error"];
+
+thread_local! {
+    /// This thread's shard: 0, or a data-plane worker's index + 1.
+    static SHARD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as data-plane worker `index`: its metrics go to
+/// a shard of their own from now on.
+pub fn enter_worker(index: usize) {
+    SHARD.with(|shard| shard.set(index + 1));
+}
+
+/// Picks this thread's shard out of `shards` (shard 0 for other threads,
+/// and for a metrics registry with fewer workers than the thread's index).
+fn local<T>(shards: &[T]) -> &T {
+    let index = SHARD.with(Cell::get);
+    shards.get(index).unwrap_or(&shards[0])
+}
+
+/// How a request ended: the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Forwarded,
+    UsageApi,
+    ClientClosed,
+    UpstreamAborted,
+    /// The gateway answered with this problem.
+    Problem(ErrorKind),
+}
+
+const PLAIN_OUTCOMES: usize = 4;
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::UsageApi => "usage_api",
+            Outcome::ClientClosed => "client_closed",
+            Outcome::UpstreamAborted => "upstream_aborted",
+            Outcome::Problem(kind) => kind.code(),
         }
     }
 
-    pub fn credits_debited(&self, route: &str, credits: u64) {
-        self.lock().add(
-            "creditgate_credits_debited_total",
-            vec![("route", route.to_owned())],
-            credits,
-        );
+    fn index(self) -> usize {
+        match self {
+            Outcome::Forwarded => 0,
+            Outcome::UsageApi => 1,
+            Outcome::ClientClosed => 2,
+            Outcome::UpstreamAborted => 3,
+            Outcome::Problem(kind) => PLAIN_OUTCOMES + kind.index(),
+        }
     }
 
-    pub fn credits_refunded(&self, route: &str, credits: u64) {
-        self.lock().add(
-            "creditgate_credits_refunded_total",
-            vec![("route", route.to_owned())],
-            credits,
-        );
+    fn from_index(index: usize) -> Option<Outcome> {
+        Some(match index {
+            0 => Outcome::Forwarded,
+            1 => Outcome::UsageApi,
+            2 => Outcome::ClientClosed,
+            3 => Outcome::UpstreamAborted,
+            _ => Outcome::Problem(*ErrorKind::ALL.get(index - PLAIN_OUTCOMES)?),
+        })
+    }
+}
+
+/// The instance's metrics: per-worker shards and the route registry.
+pub struct Metrics {
+    shards: Box<[Shard]>,
+    /// Every route name ever loaded (locked at config load and at scrape).
+    routes: Mutex<BTreeMap<String, Arc<RouteMetrics>>>,
+    /// Requests that matched no route (`route=""`).
+    unrouted: Arc<RouteMetrics>,
+    open_connections: [AtomicI64; 2],
+    reloads: [AtomicU64; 2],
+    log_lines_dropped: Mutex<Option<Box<dyn Fn() -> u64 + Send + Sync>>>,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard {
+    ledger: [Histogram; LedgerOp::ALL.len()],
+    ledger_errors: [AtomicU64; LedgerOp::ALL.len()],
+    closed: [[AtomicU64; CLOSE_REASONS.len()]; 2],
+    charge_work_in_flight: AtomicI64,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new(1)
+    }
+}
+
+impl Metrics {
+    /// Metrics for an instance with `workers` data-plane workers.
+    pub fn new(workers: usize) -> Metrics {
+        let shards = workers + 1;
+        Metrics {
+            shards: (0..shards).map(|_| Shard::default()).collect(),
+            routes: Mutex::new(BTreeMap::new()),
+            unrouted: Arc::new(RouteMetrics::new("", shards)),
+            open_connections: Default::default(),
+            reloads: Default::default(),
+            log_lines_dropped: Mutex::new(None),
+        }
     }
 
-    pub fn credits_charged(&self, route: &str, credits: u64) {
-        self.lock().add(
-            "creditgate_credits_charged_total",
-            vec![("route", route.to_owned())],
-            credits,
-        );
+    /// The handle of route `name` (registered at config load; the same
+    /// handle for the same name across reloads).
+    pub fn route(&self, name: &str) -> Arc<RouteMetrics> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(RouteMetrics::new(name, self.shards.len())))
+            .clone()
     }
 
-    pub fn refund_failed(&self, route: &str) {
-        self.lock().add(
-            "creditgate_refund_failures_total",
-            vec![("route", route.to_owned())],
-            1,
-        );
+    /// The handle for requests that matched no route.
+    pub fn unrouted(&self) -> &Arc<RouteMetrics> {
+        &self.unrouted
     }
 
-    pub fn unmetered(&self, route: &str) {
-        self.lock().add(
-            "creditgate_unmetered_requests_total",
-            vec![("route", route.to_owned())],
-            1,
-        );
+    /// Where `creditgate_log_lines_dropped_total` is read from (the log
+    /// writer's own count, set up by the command line).
+    pub fn count_dropped_log_lines(&self, dropped: impl Fn() -> u64 + Send + Sync + 'static) {
+        *self
+            .log_lines_dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(dropped));
     }
 
-    pub fn upstream_latency(&self, route: &str, elapsed: Duration) {
-        self.lock().observe(
-            "creditgate_upstream_duration_seconds",
-            vec![("route", route.to_owned())],
-            UPSTREAM_BUCKETS,
-            elapsed,
-        );
-    }
-
-    pub fn ledger_call(&self, operation: &'static str, elapsed: Duration, ok: bool) {
-        let mut registry = self.lock();
-        registry.observe(
-            "creditgate_ledger_duration_seconds",
-            vec![("op", operation.to_owned())],
-            LEDGER_BUCKETS,
-            elapsed,
-        );
+    pub fn ledger_call(&self, op: LedgerOp, elapsed: Duration, ok: bool) {
+        let shard = local(&self.shards);
+        let index = op.index();
+        shard.ledger[index].observe(LEDGER_BUCKETS, elapsed);
         if !ok {
-            registry.add(
-                "creditgate_ledger_errors_total",
-                vec![("op", operation.to_owned())],
-                1,
-            );
+            shard.ledger_errors[index].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub fn reload(&self, result: &'static str) {
-        self.lock().add(
-            "creditgate_config_reloads_total",
-            vec![("result", result.to_owned())],
-            1,
-        );
+        let index = usize::from(result != RELOAD_RESULTS[0]);
+        self.reloads[index].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn connection_opened(&self, admin: bool) {
-        self.gauge(admin).fetch_add(1, Ordering::Relaxed);
+        self.open_connections[usize::from(admin)].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn connection_closed(&self, admin: bool) {
-        self.gauge(admin).fetch_sub(1, Ordering::Relaxed);
+        self.open_connections[usize::from(admin)].fetch_sub(1, Ordering::Relaxed);
     }
 
     /// A connection closed by one of its timers (`reason` is
     /// `header_timeout`, `idle_timeout` or `write_stalled`) or refused at
     /// the connection cap (`connection_limit`).
     pub fn connection_closed_by(&self, admin: bool, reason: &'static str) {
-        let listener = if admin { "admin" } else { "data" };
-        self.lock().add(
-            "creditgate_connections_closed_total",
-            vec![
-                ("listener", listener.to_owned()),
-                ("reason", reason.to_owned()),
-            ],
-            1,
-        );
+        let Some(index) = CLOSE_REASONS.iter().position(|known| *known == reason) else {
+            debug_assert!(false, "unknown close reason {reason}");
+            return;
+        };
+        local(&self.shards).closed[usize::from(admin)][index].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn charge_work_started(&self) {
-        self.charge_work_in_flight.fetch_add(1, Ordering::Relaxed);
+        local(&self.shards)
+            .charge_work_in_flight
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn charge_work_ended(&self) {
-        self.charge_work_in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    fn gauge(&self, admin: bool) -> &AtomicI64 {
-        if admin {
-            &self.open_admin_connections
-        } else {
-            &self.open_data_connections
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+        local(&self.shards)
+            .charge_work_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
-        let registry = self.lock();
+        let mut routes: Vec<Arc<RouteMetrics>> = self
+            .routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        routes.insert(0, self.unrouted.clone());
         let mut out = String::new();
         for (name, kind, help) in HELP {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            if *name == "creditgate_open_connections" {
-                for (listener, gauge) in [
-                    ("data", &self.open_data_connections),
-                    ("admin", &self.open_admin_connections),
-                ] {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{listener=\"{listener}\"}} {}",
-                        gauge.load(Ordering::Relaxed)
-                    );
-                }
-            }
-            if *name == "creditgate_charge_work_in_flight" {
-                let _ = writeln!(
-                    out,
-                    "{name} {}",
-                    self.charge_work_in_flight.load(Ordering::Relaxed)
-                );
-            }
-            for ((metric, labels), value) in &registry.counters {
-                if metric == name {
-                    let _ = writeln!(out, "{name}{} {value}", render_labels(labels, None));
-                }
-            }
-            for ((metric, labels), histogram) in &registry.histograms {
-                if metric != name {
-                    continue;
-                }
-                let mut cumulative = 0;
-                for (bound, count) in histogram.bounds.iter().zip(&histogram.counts) {
-                    cumulative += count;
-                    let le = bound.to_string();
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{} {cumulative}",
-                        render_labels(labels, Some(&le))
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{} {}",
-                    render_labels(labels, Some("+Inf")),
-                    histogram.count
-                );
-                let _ = writeln!(
-                    out,
-                    "{name}_sum{} {}",
-                    render_labels(labels, None),
-                    histogram.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "{name}_count{} {}",
-                    render_labels(labels, None),
-                    histogram.count
-                );
-            }
+            self.render_family(&mut out, name, &routes);
         }
         out
     }
-}
 
-impl Registry {
-    fn add(&mut self, name: &'static str, labels: Vec<(&'static str, String)>, value: u64) {
-        *self.counters.entry((name, labels)).or_default() += value;
-    }
-
-    fn observe(
-        &mut self,
-        name: &'static str,
-        labels: Vec<(&'static str, String)>,
-        bounds: &'static [f64],
-        elapsed: Duration,
-    ) {
-        let histogram = self
-            .histograms
-            .entry((name, labels))
-            .or_insert_with(|| Histogram {
-                bounds,
-                counts: vec![0; bounds.len()],
-                sum: 0.0,
-                count: 0,
-            });
-        let seconds = elapsed.as_secs_f64();
-        if let Some(slot) = histogram.bounds.iter().position(|bound| seconds <= *bound) {
-            histogram.counts[slot] += 1;
+    fn render_family(&self, out: &mut String, name: &str, routes: &[Arc<RouteMetrics>]) {
+        let route_counter = |out: &mut String, read: fn(&RouteShard) -> &AtomicU64| {
+            for route in routes {
+                let value: u64 = route
+                    .shards
+                    .iter()
+                    .map(|s| read(s).load(Ordering::Relaxed))
+                    .sum();
+                if value > 0 {
+                    let _ = writeln!(out, "{name}{{route=\"{}\"}} {value}", escape(&route.name));
+                }
+            }
+        };
+        match name {
+            "creditgate_requests_total" => {
+                for route in routes {
+                    for ((outcome, status), value) in route.requests() {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{route=\"{}\",outcome=\"{}\",status=\"{status}\"}} {value}",
+                            escape(&route.name),
+                            outcome.label()
+                        );
+                    }
+                }
+            }
+            "creditgate_rejections_total" => {
+                let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
+                for route in routes {
+                    for ((outcome, _), value) in route.requests() {
+                        if let Outcome::Problem(kind) = outcome {
+                            *reasons.entry(kind.code()).or_default() += value;
+                        }
+                    }
+                }
+                for (reason, value) in reasons {
+                    let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {value}");
+                }
+            }
+            "creditgate_credits_debited_total" => route_counter(out, |s| &s.debited),
+            "creditgate_credits_refunded_total" => route_counter(out, |s| &s.refunded),
+            "creditgate_credits_charged_total" => route_counter(out, |s| &s.charged),
+            "creditgate_refund_failures_total" => route_counter(out, |s| &s.refund_failures),
+            "creditgate_unmetered_requests_total" => route_counter(out, |s| &s.unmetered),
+            "creditgate_upstream_duration_seconds" => {
+                for route in routes {
+                    let label = format!("route=\"{}\"", escape(&route.name));
+                    let sum = Histogram::sum_of(route.shards.iter().map(|s| &s.upstream));
+                    sum.render(out, name, &label, UPSTREAM_BUCKETS);
+                }
+            }
+            "creditgate_ledger_duration_seconds" => {
+                for op in LedgerOp::ALL {
+                    let label = format!("op=\"{}\"", op.label());
+                    let sum = Histogram::sum_of(self.shards.iter().map(|s| &s.ledger[op.index()]));
+                    sum.render(out, name, &label, LEDGER_BUCKETS);
+                }
+            }
+            "creditgate_ledger_errors_total" => {
+                for op in LedgerOp::ALL {
+                    let value: u64 = self
+                        .shards
+                        .iter()
+                        .map(|s| s.ledger_errors[op.index()].load(Ordering::Relaxed))
+                        .sum();
+                    if value > 0 {
+                        let _ = writeln!(out, "{name}{{op=\"{}\"}} {value}", op.label());
+                    }
+                }
+            }
+            "creditgate_config_reloads_total" => {
+                for (result, count) in RELOAD_RESULTS.iter().zip(&self.reloads) {
+                    let value = count.load(Ordering::Relaxed);
+                    if value > 0 {
+                        let _ = writeln!(out, "{name}{{result=\"{result}\"}} {value}");
+                    }
+                }
+            }
+            "creditgate_open_connections" => {
+                for (listener, gauge) in LISTENERS.iter().zip(&self.open_connections) {
+                    let value = gauge.load(Ordering::Relaxed);
+                    let _ = writeln!(out, "{name}{{listener=\"{listener}\"}} {value}");
+                }
+            }
+            "creditgate_connections_closed_total" => {
+                for (index, listener) in LISTENERS.iter().enumerate() {
+                    for (reason_index, reason) in CLOSE_REASONS.iter().enumerate() {
+                        let value: u64 = self
+                            .shards
+                            .iter()
+                            .map(|s| s.closed[index][reason_index].load(Ordering::Relaxed))
+                            .sum();
+                        if value > 0 {
+                            let _ = writeln!(
+                                out,
+                                "{name}{{listener=\"{listener}\",reason=\"{reason}\"}} {value}"
+                            );
+                        }
+                    }
+                }
+            }
+            "creditgate_charge_work_in_flight" => {
+                let value: i64 = self
+                    .shards
+                    .iter()
+                    .map(|s| s.charge_work_in_flight.load(Ordering::Relaxed))
+                    .sum();
+                let _ = writeln!(out, "{name} {value}");
+            }
+            "creditgate_log_lines_dropped_total" => {
+                let dropped = self
+                    .log_lines_dropped
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map_or(0, |read| read());
+                let _ = writeln!(out, "{name} {dropped}");
+            }
+            _ => {}
         }
-        histogram.sum += seconds;
-        histogram.count += 1;
     }
 }
 
-fn render_labels(labels: &[(&'static str, String)], le: Option<&str>) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .map(|(name, value)| format!("{name}=\"{}\"", escape(value)))
-        .collect();
-    if let Some(le) = le {
-        parts.push(format!("le=\"{le}\""));
+/// One route's counters, one shard per worker. Registered at config load;
+/// the request path reaches it through its snapshot.
+pub struct RouteMetrics {
+    name: Arc<str>,
+    shards: Box<[RouteShard]>,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct RouteShard {
+    requests: CounterTable,
+    debited: AtomicU64,
+    refunded: AtomicU64,
+    charged: AtomicU64,
+    unmetered: AtomicU64,
+    refund_failures: AtomicU64,
+    upstream: Histogram,
+}
+
+impl RouteMetrics {
+    fn new(name: &str, shards: usize) -> RouteMetrics {
+        RouteMetrics {
+            name: Arc::from(name),
+            shards: (0..shards).map(|_| RouteShard::default()).collect(),
+        }
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
+
+    /// The route's name (empty for requests that matched no route).
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn shard(&self) -> &RouteShard {
+        local(&self.shards)
+    }
+
+    /// One finished request.
+    pub fn request(&self, outcome: Outcome, status: u16) {
+        let key = (outcome.index() as u32) << 16 | u32::from(status);
+        self.shard().requests.add(key);
+    }
+
+    pub fn credits_debited(&self, credits: u64) {
+        self.shard().debited.fetch_add(credits, Ordering::Relaxed);
+    }
+
+    pub fn credits_refunded(&self, credits: u64) {
+        self.shard().refunded.fetch_add(credits, Ordering::Relaxed);
+    }
+
+    pub fn credits_charged(&self, credits: u64) {
+        self.shard().charged.fetch_add(credits, Ordering::Relaxed);
+    }
+
+    pub fn refund_failed(&self) {
+        self.shard().refund_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn unmetered(&self) {
+        self.shard().unmetered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn upstream_latency(&self, elapsed: Duration) {
+        self.shard().upstream.observe(UPSTREAM_BUCKETS, elapsed);
+    }
+
+    /// (outcome, status) → count over every shard, in label order.
+    fn requests(&self) -> BTreeMap<(Outcome, u16), u64> {
+        let mut sums: BTreeMap<(usize, u16), u64> = BTreeMap::new();
+        for shard in self.shards.iter() {
+            shard.requests.for_each(|key, count| {
+                *sums
+                    .entry(((key >> 16) as usize, (key & 0xffff) as u16))
+                    .or_default() += count;
+            });
+        }
+        let mut labelled = BTreeMap::new();
+        for ((outcome, status), count) in sums {
+            if let Some(outcome) = Outcome::from_index(outcome) {
+                *labelled.entry((outcome, status)).or_default() += count;
+            }
+        }
+        labelled
+    }
+}
+
+impl PartialOrd for Outcome {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Outcome {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.label().cmp(other.label())
     }
 }
 
@@ -327,12 +491,13 @@ mod tests {
     #[test]
     fn renders_counters_and_cumulative_histograms() {
         let metrics = Metrics::default();
-        metrics.request("image-generate", "forwarded", 200, false);
-        metrics.request("image-generate", "credits_exhausted", 429, true);
-        metrics.request("", "usage_api", 200, false);
-        metrics.credits_debited("image-generate", 10);
-        metrics.upstream_latency("image-generate", Duration::from_millis(20));
-        metrics.upstream_latency("image-generate", Duration::from_secs(200));
+        let image = metrics.route("image-generate");
+        image.request(Outcome::Forwarded, 200);
+        image.request(Outcome::Problem(ErrorKind::CreditsExhausted), 429);
+        metrics.unrouted().request(Outcome::UsageApi, 200);
+        image.credits_debited(10);
+        image.upstream_latency(Duration::from_millis(20));
+        image.upstream_latency(Duration::from_secs(200));
         let text = metrics.render();
         assert!(text.contains(
             "creditgate_requests_total{route=\"image-generate\",outcome=\"forwarded\",status=\"200\"} 1"
@@ -363,5 +528,64 @@ mod tests {
         assert!(text.contains(
             "creditgate_connections_closed_total{listener=\"admin\",reason=\"idle_timeout\"} 1"
         ));
+    }
+
+    #[test]
+    fn worker_shards_are_summed_at_scrape() {
+        let metrics = Arc::new(Metrics::new(2));
+        let paid = metrics.route("paid");
+        paid.request(Outcome::Forwarded, 200);
+        let threads: Vec<_> = (0..2)
+            .map(|worker| {
+                let (metrics, paid) = (metrics.clone(), paid.clone());
+                std::thread::spawn(move || {
+                    enter_worker(worker);
+                    for _ in 0..1000 {
+                        paid.request(Outcome::Forwarded, 200);
+                        paid.credits_charged(2);
+                        metrics.ledger_call(LedgerOp::Debit, Duration::from_micros(300), true);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let text = metrics.render();
+        assert!(text.contains(
+            "creditgate_requests_total{route=\"paid\",outcome=\"forwarded\",status=\"200\"} 2001"
+        ));
+        assert!(text.contains("creditgate_credits_charged_total{route=\"paid\"} 4000"));
+        assert!(text.contains("creditgate_ledger_duration_seconds_count{op=\"debit\"} 2000"));
+        assert!(
+            Arc::ptr_eq(&paid, &metrics.route("paid")),
+            "one handle per name"
+        );
+    }
+
+    #[test]
+    fn a_full_table_still_counts_every_request() {
+        let table = CounterTable::default();
+        for key in 0..100u32 {
+            table.add(key);
+            table.add(key);
+        }
+        let mut seen = BTreeMap::new();
+        table.for_each(|key, count| {
+            seen.insert(key, count);
+        });
+        assert_eq!(seen.len(), 100);
+        assert!(seen.values().all(|count| *count == 2));
+    }
+
+    #[test]
+    fn every_outcome_round_trips_through_its_index() {
+        for kind in ErrorKind::ALL {
+            let outcome = Outcome::Problem(*kind);
+            assert_eq!(Outcome::from_index(outcome.index()), Some(outcome));
+        }
+        for index in 0..PLAIN_OUTCOMES {
+            assert_eq!(Outcome::from_index(index).map(Outcome::index), Some(index));
+        }
     }
 }

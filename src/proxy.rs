@@ -41,9 +41,9 @@ pub async fn handle(
 ) -> Response<Body> {
     let snapshot = gateway.snapshot();
     let record = Record::start(
-        gateway.metrics.clone(),
+        snapshot.clone(),
         request.method().clone(),
-        request.uri().path().to_owned(),
+        request.uri().clone(),
         request_id::from_headers(request.headers()),
     );
     let response = match serve(&gateway, &snapshot, request, conn, &record).await {
@@ -96,7 +96,7 @@ async fn serve(
 
     // Phase: authenticate.
     let owner = auth::authenticate(&gateway.keys, &gateway.ledger, &parts.headers).await?;
-    record.set_account(&owner.account_id);
+    record.set_owner(&owner);
 
     // Phase: match route.
     let route_index = match snapshot.routes.lookup(&parts.method, &path) {
@@ -117,7 +117,7 @@ async fn serve(
         }
     };
     let route = &snapshot.config.routes[route_index];
-    record.set_route(&route.name);
+    record.set_route(route_index);
     if owner.account.suspended {
         return Err(suspended());
     }

@@ -49,37 +49,43 @@ impl CreditHeaders {
 
     /// Sets the five headers. On every priced response, so values are built
     /// without the formatting machinery.
+    /// Sets the five headers. Their values are written into one buffer and
+    /// handed out as slices of it: one allocation for all five.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        headers.insert(
-            HeaderName::from_static("x-credits-limit"),
-            HeaderValue::from(self.limit),
-        );
-        headers.insert(
-            HeaderName::from_static("x-credits-remaining"),
-            HeaderValue::from(self.remaining),
-        );
-        headers.insert(
-            HeaderName::from_static("x-credits-cost"),
-            HeaderValue::from(self.cost),
-        );
-        let pair = |first: &[u8], a: u64, second: &[u8], b: u64| {
-            let mut value = Vec::with_capacity(48);
-            value.extend_from_slice(b"\"credits\";");
-            value.extend_from_slice(first);
-            push_decimal(&mut value, a);
-            value.extend_from_slice(second);
-            push_decimal(&mut value, b);
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
-                .expect("digits and punctuation are a valid header value")
-        };
-        headers.insert(
-            HeaderName::from_static("ratelimit-policy"),
-            pair(b"q=", self.limit, b";w=", self.window_secs),
-        );
-        headers.insert(
-            HeaderName::from_static("ratelimit"),
-            pair(b"r=", self.remaining, b";t=", self.reset_secs),
-        );
+        let mut buffer = Vec::with_capacity(128);
+        let mut ends = [0usize; 5];
+        push_decimal(&mut buffer, self.limit);
+        ends[0] = buffer.len();
+        push_decimal(&mut buffer, self.remaining);
+        ends[1] = buffer.len();
+        push_decimal(&mut buffer, self.cost);
+        ends[2] = buffer.len();
+        for (first, a, second, b, end) in [
+            (&b"q="[..], self.limit, &b";w="[..], self.window_secs, 3),
+            (&b"r="[..], self.remaining, &b";t="[..], self.reset_secs, 4),
+        ] {
+            buffer.extend_from_slice(b"\"credits\";");
+            buffer.extend_from_slice(first);
+            push_decimal(&mut buffer, a);
+            buffer.extend_from_slice(second);
+            push_decimal(&mut buffer, b);
+            ends[end] = buffer.len();
+        }
+        let buffer = bytes::Bytes::from(buffer);
+        let names = [
+            "x-credits-limit",
+            "x-credits-remaining",
+            "x-credits-cost",
+            "ratelimit-policy",
+            "ratelimit",
+        ];
+        let mut start = 0;
+        for (name, end) in names.into_iter().zip(ends) {
+            let value = HeaderValue::from_maybe_shared(buffer.slice(start..end))
+                .expect("digits and punctuation are a valid header value");
+            headers.insert(HeaderName::from_static(name), value);
+            start = end;
+        }
     }
 }
 

@@ -22,10 +22,12 @@ pub use body::ClientBody;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Method};
+use http::{HeaderValue, Method, Uri};
 
 use crate::error::ErrorKind;
-use crate::metrics::Metrics;
+use crate::ledger::KeyOwner;
+use crate::metrics::Outcome;
+use crate::state::Snapshot;
 
 /// The status logged for a request whose client left before any response.
 /// (nginx's "client closed request"; it never goes on the wire.)
@@ -41,16 +43,22 @@ pub enum Answer {
 }
 
 pub struct Record {
-    metrics: Arc<Metrics>,
+    /// The plane's snapshot the request runs under: its route's metrics
+    /// handle and name are found there by index when the record is written.
+    snapshot: Arc<Snapshot>,
     started: Instant,
     method: Method,
-    path: String,
+    /// The request target as received (its path is logged); shares the
+    /// request's bytes.
+    uri: Uri,
     state: Mutex<State>,
 }
 
 struct State {
     request_id: HeaderValue,
-    route: Option<String>,
+    /// Index in the snapshot's routes.
+    route: Option<usize>,
+    owner: Option<Arc<KeyOwner>>,
     account: Option<String>,
     answer: Answer,
     /// The gateway answered with this problem.
@@ -72,19 +80,20 @@ struct State {
 
 impl Record {
     pub fn start(
-        metrics: Arc<Metrics>,
+        snapshot: Arc<Snapshot>,
         method: Method,
-        path: String,
+        uri: Uri,
         request_id: HeaderValue,
     ) -> Arc<Record> {
         Arc::new(Record {
-            metrics,
+            snapshot,
             started: Instant::now(),
             method,
-            path,
+            uri,
             state: Mutex::new(State {
                 request_id,
                 route: None,
+                owner: None,
                 account: None,
                 answer: Answer::Upstream,
                 problem: None,
@@ -115,8 +124,14 @@ impl Record {
         self.state().request_id = request_id;
     }
 
-    pub fn set_route(&self, route: &str) {
-        self.state().route = Some(route.to_owned());
+    /// The request matched the snapshot's route number `route`.
+    pub fn set_route(&self, route: usize) {
+        self.state().route = Some(route);
+    }
+
+    /// The request's key belongs to `owner` (shared, not copied).
+    pub fn set_owner(&self, owner: &Arc<KeyOwner>) {
+        self.state().owner = Some(owner.clone());
     }
 
     pub fn set_account(&self, account: &str) {
@@ -183,25 +198,24 @@ impl Record {
 }
 
 impl State {
-    /// (status, outcome, whether the gateway answered with a problem)
-    fn outcome(&self) -> (u16, &'static str, bool) {
+    fn outcome(&self) -> (u16, Outcome) {
         let Some(status) = self.status else {
-            return (CLIENT_CLOSED_STATUS, "client_closed", false);
+            return (CLIENT_CLOSED_STATUS, Outcome::ClientClosed);
         };
         if let Some(kind) = self.problem {
-            return (status, kind.code(), true);
+            return (status, Outcome::Problem(kind));
         }
         if self.upstream_aborted {
-            return (status, "upstream_aborted", false);
+            return (status, Outcome::UpstreamAborted);
         }
         if !self.body_complete {
-            return (status, "client_closed", false);
+            return (status, Outcome::ClientClosed);
         }
         let answer = match self.answer {
-            Answer::Upstream => "forwarded",
-            Answer::UsageApi => "usage_api",
+            Answer::Upstream => Outcome::Forwarded,
+            Answer::UsageApi => Outcome::UsageApi,
         };
-        (status, answer, false)
+        (status, answer)
     }
 }
 
@@ -209,34 +223,41 @@ impl Drop for Record {
     /// The request's life is over: count it and write its one line.
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        let (status, outcome, rejection) = state.outcome();
-        let route = state.route.as_deref().unwrap_or("");
-        let metrics = &self.metrics;
-        metrics.request(route, outcome, status, rejection);
+        let (status, outcome) = state.outcome();
+        let metrics = state
+            .route
+            .and_then(|route| self.snapshot.route_metrics.get(route))
+            .unwrap_or_else(|| self.snapshot.metrics.unrouted());
+        metrics.request(outcome, status);
         if state.debited > 0 {
-            metrics.credits_debited(route, state.debited);
+            metrics.credits_debited(state.debited);
         }
         if let Some(credits) = state.refunded.filter(|credits| *credits > 0) {
-            metrics.credits_refunded(route, credits);
+            metrics.credits_refunded(credits);
         }
         if state.cost > 0 {
-            metrics.credits_charged(route, state.cost);
+            metrics.credits_charged(state.cost);
         }
         if state.unmetered {
-            metrics.unmetered(route);
+            metrics.unmetered();
         }
         if let Some(elapsed) = state.upstream_elapsed {
-            metrics.upstream_latency(route, elapsed);
+            metrics.upstream_latency(elapsed);
         }
+        let account = match (&state.owner, &state.account) {
+            (Some(owner), _) => owner.account_id.as_str(),
+            (None, Some(account)) => account.as_str(),
+            (None, None) => "",
+        };
         tracing::info!(
             target: "creditgate::access",
             request_id = state.request_id.to_str().unwrap_or_default(),
             method = %self.method,
-            path = %self.path,
-            route,
-            account = state.account.as_deref().unwrap_or(""),
+            path = self.uri.path(),
+            route = &**metrics.name(),
+            account,
             status,
-            outcome,
+            outcome = outcome.label(),
             cost = state.cost,
             debited = state.debited,
             refunded = state.refunded.is_some(),
@@ -252,42 +273,48 @@ impl Drop for Record {
 mod tests {
     use super::*;
 
-    fn record() -> Arc<Record> {
+    fn record(snapshot: &Arc<Snapshot>) -> Arc<Record> {
         Record::start(
-            Arc::new(Metrics::default()),
+            snapshot.clone(),
             Method::POST,
-            "/v1/paid".into(),
+            Uri::from_static("/v1/paid"),
             HeaderValue::from_static("r-1"),
         )
     }
 
     fn outcome(record: &Record) -> (u16, &'static str, bool) {
-        record.state().outcome()
+        let (status, outcome) = record.state().outcome();
+        (
+            status,
+            outcome.label(),
+            matches!(outcome, Outcome::Problem(_)),
+        )
     }
 
     #[test]
     fn outcomes_follow_how_the_request_ended() {
-        let abandoned = record();
+        let snapshot = crate::state::test_snapshot();
+        let abandoned = record(&snapshot);
         assert_eq!(outcome(&abandoned), (499, "client_closed", false));
 
-        let finished = record();
+        let finished = record(&snapshot);
         finished.responded(200);
         assert_eq!(outcome(&finished), (200, "client_closed", false));
         finished.body_finished(10, true);
         assert_eq!(outcome(&finished), (200, "forwarded", false));
 
-        let usage = record();
+        let usage = record(&snapshot);
         usage.answered_by(Answer::UsageApi);
         usage.responded(200);
         usage.body_finished(2, true);
         assert_eq!(outcome(&usage), (200, "usage_api", false));
 
-        let problem = record();
+        let problem = record(&snapshot);
         problem.set_problem(ErrorKind::UpstreamTimeout);
         problem.responded(504);
         assert_eq!(outcome(&problem), (504, "upstream_timeout", true));
 
-        let aborted = record();
+        let aborted = record(&snapshot);
         aborted.responded(200);
         aborted.upstream_aborted();
         aborted.body_finished(3, false);
@@ -296,18 +323,14 @@ mod tests {
 
     #[test]
     fn the_last_owner_writes_the_metrics_once() {
-        let metrics = Arc::new(Metrics::default());
-        let record = Record::start(
-            metrics.clone(),
-            Method::POST,
-            "/v1/paid".into(),
-            HeaderValue::from_static("r-2"),
-        );
-        record.set_route("paid");
+        let snapshot = crate::state::test_snapshot();
+        let record = record(&snapshot);
+        record.set_route(0);
         record.debited(7);
         record.refunded(7);
         let other_owner = record.clone();
         drop(record);
+        let metrics = &snapshot.metrics;
         assert!(!metrics.render().contains("creditgate_requests_total{"));
         drop(other_owner);
         let text = metrics.render();

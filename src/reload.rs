@@ -1,5 +1,6 @@
 //! Live reload (SIGHUP, `POST /admin/v1/reload`): re-read the config file and
-//! swap in a new snapshot — routes, costs, plans, upstreams, admin token.
+//! swap in a new snapshot on every plane (each data-plane worker and the
+//! admin plane) — routes, costs, plans, upstreams, admin token.
 //!
 //! Listeners, TLS, connection limits and timers, and the ledger are fixed
 //! for the life of the process; a reload that changes them applies
@@ -7,7 +8,7 @@
 //! file changes nothing (docs/configuration.md, "Reload").
 
 use crate::config::Config;
-use crate::state::{Gateway, Snapshot};
+use crate::state::Gateway;
 
 /// Reloads from the file the gateway was started with. `Ok` carries the
 /// route names now served; `Err` every problem found (nothing changed).
@@ -106,7 +107,6 @@ pub fn apply(gateway: &Gateway, config: Config) -> Result<Vec<String>, String> {
     config.admin.listen = current.config.admin.listen;
     config.ledger = current.config.ledger.clone();
     let routes = config.routes.iter().map(|r| r.name.clone()).collect();
-    let snapshot = Snapshot::build(config)?;
-    gateway.replace_snapshot(snapshot);
+    gateway.replace_config(config)?;
     Ok(routes)
 }

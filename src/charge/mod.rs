@@ -266,7 +266,7 @@ impl Charge {
         retry::finish_in_background(retry::Work {
             gateway: self.gateway.clone(),
             record: self.record.clone(),
-            route: self.route().name.clone(),
+            route: self.snapshot.route_metrics[self.route_index].clone(),
             id: self.id.clone(),
             cost: self.cost,
             pending,

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::DebitId;
 use crate::ledger::{LedgerError, RefundOutcome, SettleOutcome};
+use crate::metrics::RouteMetrics;
 use crate::record::Record;
 use crate::state::Gateway;
 
@@ -60,7 +61,8 @@ pub struct Work {
     pub gateway: Arc<Gateway>,
     /// Held until the work is done, so the access line shows the outcome.
     pub record: Arc<Record>,
-    pub route: String,
+    /// The route's metrics (its refund failures are counted there).
+    pub route: Arc<RouteMetrics>,
     pub id: DebitId,
     /// The cost before this work.
     pub cost: u64,
@@ -70,8 +72,7 @@ pub struct Work {
 /// Logs and counts work dropped before it ran to its end: no runtime was
 /// left to spawn it, or the runtime tore down with it still queued.
 struct Unfinished {
-    metrics: Arc<crate::metrics::Metrics>,
-    route: String,
+    route: Arc<RouteMetrics>,
     id: DebitId,
     pending: Pending,
     done: bool,
@@ -81,7 +82,6 @@ impl Drop for Unfinished {
     fn drop(&mut self) {
         if !self.done {
             give_up(
-                &self.metrics,
                 &self.route,
                 &self.id,
                 self.pending,
@@ -97,7 +97,6 @@ impl Drop for Unfinished {
 pub fn finish_in_background(work: Work) {
     let tasks = work.gateway.tasks.clone();
     let unfinished = Unfinished {
-        metrics: work.gateway.metrics.clone(),
         route: work.route.clone(),
         id: work.id.clone(),
         pending: work.pending,
@@ -122,13 +121,7 @@ impl Work {
             }
         }
         let error = last_error.map(|e| e.to_string()).unwrap_or_default();
-        give_up(
-            &self.gateway.metrics,
-            &self.route,
-            &self.id,
-            self.pending,
-            &error,
-        );
+        give_up(&self.route, &self.id, self.pending, &error);
     }
 
     async fn attempt(&self) -> Result<(), LedgerError> {
@@ -154,16 +147,10 @@ impl Work {
     }
 }
 
-fn give_up(
-    metrics: &crate::metrics::Metrics,
-    route: &str,
-    id: &DebitId,
-    pending: Pending,
-    error: &str,
-) {
+fn give_up(route: &RouteMetrics, id: &DebitId, pending: Pending, error: &str) {
     match pending {
         Pending::Refund => {
-            metrics.refund_failed(route);
+            route.refund_failed();
             tracing::error!(
                 request_id = %id.request_id,
                 account = %id.account,

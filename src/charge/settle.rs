@@ -16,12 +16,12 @@
 
 use std::time::Duration;
 
+use crate::forward::UpstreamBody;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::response::Parts;
 use http_body::Frame;
 use http_body_util::{BodyExt, BodyStream, StreamBody};
-use hyper::body::Incoming;
 
 use super::body::ChargedBody;
 use super::usage::{self, SseScanner};
@@ -40,7 +40,7 @@ pub const MAX_BUFFERED_RESPONSE: usize = 8 * 1024 * 1024;
 pub async fn respond(
     mut charge: Charge,
     head: &mut Parts,
-    incoming: Incoming,
+    incoming: UpstreamBody,
 ) -> Result<Body, GatewayError> {
     let source = charge
         .route()
@@ -68,7 +68,7 @@ pub async fn respond(
 async fn settle_from_json(
     mut charge: Charge,
     head: &mut Parts,
-    incoming: Incoming,
+    incoming: UpstreamBody,
     pointer: &str,
 ) -> Result<Body, GatewayError> {
     match read_whole(incoming, charge.upstream_timeout()).await {
@@ -100,7 +100,7 @@ enum Read {
 }
 use Read::*;
 
-async fn read_whole(incoming: Incoming, timeout: Duration) -> Read {
+async fn read_whole(incoming: UpstreamBody, timeout: Duration) -> Read {
     let mut collected = BytesMut::new();
     let mut stream = BodyStream::new(incoming);
     let read = async {

@@ -10,6 +10,9 @@ pub mod exit;
 pub mod probe;
 pub mod serve;
 
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -83,16 +86,44 @@ pub fn print_json(value: &serde_json::Value) -> exit::Outcome {
     print_out(&serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()))
 }
 
-pub fn init_logging(format: LogFormat) {
+/// Log lines waiting for the writer thread at most; past that, lines are
+/// dropped (and counted) rather than making a request wait.
+const LOG_QUEUE_LINES: usize = 16 * 1024;
+
+/// The log writer's count of dropped lines, for the metrics.
+static LOG_DROPS: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
+
+/// Logs to stderr through a bounded queue drained by one thread, which
+/// writes what has queued in one go. A request never waits for the log:
+/// when the queue is full, lines are dropped and counted in
+/// `creditgate_log_lines_dropped_total` (docs/operations.md, "Logs").
+/// Keep the guard until exit: dropping it writes out what is queued.
+pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("creditgate-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let _ = LOG_DROPS.set(writer.error_counter());
     let filter = tracing_subscriber::EnvFilter::try_from_env("CREDITGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a terminal: a file or a collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
+}
+
+/// Lines the log writer dropped so far.
+pub fn dropped_log_lines() -> u64 {
+    LOG_DROPS
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
 }
 
 #[cfg(test)]

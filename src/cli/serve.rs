@@ -55,11 +55,15 @@ pub fn run(args: ServeArgs) -> Outcome {
     }
     let (config, located) = config_file::load(args.config.as_deref())?;
     tracing::info!(config = %located.path.display(), found_by = located.origin.describe(), "config loaded");
-    let runtime = runtime(Some(config.server.workers))?;
+    let runtime = runtime()?;
     runtime.block_on(async move {
         let running = creditgate::start(config)
             .await
             .map_err(|error| Failure::new(Exit::Failed, error.to_string()))?;
+        running
+            .gateway
+            .metrics
+            .count_dropped_log_lines(super::dropped_log_lines);
         wait_for_signals(&running).await?;
         tracing::info!("shutting down: draining in-flight requests");
         running.shutdown().await;
@@ -77,7 +81,7 @@ fn run_dev(options: DevOptions) -> Outcome {
             ));
         }
     }
-    let runtime = runtime(None)?;
+    let runtime = runtime()?;
     runtime.block_on(async move {
         let dev = dev::start(options).await.map_err(|error| {
             let hint = match error {
@@ -89,6 +93,10 @@ fn run_dev(options: DevOptions) -> Outcome {
             };
             Failure::new(Exit::Failed, format!("{error}{hint}"))
         })?;
+        dev.running
+            .gateway
+            .metrics
+            .count_dropped_log_lines(super::dropped_log_lines);
         // The banner is for a terminal; a closed stdout must not stop the gateway.
         let _ = super::print_out(&dev::banner::render(&dev));
         wait_for_signals(&dev.running).await?;
@@ -98,13 +106,11 @@ fn run_dev(options: DevOptions) -> Outcome {
     })
 }
 
-/// `workers` threads for the data plane when configured (`server.workers`).
-fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, Failure> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = workers {
-        builder.worker_threads(workers);
-    }
-    builder
+/// The runtime of the admin plane and the signal handlers: one thread. The
+/// data plane runs on `server.workers` threads of its own (`worker.rs`).
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| Failure::new(Exit::Failed, format!("cannot start the async runtime: {e}")))

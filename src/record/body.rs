@@ -80,25 +80,26 @@ impl Drop for ClientBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::state::Snapshot;
     use http_body_util::BodyExt;
 
-    fn record(metrics: &Arc<crate::metrics::Metrics>) -> Arc<Record> {
+    fn record(snapshot: &Arc<Snapshot>) -> Arc<Record> {
         let record = Record::start(
-            metrics.clone(),
+            snapshot.clone(),
             http::Method::GET,
-            "/v1/paid".into(),
+            http::Uri::from_static("/v1/paid"),
             http::HeaderValue::from_static("b-1"),
         );
-        record.set_route("paid");
+        record.set_route(0);
         record
     }
 
     #[tokio::test]
     async fn a_body_read_to_its_end_is_forwarded_and_counted_once_it_is_dropped() {
-        let metrics = Arc::new(Metrics::default());
+        let snapshot = crate::state::test_snapshot();
+        let metrics = &snapshot.metrics;
         let response = ClientBody::respond(
-            record(&metrics),
+            record(&snapshot),
             Response::new(crate::body::full("twelve bytes")),
         );
         assert_eq!(response.headers()["x-request-id"], "b-1");
@@ -115,11 +116,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_dropped_before_its_end_is_a_client_that_left() {
-        let metrics = Arc::new(Metrics::default());
+        let snapshot = crate::state::test_snapshot();
+        let metrics = &snapshot.metrics;
         let (sender, streamed) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
         let stream = http_body_util::StreamBody::new(tokio_stream_from(streamed));
-        let response =
-            ClientBody::respond(record(&metrics), Response::new(crate::body::stream(stream)));
+        let response = ClientBody::respond(
+            record(&snapshot),
+            Response::new(crate::body::stream(stream)),
+        );
         let mut body = response.into_body();
         sender
             .send(Ok(Frame::data(Bytes::from_static(b"part"))))

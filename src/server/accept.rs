@@ -7,7 +7,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use super::connection::{self, Listener};
 use super::watchdog::Timeouts;
@@ -37,7 +37,7 @@ pub async fn serve(
     // Every connection task holds a receiver: a value sent starts the
     // drain, and the channel closes once the last connection has ended.
     let (drain, _) = watch::channel(());
-    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let slots = options.connection_slots.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

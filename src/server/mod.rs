@@ -58,8 +58,10 @@ mod request;
 mod tls;
 mod watchdog;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 pub use accept::serve;
@@ -72,6 +74,7 @@ pub enum Plane {
     Admin,
 }
 
+#[derive(Clone)]
 pub struct ServerOptions {
     pub plane: Plane,
     pub tls: Option<TlsAcceptor>,
@@ -80,5 +83,7 @@ pub struct ServerOptions {
     pub drain_timeout: Duration,
     pub max_headers: usize,
     pub max_header_bytes: usize,
-    pub max_connections: usize,
+    /// The listener address's connection cap, shared by every worker
+    /// that accepts on it.
+    pub connection_slots: Arc<Semaphore>,
 }

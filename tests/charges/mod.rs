@@ -95,6 +95,8 @@ impl Fixture {
             r#"
 [server]
 listen = "{{DATA}}"
+# Two data-plane workers whatever the machine: a charge must hold on each.
+workers = 2
 header_read_timeout = "5s"
 body_read_timeout = "{body_read_timeout}"
 drain_timeout = "{drain_timeout}"

@@ -14,6 +14,7 @@ mod redis_tls;
 mod sentinel;
 mod transport;
 mod window;
+mod workers;
 
 use crate::support::http::Response;
 

@@ -1,5 +1,6 @@
-//! Talking to upstream vendors: one pooled client per upstream, header
-//! hygiene in both directions, timeouts, streaming bodies.
+//! Talking to upstream vendors: a connection pool per upstream and plane
+//! (`pool.rs`), header hygiene in both directions, timeouts, streaming
+//! bodies.
 //!
 //! Header order matters (pingora #734, heimdall #653): everything a client
 //! may not pass on is stripped first — hop-by-hop headers, every header named
@@ -7,24 +8,20 @@
 //! headers, and any header the upstream's config injects — and only then are
 //! the vendor's headers injected, so no client can remove or replace them.
 
+mod pool;
+
+pub use pool::{PooledBody as UpstreamBody, IDLE_TIMEOUT as POOL_IDLE_TIMEOUT};
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
 use crate::config::{UpstreamConfig, UpstreamScheme};
-
-/// Idle pooled connections are dropped before common upstream keep-alive
-/// timeouts expire, so a request rarely picks a connection the upstream is
-/// closing (hyper #2136); a streamed body cannot be replayed on another.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Request headers that never travel upstream as the client sent them.
 const STRIPPED_REQUEST_HEADERS: &[&str] = &[
@@ -73,13 +70,14 @@ pub enum ForwardError {
     Unavailable(String),
 }
 
-/// A configured upstream with its own connection pool.
+/// A configured upstream with its own connection pool (one per plane: see
+/// `pool.rs`).
 pub struct Upstream {
     pub name: String,
     pub config: UpstreamConfig,
     host: HeaderValue,
     injected: Vec<(HeaderName, HeaderValue)>,
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    pool: Arc<pool::Pool>,
 }
 
 /// The client side of a connection.
@@ -112,17 +110,12 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(https);
         Ok(Upstream {
             name: name.to_string(),
             config: config.clone(),
             host,
             injected,
-            client,
+            pool: Arc::new(pool::Pool::new(https)),
         })
     }
 
@@ -156,7 +149,7 @@ impl Upstream {
         client_headers: &HeaderMap,
         body: Body,
         context: &ClientContext<'_>,
-    ) -> Result<Response<Incoming>, ForwardError> {
+    ) -> Result<Response<UpstreamBody>, ForwardError> {
         let mut request = Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = uri;
@@ -178,7 +171,7 @@ impl Upstream {
             context.request_id.clone(),
         );
         let timeout = self.config.timeout;
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
+        match tokio::time::timeout(timeout, self.pool.send(request)).await {
             Err(_) => Err(ForwardError::Timeout(timeout)),
             Ok(Err(error)) => Err(ForwardError::Unavailable(describe(&error))),
             Ok(Ok(response)) => Ok(response),
@@ -230,7 +223,7 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// The error chain as one line, for logs (never for clients).
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
