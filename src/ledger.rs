@@ -405,7 +405,7 @@ const _: () = {
 impl LedgerOp {
     /// Every operation, in declaration order (`Ping` stays last: the
     /// metrics index operations by position).
-    pub const ALL: [LedgerOp; 12] = [
+    pub const ALL: [LedgerOp; 15] = [
         LedgerOp::Debit,
         LedgerOp::Refund,
         LedgerOp::Settle,
@@ -417,6 +417,9 @@ impl LedgerOp {
         LedgerOp::RevokeKey,
         LedgerOp::FindKey,
         LedgerOp::Recount,
+        LedgerOp::Usage,
+        LedgerOp::ListAccounts,
+        LedgerOp::Reindex,
         LedgerOp::Ping,
     ];
 

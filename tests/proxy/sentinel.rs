@@ -18,6 +18,7 @@ use crate::support::process::free_port;
 use crate::support::sentinel::{SentinelNode, SentinelSet, MASTER};
 use crate::support::tls::{TestPki, TlsRedis};
 use crate::support::upstream::RecordingUpstream;
+use crate::support::wait::wait_until;
 
 const COST: u64 = 7;
 const ALLOWANCE: u64 = 10_000;
@@ -45,6 +46,20 @@ struct Sample {
 /// Every debit of the account as the ledger's history lists it:
 /// request id → refunded.
 async fn ledger_debits(gateway: &TestGateway, account: &str) -> BTreeMap<String, bool> {
+    // The admin plane has a ledger connection of its own, idle during the
+    // failover: its first call after it may find the old primary's socket
+    // dead (503, and the next call asks the sentinels again).
+    wait_until("the admin plane to reach the new primary", async || {
+        let account = gateway
+            .admin_get(&format!("/admin/v1/accounts/{account}"))
+            .await;
+        if account.status == 200 {
+            Ok(())
+        } else {
+            Err(account.text())
+        }
+    })
+    .await;
     let mut debits = BTreeMap::new();
     let mut before: Option<String> = None;
     loop {
