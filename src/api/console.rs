@@ -24,10 +24,11 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      form-action 'none'; frame-ancestors 'none'";
 
 /// The console's response for `path`, or `None` when the path is not the
-/// console's. `/admin` redirects to `/admin/`.
+/// console's. `/admin` redirects to `/admin/`. Each takes GET and HEAD;
+/// another method is a 405.
 pub fn serve(method: &Method, path: &str) -> Option<Response<Body>> {
     let (content, content_type) = match path {
-        "/admin" => return Some(redirect("/admin/")),
+        "/admin" => ("", ""),
         "/admin/" | "/admin/index.html" => (PAGE, "text/html; charset=utf-8"),
         "/admin/console.js" => (SCRIPT, "text/javascript; charset=utf-8"),
         "/admin/console.css" => (STYLES, "text/css; charset=utf-8"),
@@ -40,6 +41,9 @@ pub fn serve(method: &Method, path: &str) -> Option<Response<Body>> {
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Some(response);
+    }
+    if path == "/admin" {
+        return Some(redirect("/admin/"));
     }
     let mut response = Response::new(if method == Method::HEAD {
         body::empty()
@@ -119,10 +123,12 @@ mod tests {
             serve(&Method::GET, "/admin").unwrap().status(),
             StatusCode::PERMANENT_REDIRECT
         );
-        assert_eq!(
-            serve(&Method::POST, "/admin/").unwrap().status(),
-            StatusCode::METHOD_NOT_ALLOWED
-        );
+        for path in ["/admin/", "/admin"] {
+            assert_eq!(
+                serve(&Method::POST, path).unwrap().status(),
+                StatusCode::METHOD_NOT_ALLOWED
+            );
+        }
         assert!(serve(&Method::GET, "/admin/v1/accounts").is_none());
     }
 }

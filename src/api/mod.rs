@@ -4,6 +4,7 @@
 pub mod accounts_list;
 pub mod admin;
 pub mod console;
+pub mod endpoints;
 pub mod json;
 pub mod prices;
 pub mod usage;
