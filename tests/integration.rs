@@ -6,5 +6,6 @@ mod dashboard;
 mod fuzz;
 mod hardening;
 mod ledger;
+mod openapi;
 mod operator;
 mod proxy;

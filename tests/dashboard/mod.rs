@@ -118,10 +118,11 @@ impl Demo {
             None => creditgate::start(config).await,
         }
         .unwrap_or_else(|e| panic!("gateway failed to start: {e}"));
+        let client = TestClient::checking(running.data_addr, running.admin_addr);
         Demo {
             running: Some(running),
             upstream,
-            client: TestClient::new(),
+            client,
         }
     }
 

@@ -168,9 +168,10 @@ impl TestGateway {
         let running = creditgate::start(config)
             .await
             .unwrap_or_else(|e| panic!("gateway failed to start: {e}"));
+        let client = TestClient::checking(running.data_addr, running.admin_addr);
         TestGateway {
             running: Some(running),
-            client: TestClient::new(),
+            client,
         }
     }
 

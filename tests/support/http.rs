@@ -10,6 +10,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::openapi::{check, Listeners};
+
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
@@ -35,6 +37,9 @@ impl Response {
 #[derive(Clone)]
 pub struct TestClient {
     client: Client<HttpConnector, Full<Bytes>>,
+    /// A gateway's listeners whose answers are checked against
+    /// docs/openapi.json ([`super::openapi::check`]).
+    checked: Option<Listeners>,
 }
 
 impl Default for TestClient {
@@ -47,10 +52,23 @@ impl TestClient {
     pub fn new() -> TestClient {
         TestClient {
             client: Client::builder(TokioExecutor::new()).build_http(),
+            checked: None,
+        }
+    }
+
+    /// A client that checks every answer of the usage API (on `data`) and
+    /// of the admin listener (`admin`) against docs/openapi.json, and fails
+    /// the test on the first that breaks it.
+    pub fn checking(data: SocketAddr, admin: SocketAddr) -> TestClient {
+        TestClient {
+            checked: Some(Listeners { data, admin }),
+            ..TestClient::new()
         }
     }
 
     pub async fn try_send(&self, request: http::Request<Full<Bytes>>) -> Result<Response, String> {
+        let method = request.method().clone();
+        let uri = request.uri().clone();
         let response = self
             .client
             .request(request)
@@ -62,11 +80,21 @@ impl TestClient {
             .await
             .map_err(|e| format!("reading the body: {e}"))?
             .to_bytes();
-        Ok(Response {
+        let response = Response {
             status: parts.status.as_u16(),
             headers: parts.headers,
             body,
-        })
+        };
+        if let Some(listener) = self.checked.as_ref().and_then(|l| l.of(&uri)) {
+            if let Err(broken) = check(listener, &method, uri.path(), &response) {
+                panic!(
+                    "{method} {uri} ({} listener) answered {} against docs/openapi.json: {broken}",
+                    listener.name(),
+                    response.status
+                );
+            }
+        }
+        Ok(response)
     }
 
     pub async fn send(&self, request: http::Request<Full<Bytes>>) -> Response {

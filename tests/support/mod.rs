@@ -18,6 +18,10 @@
 //!   if it never comes; vendors hold answers at a [`upstream::Gate`] the test
 //!   opens, instead of pauses a loaded machine may outlast. Only lower bounds
 //!   (which load can only make truer) and hang bounds remain.
+//! - **The API description** is an oracle too: every in-process gateway's
+//!   client checks each usage-API and admin answer against
+//!   `docs/openapi.json` ([`openapi::check`]): status, content type,
+//!   headers and a body valid under the operation's schema.
 //! - **Exactness tests** run with a ledger timeout no load can reach (5 s)
 //!   and report every status, the ledger's `used` and the vendor's counts
 //!   when they fail ([`money::Tally`]).
@@ -31,6 +35,7 @@ pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod money;
+pub mod openapi;
 pub mod process;
 pub mod redis;
 pub mod sentinel;
