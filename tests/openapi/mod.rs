@@ -346,7 +346,9 @@ fn the_schemas_refuse_wrong_bodies() {
         "status": 404, "detail": "no account `x`", "code": "not_found"});
     let history = json!({"items": [{"at": "2026-11-24T11:59:58Z", "route": "image",
         "cost": 10, "request_id": "3f2a9c0d4b1e7a55", "refunded": false}], "next": null});
-    let cases: Vec<(&str, Value, Vec<(&str, Value)>)> = vec![
+    // (schema, a body it accepts, changes (pointer, value) it must refuse)
+    type Mutations = Vec<(&'static str, Value)>;
+    let cases: Vec<(&str, Value, Mutations)> = vec![
         (
             "Balance",
             balance.clone(),

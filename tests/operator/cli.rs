@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::support::http::TestClient;
 use crate::support::process::{free_port, GatewayProcess, TempDir, BIN};
 use crate::support::upstream::RecordingUpstream;
 
@@ -171,7 +170,7 @@ async fn every_subcommand_prints_json_on_success() {
     let secret = key["key"].as_str().expect("key").to_owned();
     let key_id = key["key_id"].as_str().expect("key_id").to_owned();
 
-    let client = TestClient::new();
+    let client = gateway.client();
     let auth = format!("Bearer {secret}");
     for request_id in ["json-req-1", "json-req-2"] {
         let response = client

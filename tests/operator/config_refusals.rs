@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use crate::support::http::TestClient;
 use crate::support::process::{run, GatewayProcess, TempDir};
 use crate::support::upstream::RecordingUpstream;
 
@@ -191,7 +190,7 @@ async fn a_reload_refuses_the_same_configs_and_changes_nothing() {
         .replace("127.0.0.1:19090", "{ADMIN}")
         .replace("http://127.0.0.1:1", &upstream.url());
     let gateway = GatewayProcess::start(&dir, &toml, &[]);
-    let client = TestClient::new();
+    let client = gateway.client();
     let admin = [("authorization", "Bearer t")];
     let put = client
         .put_json(

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use creditgate::ledger::keys::AccountKeys;
 
-use crate::support::http::TestClient;
 use crate::support::process::{GatewayProcess, TempDir};
 use crate::support::redis::RedisServer;
 use crate::support::upstream::RecordingUpstream;
@@ -43,7 +42,7 @@ cost = 7
         upstream = upstream.url(),
     );
     let gateway = GatewayProcess::start(&dir, &toml, &[]);
-    let client = TestClient::new();
+    let client = gateway.client();
     let admin = [("authorization", "Bearer t")];
     let put = client
         .put_json(

@@ -32,7 +32,7 @@ async fn metrics_after_traffic() -> String {
     })
     .await
     .expect("dev gateway");
-    let client = TestClient::new();
+    let client = TestClient::checking(dev.running.data_addr, dev.running.admin_addr);
     let data = |path: &str| format!("http://{}{path}", dev.running.data_addr);
     let admin = |path: &str| format!("http://{}{path}", dev.running.admin_addr);
     let auth = format!("Bearer {}", dev.key);

@@ -128,7 +128,7 @@ async fn the_account_cli_manages_accounts_keys_history_and_refunds() {
     let secret = key["key"].as_str().unwrap().to_owned();
     let key_id = key["key_id"].as_str().unwrap().to_owned();
 
-    let client = TestClient::new();
+    let client = gateway.client();
     let paid = client
         .send_as(
             &secret,
@@ -168,7 +168,7 @@ async fn reload_by_sighup_and_endpoint_and_an_invalid_file_changes_nothing() {
     let dir = TempDir::new("reload");
     let dead = format!("http://{}", unused_addr().await);
     let gateway = start(&dir, &config(&upstream.url(), 7, &dead));
-    let client = TestClient::new();
+    let client = gateway.client();
     let admin = format!("Bearer {TOKEN}");
     stdout_json(&cli(&gateway, &["put", "site-1", "--plan", "pro"]));
     let key = stdout_json(&cli(&gateway, &["key-add", "site-1"]))["key"]
@@ -266,7 +266,7 @@ async fn logs_have_one_line_per_request_and_never_a_key() {
         .as_str()
         .unwrap()
         .to_owned();
-    let client = TestClient::new();
+    let client = gateway.client();
     let auth = format!("Bearer {key}");
     let headers = [
         ("authorization", auth.as_str()),

@@ -110,6 +110,15 @@ impl GatewayProcess {
         panic!("creditgate did not start:\n{}", self.logs());
     }
 
+    /// A client that checks this gateway's usage and admin answers
+    /// against docs/openapi.json.
+    pub fn client(&self) -> super::http::TestClient {
+        super::http::TestClient::checking(
+            ([127, 0, 0, 1], self.data_port).into(),
+            ([127, 0, 0, 1], self.admin_port).into(),
+        )
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.data_port)
     }
