@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod money;
 pub mod process;
 pub mod redis;
+pub mod relay;
 pub mod sentinel;
 pub mod tls;
 pub mod upstream;
