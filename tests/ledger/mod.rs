@@ -846,12 +846,19 @@ mod usage;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_voids_only_the_debit_of_the_failed_call() {
     let h = Harness::redis(Duration::from_secs(60)).await;
-    let void = |request_id: &str, from_ms: i64, deadline_ms: i64| UnconfirmedDebit {
-        account: "acct".into(),
-        request_id: request_id.into(),
-        fallback_request_id: format!("{request_id}-fallback"),
-        from_ms,
-        deadline_ms,
+    // Voids the call of `request_id` in from..=deadline; checks what it
+    // found and `used` after.
+    let expect = async |request_id: &str, (from_ms, deadline_ms), found, used| {
+        let debit = UnconfirmedDebit {
+            account: "acct".into(),
+            request_id: request_id.into(),
+            fallback_request_id: format!("{request_id}-fallback"),
+            from_ms,
+            deadline_ms,
+        };
+        let outcome = h.ledger.void_unconfirmed(&debit).await.unwrap();
+        assert_eq!(outcome, found, "{debit:?}");
+        assert_eq!(h.used("acct").await, used, "after {debit:?}");
     };
     let first = at_ms(&h.debit("shared", 3).await);
     let second = at_ms(&h.debit("shared", 5).await); // recorded as shared-fallback
@@ -859,33 +866,12 @@ async fn redis_voids_only_the_debit_of_the_failed_call() {
     assert_eq!(h.used("acct").await, 15);
     // Before the deadline has passed, nothing is looked at.
     let future = second + 60_000;
-    assert_eq!(
-        h.ledger
-            .void_unconfirmed(&void("shared", second - 1000, future))
-            .await
-            .unwrap(),
-        VoidOutcome::TooEarly
-    );
-    assert_eq!(h.used("acct").await, 15);
+    expect("shared", (second - 1000, future), VoidOutcome::TooEarly, 15).await;
     // A request that never got a debit finds none, beside other debits.
-    assert_eq!(
-        h.ledger
-            .void_unconfirmed(&void("never", first - 1000, other))
-            .await
-            .unwrap(),
-        VoidOutcome::Absent
-    );
-    assert_eq!(h.used("acct").await, 15);
+    expect("never", (first - 1000, other), VoidOutcome::Absent, 15).await;
     // The second request's debit is found under its fallback id, not the
     // first request's under the shared id.
-    assert_eq!(
-        h.ledger
-            .void_unconfirmed(&void("shared", first - 1000, second))
-            .await
-            .unwrap(),
-        VoidOutcome::Voided
-    );
-    assert_eq!(h.used("acct").await, 10);
+    expect("shared", (first - 1000, second), VoidOutcome::Voided, 10).await;
     let history = h.ledger.history("acct", 10, None).await.unwrap();
     let refunded: Vec<&str> = history
         .items
@@ -895,21 +881,7 @@ async fn redis_voids_only_the_debit_of_the_failed_call() {
         .collect();
     assert_eq!(refunded, ["shared-fallback"]);
     // Voiding again finds it refunded already: still not charged.
-    assert_eq!(
-        h.ledger
-            .void_unconfirmed(&void("shared", first - 1000, second))
-            .await
-            .unwrap(),
-        VoidOutcome::Voided
-    );
-    assert_eq!(h.used("acct").await, 10);
+    expect("shared", (first - 1000, second), VoidOutcome::Voided, 10).await;
     // Outside its range a debit is not found.
-    assert_eq!(
-        h.ledger
-            .void_unconfirmed(&void("other", other - 5000, other - 1))
-            .await
-            .unwrap(),
-        VoidOutcome::Absent
-    );
-    assert_eq!(h.used("acct").await, 10);
+    expect("other", (other - 5000, other - 1), VoidOutcome::Absent, 10).await;
 }
