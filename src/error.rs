@@ -230,9 +230,10 @@ impl GatewayError {
                 "the credit ledger refused an amount outside its range; nothing was charged",
             )
             .with_internal(error),
-            LedgerError::Timeout | LedgerError::Unavailable(_) | LedgerError::Protocol(_) => {
-                Self::ledger_unavailable(error)
-            }
+            LedgerError::Timeout
+            | LedgerError::Unavailable(_)
+            | LedgerError::Protocol(_)
+            | LedgerError::Unconfirmed { .. } => Self::ledger_unavailable(error),
         }
     }
 

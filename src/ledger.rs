@@ -187,10 +187,50 @@ pub struct Recount {
     pub changed: bool,
 }
 
+/// A debit call that failed after it may have reached the ledger (its reply
+/// timed out, the connection broke, the reply was garbled): the debit may
+/// have been recorded although the gateway answers as if it was not. What
+/// is needed to find it and take it back ([`Ledger::void_unconfirmed`]).
+///
+/// Every debit the Redis ledger sends carries a deadline on the Redis clock
+/// past which the script records nothing, so once Redis's clock has passed
+/// `deadline_ms` the debit either stands, recorded at a time within
+/// `from_ms..=deadline_ms`, or never will.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnconfirmedDebit {
+    pub account: String,
+    pub request_id: String,
+    /// The id the debit is recorded under when `request_id` was taken.
+    pub fallback_request_id: String,
+    /// On the ledger's clock, unix ms: no earlier than the debit could be recorded.
+    pub from_ms: i64,
+    /// On the ledger's clock, unix ms: the debit's deadline.
+    pub deadline_ms: i64,
+}
+
+/// What [`Ledger::void_unconfirmed`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoidOutcome {
+    /// The debit had been recorded; it is refunded now.
+    Voided,
+    /// No debit was recorded, and none can be any more.
+    Absent,
+    /// The debit's deadline has not passed on the ledger's clock yet: it may
+    /// still be recorded. Ask again later.
+    TooEarly,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LedgerError {
     #[error("ledger call timed out")]
     Timeout,
+    /// A debit failed in a way that may have left it recorded; the caller
+    /// answers as for any outage and voids it in the background.
+    #[error("{error} (the debit may have been recorded; it is voided in the background)")]
+    Unconfirmed {
+        error: Box<LedgerError>,
+        debit: Arc<UnconfirmedDebit>,
+    },
     #[error("ledger unavailable: {0}")]
     Unavailable(String),
     #[error("ledger returned an unexpected reply: {0}")]
@@ -211,8 +251,19 @@ impl LedgerError {
     pub fn is_outage(&self) -> bool {
         matches!(
             self,
-            LedgerError::Timeout | LedgerError::Unavailable(_) | LedgerError::Protocol(_)
+            LedgerError::Timeout
+                | LedgerError::Unavailable(_)
+                | LedgerError::Protocol(_)
+                | LedgerError::Unconfirmed { .. }
         )
+    }
+
+    /// The debit a failed [`Ledger::debit`] may have left recorded.
+    pub fn unconfirmed_debit(&self) -> Option<&Arc<UnconfirmedDebit>> {
+        match self {
+            LedgerError::Unconfirmed { debit, .. } => Some(debit),
+            _ => None,
+        }
     }
 }
 
@@ -266,6 +317,19 @@ impl Ledger {
         at_ms: i64,
     ) -> Result<RefundOutcome, LedgerError> {
         dispatch!(self, l => l.refund(account, request_id, Some(at_ms)).await)
+    }
+
+    /// Takes back the debit a failed [`Ledger::debit`] may have recorded
+    /// (see [`UnconfirmedDebit`]). Only the Redis ledger's calls can fail
+    /// that way; the memory ledger records in-process or not at all.
+    pub async fn void_unconfirmed(
+        &self,
+        debit: &UnconfirmedDebit,
+    ) -> Result<VoidOutcome, LedgerError> {
+        match self {
+            Ledger::Memory(_) => Ok(VoidOutcome::Absent),
+            Ledger::Redis(l) => l.void_unconfirmed(debit).await,
+        }
     }
 
     /// Replaces a debit's cost (a reservation) by its settled cost, which
@@ -510,6 +574,15 @@ impl MeteredLedger {
             self.backend.refund_debit(account, request_id, at_ms),
         )
         .await
+    }
+
+    /// See [`Ledger::void_unconfirmed`]; timed as a refund.
+    pub async fn void_unconfirmed(
+        &self,
+        debit: &UnconfirmedDebit,
+    ) -> Result<VoidOutcome, LedgerError> {
+        self.timed(LedgerOp::Refund, self.backend.void_unconfirmed(debit))
+            .await
     }
 
     /// See [`Ledger::settle`].

@@ -53,6 +53,7 @@ const HELP: &[(&str, &str, &str)] = &[
     ("creditgate_open_connections", "gauge", "Open client connections by listener."),
     ("creditgate_connections_closed_total", "counter", "Connections the gateway closed itself, by listener and reason (header_timeout, idle_timeout, write_stalled, connection_limit)."),
     ("creditgate_charge_work_in_flight", "gauge", "Exchanges, refunds and settlements in flight that hold a request's money (shutdown waits for them)."),
+    ("creditgate_unconfirmed_debits_total", "counter", "Debits whose ledger call failed after it may have run (the request was answered as for an outage), by what voiding them found: voided (it had been recorded; refunded), absent, unresolved (the ledger stayed unreachable; see the error log)."),
     ("creditgate_log_lines_dropped_total", "counter", "Log lines (access lines included) dropped because the log writer's queue was full; requests never wait for the log."),
 ];
 
@@ -64,6 +65,7 @@ const CLOSE_REASONS: &[&str] = &[
 ];
 const LISTENERS: [&str; 2] = ["data", "admin"];
 const RELOAD_RESULTS: [&str; 2] = ["success", "error"];
+const VOID_OUTCOMES: [&str; 3] = ["voided", "absent", "unresolved"];
 
 thread_local! {
     /// This thread's shard: 0, or a data-plane worker's index + 1.
@@ -137,6 +139,7 @@ pub struct Metrics {
     unrouted: Arc<RouteMetrics>,
     open_connections: [AtomicI64; 2],
     reloads: [AtomicU64; 2],
+    unconfirmed_debits: [AtomicU64; 3],
     log_lines_dropped: Mutex<Option<Box<dyn Fn() -> u64 + Send + Sync>>>,
 }
 
@@ -165,6 +168,7 @@ impl Metrics {
             unrouted: Arc::new(RouteMetrics::new("", shards)),
             open_connections: Default::default(),
             reloads: Default::default(),
+            unconfirmed_debits: Default::default(),
             log_lines_dropped: Mutex::new(None),
         }
     }
@@ -205,6 +209,14 @@ impl Metrics {
     pub fn reload(&self, result: &'static str) {
         let index = usize::from(result != RELOAD_RESULTS[0]);
         self.reloads[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One debit whose call failed, voided in the background; `outcome` is
+    /// `voided`, `absent` or `unresolved`.
+    pub fn unconfirmed_debit(&self, outcome: &'static str) {
+        if let Some(index) = VOID_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.unconfirmed_debits[index].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn connection_opened(&self, admin: bool) {
@@ -323,6 +335,14 @@ impl Metrics {
                         .sum();
                     if value > 0 {
                         let _ = writeln!(out, "{name}{{op=\"{}\"}} {value}", op.label());
+                    }
+                }
+            }
+            "creditgate_unconfirmed_debits_total" => {
+                for (outcome, count) in VOID_OUTCOMES.iter().zip(&self.unconfirmed_debits) {
+                    let value = count.load(Ordering::Relaxed);
+                    if value > 0 {
+                        let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {value}");
                     }
                 }
             }

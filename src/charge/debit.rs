@@ -46,17 +46,22 @@ pub async fn debit(
         // Only an outage may forward unmetered; a damaged account or a sum
         // the ledger cannot hold is never waved through.
         Err(error) if !error.is_outage() => Err(GatewayError::from_ledger(error)),
-        Err(error) => match snapshot.config.ledger.on_unavailable {
-            OnUnavailable::Reject => Err(GatewayError::ledger_unavailable(error)),
-            OnUnavailable::Allow => {
-                tracing::warn!(
-                    route = %route,
-                    "ledger unreachable; forwarding without a debit: {error}"
-                );
-                record.set_unmetered();
-                Ok(None)
+        Err(error) => {
+            if let Some(unconfirmed) = error.unconfirmed_debit() {
+                super::void::void_in_background(gateway, unconfirmed.clone());
             }
-        },
+            match snapshot.config.ledger.on_unavailable {
+                OnUnavailable::Reject => Err(GatewayError::ledger_unavailable(error)),
+                OnUnavailable::Allow => {
+                    tracing::warn!(
+                        route = %route,
+                        "ledger unreachable; forwarding without a debit: {error}"
+                    );
+                    record.set_unmetered();
+                    Ok(None)
+                }
+            }
+        }
         Ok(DebitOutcome::Admitted {
             request_id,
             at_ms,

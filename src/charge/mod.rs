@@ -30,13 +30,14 @@
 //! (settlement from the response head or a JSON body), [`body`] (the
 //! response body that carries the charge to its end: event streams, bodies
 //! that break off, clients that leave), [`usage`] (reading reported
-//! figures).
+//! figures), [`void`] (debits whose call failed after it may have run).
 
 pub mod body;
 pub mod debit;
 pub mod retry;
 pub mod settle;
 pub mod usage;
+pub mod void;
 
 pub use debit::debit;
 

@@ -13,6 +13,7 @@ use creditgate::ledger::{
     memory::MemoryLedger,
     redis::{RedisLedger, Target},
     AccountRecord, Debit, DebitOutcome, HistoryCursor, Ledger, PlanTable, RefundOutcome,
+    UnconfirmedDebit, VoidOutcome,
 };
 
 use crate::support::cluster::RedisCluster;
@@ -838,3 +839,49 @@ async fn a_broken_account_fails_alone_in_its_batch() {
 
 mod bounds;
 mod usage;
+
+/// Voiding a debit whose call failed: refused until the Redis clock has
+/// passed its deadline, then it finds exactly that request's debit — under
+/// its fallback id when its request id was taken — and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_voids_only_the_debit_of_the_failed_call() {
+    let h = Harness::redis(Duration::from_secs(60)).await;
+    // Voids the call of `request_id` in from..=deadline; checks what it
+    // found and `used` after.
+    let expect = async |request_id: &str, (from_ms, deadline_ms), found, used| {
+        let debit = UnconfirmedDebit {
+            account: "acct".into(),
+            request_id: request_id.into(),
+            fallback_request_id: format!("{request_id}-fallback"),
+            from_ms,
+            deadline_ms,
+        };
+        let outcome = h.ledger.void_unconfirmed(&debit).await.unwrap();
+        assert_eq!(outcome, found, "{debit:?}");
+        assert_eq!(h.used("acct").await, used, "after {debit:?}");
+    };
+    let first = at_ms(&h.debit("shared", 3).await);
+    let second = at_ms(&h.debit("shared", 5).await); // recorded as shared-fallback
+    let other = at_ms(&h.debit("other", 7).await);
+    assert_eq!(h.used("acct").await, 15);
+    // Before the deadline has passed, nothing is looked at.
+    let future = second + 60_000;
+    expect("shared", (second - 1000, future), VoidOutcome::TooEarly, 15).await;
+    // A request that never got a debit finds none, beside other debits.
+    expect("never", (first - 1000, other), VoidOutcome::Absent, 15).await;
+    // The second request's debit is found under its fallback id, not the
+    // first request's under the shared id.
+    expect("shared", (first - 1000, second), VoidOutcome::Voided, 10).await;
+    let history = h.ledger.history("acct", 10, None).await.unwrap();
+    let refunded: Vec<&str> = history
+        .items
+        .iter()
+        .filter(|i| i.refunded)
+        .map(|i| i.request_id.as_str())
+        .collect();
+    assert_eq!(refunded, ["shared-fallback"]);
+    // Voiding again finds it refunded already: still not charged.
+    expect("shared", (first - 1000, second), VoidOutcome::Voided, 10).await;
+    // Outside its range a debit is not found.
+    expect("other", (other - 5000, other - 1), VoidOutcome::Absent, 10).await;
+}

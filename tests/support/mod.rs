@@ -38,6 +38,7 @@ pub mod money;
 pub mod openapi;
 pub mod process;
 pub mod redis;
+pub mod relay;
 pub mod sentinel;
 pub mod tls;
 pub mod upstream;

@@ -7,7 +7,9 @@ use redis::{Script, Value};
 use super::codec::{packed_id, text_id, RefundReply, SettleReply};
 use super::RedisLedger;
 use crate::ledger::keys::AccountKeys;
-use crate::ledger::{bounds, LedgerError, RefundOutcome, SettleOutcome};
+use crate::ledger::{
+    bounds, LedgerError, RefundOutcome, SettleOutcome, UnconfirmedDebit, VoidOutcome,
+};
 
 impl RedisLedger {
     /// Refunds the debit recorded under `request_id`; `at_ms` (from the
@@ -25,7 +27,38 @@ impl RedisLedger {
             RefundReply::Refunded => RefundOutcome::Refunded,
             RefundReply::Already => RefundOutcome::AlreadyRefunded,
             RefundReply::Unknown => RefundOutcome::Unknown,
+            RefundReply::TooEarly => {
+                return Err(LedgerError::Protocol("refund replied early".into()))
+            }
         })
+    }
+
+    /// Takes back a debit whose call failed after it may have run: once the
+    /// Redis clock has passed its deadline (before that, `TooEarly`), it is
+    /// refunded if it was recorded. It is looked for by time range, under
+    /// the fallback id first (unique to this request), then under its
+    /// request id.
+    pub async fn void_unconfirmed(
+        &self,
+        debit: &UnconfirmedDebit,
+    ) -> Result<VoidOutcome, LedgerError> {
+        let range = format!("{}:{}", debit.from_ms, debit.deadline_ms);
+        for id in [&debit.fallback_request_id, &debit.request_id] {
+            let invocation =
+                self.lookup_with(&self.core.scripts.refund, &debit.account, id, &range);
+            let reply: String = self
+                .core
+                .transport
+                .invoke_in_background(&invocation)
+                .await?;
+            match RefundReply::parse(&reply)? {
+                RefundReply::TooEarly => return Ok(VoidOutcome::TooEarly),
+                // Already: refunded by someone else (an operator); not charged.
+                RefundReply::Refunded | RefundReply::Already => return Ok(VoidOutcome::Voided),
+                RefundReply::Unknown => {}
+            }
+        }
+        Ok(VoidOutcome::Absent)
     }
 
     /// Replaces a debit's cost by `final_cost`. Refused (nothing written)
@@ -61,6 +94,20 @@ impl RedisLedger {
         request_id: &str,
         at_ms: Option<i64>,
     ) -> redis::ScriptInvocation<'s> {
+        let at = at_ms.map(|at| at.to_string()).unwrap_or_default();
+        self.lookup_with(script, account, request_id, &at)
+    }
+
+    /// [`Self::lookup`] with the time argument spelled out: `<at>`, `''`
+    /// (unknown) or `<from>:<deadline>` (a range, refused until the Redis
+    /// clock has passed the deadline).
+    fn lookup_with<'s>(
+        &self,
+        script: &'s Script,
+        account: &str,
+        request_id: &str,
+        at: &str,
+    ) -> redis::ScriptInvocation<'s> {
         let keys = AccountKeys::new(account);
         let mut invocation = script.prepare_invoke();
         invocation
@@ -72,7 +119,7 @@ impl RedisLedger {
             .arg(packed_id(request_id).unwrap_or_default())
             .arg(text_id(request_id))
             .arg(request_id)
-            .arg(at_ms.map(|at| at.to_string()).unwrap_or_default());
+            .arg(at);
         invocation
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::debit::DebitArgs;
+use super::debit::{DebitArgs, Failure};
 use super::Core;
 use crate::ledger::{DebitOutcome, LedgerError, PlanTable};
 
@@ -22,7 +22,7 @@ const MAX_IN_FLIGHT: usize = 4;
 struct PendingDebit {
     args: DebitArgs,
     plans: Arc<PlanTable>,
-    reply: oneshot::Sender<Result<DebitOutcome, LedgerError>>,
+    reply: oneshot::Sender<Result<DebitOutcome, Failure>>,
 }
 
 pub(super) struct Batcher {
@@ -52,18 +52,20 @@ impl Batcher {
         args: DebitArgs,
         plans: &PlanTable,
         timeout: Duration,
-    ) -> Result<DebitOutcome, LedgerError> {
+    ) -> Result<DebitOutcome, Failure> {
         let plans = self.shared_plans(plans);
         let (reply, replied) = oneshot::channel();
         self.queue
             .send(PendingDebit { args, plans, reply })
-            .map_err(|_| LedgerError::Unavailable("the debit queue is closed".into()))?;
+            .map_err(|_| {
+                Failure::Answer(LedgerError::Unavailable("the debit queue is closed".into()))
+            })?;
         match tokio::time::timeout(timeout * 2, replied).await {
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(LedgerError::Unavailable(
+            Ok(Err(_)) => Err(Failure::Call(LedgerError::Unavailable(
                 "the debit batch was dropped".into(),
-            )),
-            Err(_) => Err(LedgerError::Timeout),
+            ))),
+            Err(_) => Err(Failure::Call(LedgerError::Timeout)),
         }
     }
 
@@ -115,12 +117,12 @@ async fn run_batch(core: &Core, mut batch: Vec<PendingDebit>) {
         match core.run_debits(&args, &group[0].plans).await {
             Ok(outcomes) => {
                 for (pending, outcome) in group.into_iter().zip(outcomes) {
-                    let _ = pending.reply.send(outcome);
+                    let _ = pending.reply.send(outcome.map_err(Failure::Answer));
                 }
             }
             Err(error) => {
                 for pending in group {
-                    let _ = pending.reply.send(Err(error.clone()));
+                    let _ = pending.reply.send(Err(Failure::Call(error.clone())));
                 }
             }
         }

@@ -344,6 +344,8 @@ pub(super) enum RefundReply {
     Refunded,
     Already,
     Unknown,
+    /// Looked for by range before the range's end passed on the Redis clock.
+    TooEarly,
 }
 
 impl RefundReply {
@@ -352,6 +354,7 @@ impl RefundReply {
             "refunded" => Ok(RefundReply::Refunded),
             "already" => Ok(RefundReply::Already),
             "unknown" => Ok(RefundReply::Unknown),
+            "early" => Ok(RefundReply::TooEarly),
             other => Err(LedgerError::Protocol(format!("refund replied {other}"))),
         }
     }

@@ -50,6 +50,15 @@ impl DebitDeadline {
         }
     }
 
+    /// The earliest Redis time a debit with this deadline can have been
+    /// recorded at: it was sent `budget` before its deadline, by a clock
+    /// estimate off by at most half a round trip of a call that did not
+    /// time out (so less than the budget). Four budgets and a second leave
+    /// room for a clock step besides.
+    pub(super) fn earliest_record(&self, deadline_ms: i64) -> i64 {
+        deadline_ms - 4 * self.budget_ms - 1000
+    }
+
     /// Records the Redis clock a reply carried, for a call sent at `sent_local`.
     pub(super) fn observe(&self, sent_local: i64, redis_now: i64) {
         let received_local = self.local_now();

@@ -3,7 +3,9 @@
 use super::codec::{encoded_id, packed_id, text_id, DebitLine, RecordedAs, WindowFields};
 use super::{Core, RedisLedger};
 use crate::ledger::keys::AccountKeys;
-use crate::ledger::{bounds, Debit, DebitOutcome, LedgerError, PlanTable, WindowState};
+use crate::ledger::{
+    bounds, Debit, DebitOutcome, LedgerError, PlanTable, UnconfirmedDebit, WindowState,
+};
 
 /// One debit's script arguments, owned so it can wait in a queue.
 pub(super) struct DebitArgs {
@@ -13,13 +15,22 @@ pub(super) struct DebitArgs {
     request_id_generated: bool,
     fallback_request_id: String,
     route: String,
-    /// On the Redis clock; `deadline::NO_DEADLINE` = none.
+    /// On the Redis clock; never `deadline::NO_DEADLINE` once sent.
     deadline_ms: i64,
+}
+
+/// Why a debit call failed.
+pub(super) enum Failure {
+    /// The call itself: the script may have run, and recorded the debit.
+    Call(LedgerError),
+    /// The script answered for this debit: what it says was (not) recorded.
+    Answer(LedgerError),
 }
 
 impl RedisLedger {
     pub async fn debit(&self, debit: &Debit<'_>) -> Result<DebitOutcome, LedgerError> {
         bounds::check_plans(debit.plans)?;
+        let deadline_ms = self.core.deadline_for_call_sent_now().await?;
         let args = DebitArgs {
             account: debit.account.to_owned(),
             cost: debit.cost,
@@ -27,25 +38,58 @@ impl RedisLedger {
             request_id_generated: debit.request_id_generated,
             fallback_request_id: debit.fallback_request_id.to_owned(),
             route: debit.route.to_owned(),
-            deadline_ms: self.core.deadline.for_call_sent_now(),
+            deadline_ms,
         };
-        match &self.batcher {
+        let result = match &self.batcher {
             Some(batcher) => {
                 batcher
                     .submit(args, debit.plans, self.core.transport.timeout())
                     .await
             }
-            None => self
-                .core
-                .run_debits(&[&args], debit.plans)
-                .await?
-                .pop()
-                .unwrap_or_else(|| Err(LedgerError::Protocol("no reply".into()))),
-        }
+            None => match self.core.run_debits(&[&args], debit.plans).await {
+                Ok(mut outcomes) => outcomes
+                    .pop()
+                    .unwrap_or_else(|| Err(LedgerError::Protocol("no reply".into())))
+                    .map_err(Failure::Answer),
+                Err(error) => Err(Failure::Call(error)),
+            },
+        };
+        result.map_err(|failure| match failure {
+            Failure::Answer(error) => error,
+            Failure::Call(error) => LedgerError::Unconfirmed {
+                error: Box::new(error),
+                debit: std::sync::Arc::new(UnconfirmedDebit {
+                    account: debit.account.to_owned(),
+                    request_id: debit.request_id.to_owned(),
+                    fallback_request_id: debit.fallback_request_id.to_owned(),
+                    from_ms: self.core.deadline.earliest_record(deadline_ms),
+                    deadline_ms,
+                }),
+            },
+        })
     }
 }
 
 impl Core {
+    /// The deadline for a debit sent now. Before the first reply told the
+    /// Redis clock, one `TIME` call reads it: a debit is never sent without
+    /// a deadline, so a failed call can always be voided
+    /// ([`RedisLedger::void_unconfirmed`]).
+    async fn deadline_for_call_sent_now(&self) -> Result<i64, LedgerError> {
+        let deadline = self.deadline.for_call_sent_now();
+        if deadline != super::deadline::NO_DEADLINE {
+            return Ok(deadline);
+        }
+        let mut conn = self.transport.conn().await?;
+        let sent = self.deadline.local_now();
+        let (secs, micros): (i64, i64) = self
+            .transport
+            .call(redis::cmd("TIME").query_async(&mut conn))
+            .await?;
+        self.deadline.observe(sent, secs * 1000 + micros / 1000);
+        Ok(self.deadline.for_call_sent_now())
+    }
+
     /// One script call for `debits`, in order; one outcome each.
     pub(super) async fn run_debits(
         &self,
@@ -153,7 +197,9 @@ fn outcome(
         DebitLine::NoAccount => Ok(DebitOutcome::NoAccount),
         DebitLine::Suspended => Ok(DebitOutcome::Suspended),
         DebitLine::UnknownPlan(plan) => Ok(DebitOutcome::UnknownPlan(plan)),
-        DebitLine::PastDeadline { .. } => Err(LedgerError::Timeout),
+        DebitLine::PastDeadline { .. } => Err(LedgerError::Unavailable(
+            "Redis reached the debit after its deadline; nothing was recorded".into(),
+        )),
         DebitLine::Damaged { field } => Err(bounds::damaged(&debit.account, &field)),
         DebitLine::Failed(message) => Err(LedgerError::Unavailable(message)),
     }

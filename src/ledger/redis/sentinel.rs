@@ -92,7 +92,7 @@ impl Sentinel {
             client: tokio::sync::Mutex::new(client),
             connection_config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout)),
+                .set_response_timeout(Some(super::transport::response_timeout(timeout))),
             state: Mutex::new(State::Idle),
             changed: Notify::new(),
             failures: AtomicU32::new(0),

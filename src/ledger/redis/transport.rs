@@ -55,7 +55,7 @@ impl Redis {
     fn single(url: &str, roots: &Roots, timeout: Duration) -> Result<Redis, LedgerError> {
         let client = tls::client(url, roots)?;
         let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(timeout))
+            .set_response_timeout(Some(response_timeout(timeout)))
             .set_connection_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
@@ -71,7 +71,7 @@ impl Redis {
     fn cluster(urls: &[String], roots: &Roots, timeout: Duration) -> Result<Redis, LedgerError> {
         let mut builder = ClusterClient::builder(urls.to_vec())
             .connection_timeout(timeout)
-            .response_timeout(timeout)
+            .response_timeout(response_timeout(timeout))
             .tcp_settings(tcp())
             .retries(3)
             .min_retry_wait(10)
@@ -186,6 +186,16 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(3);
 
 /// NOSCRIPT answers tolerated per script call beyond redis-rs' own reload.
 const NOSCRIPT_RETRIES: u32 = 3;
+/// The least time a call no request waits for gets: a ledger timeout tuned
+/// for the request path (milliseconds) would fail such calls for the very
+/// load that made them necessary.
+const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The connection's own reply timeout: long enough for background calls;
+/// each call is bounded by its own timeout ([`Transport::call`]).
+pub(super) fn response_timeout(ledger_timeout: Duration) -> Duration {
+    ledger_timeout.max(BACKGROUND_TIMEOUT)
+}
 
 /// The least time between two reconnections for READONLY answers (calls
 /// in flight on the old connection all get one).
@@ -249,7 +259,15 @@ impl Transport {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let result = match tokio::time::timeout(self.timeout, operation).await {
+        self.call_within(self.timeout, operation).await
+    }
+
+    /// [`Self::call`] under `timeout` instead.
+    async fn call_within<T, F>(&self, timeout: Duration, operation: F) -> Result<T, LedgerError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let result = match tokio::time::timeout(timeout, operation).await {
             Err(_) => Err(LedgerError::Timeout),
             Ok(Err(error)) if error.is_timeout() => Err(LedgerError::Timeout),
             Ok(Err(error)) => {
@@ -318,9 +336,27 @@ impl Transport {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, LedgerError> {
+        self.invoke_within(self.timeout, invocation).await
+    }
+
+    /// [`Self::invoke`] for work no request waits for: under the ledger
+    /// timeout or [`BACKGROUND_TIMEOUT`], whichever is longer.
+    pub(super) async fn invoke_in_background<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, LedgerError> {
+        self.invoke_within(self.timeout.max(BACKGROUND_TIMEOUT), invocation)
+            .await
+    }
+
+    async fn invoke_within<T: redis::FromRedisValue>(
+        &self,
+        timeout: Duration,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, LedgerError> {
         let mut conn = self.conn().await?;
         let reply: Value = self
-            .call(async {
+            .call_within(timeout, async {
                 let mut attempts = 0;
                 loop {
                     match invocation.invoke_async(&mut conn).await {

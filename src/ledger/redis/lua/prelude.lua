@@ -318,24 +318,24 @@ end
 -- The member for the debit recorded under `request_id`, and its at. `packed`
 -- and `text` are the id's two possible encodings (flags byte + id part, as
 -- the gateway builds them; `packed` is '' when the id cannot be packed). It is
--- looked for at `at` when known (the gateway's own refunds and settlements),
--- else through the index of text ids, else — a packed id without its time,
+-- looked for at `at` when known (the gateway's own refunds and settlements;
+-- between `at` and `till` for a debit whose call failed), else through the index of text ids, else — a packed id without its time,
 -- admin refunds only — by a scan of the account's history.
-local function find_debit(kw, ki, packed, text, request_id, at)
+local function find_debit(kw, ki, packed, text, request_id, at, till)
   local function same(m)
     local want = text
     if string.byte(m, 1) >= 2 then want = packed end
     -- Text ids carry their length, so a prefix match is the whole id.
     return want ~= '' and string.sub(m, 2, #want) == string.sub(want, 2)
   end
-  local function recorded_at(t)
-    local here = redis.call('ZRANGEBYSCORE', kw, int(t), int(t))
-    for i = 1, #here do
-      if same(here[i]) then return here[i], t end
+  local function recorded_at(t, last)
+    local here = redis.call('ZRANGEBYSCORE', kw, int(t), int(last or t), 'WITHSCORES')
+    for i = 1, #here, 2 do
+      if same(here[i]) then return here[i], tonumber(here[i + 1]) end
     end
     return nil
   end
-  if at then return recorded_at(at) end
+  if at then return recorded_at(at, till) end
   local indexed = tonumber(redis.call('HGET', ki, request_id))
   if indexed then
     local member = recorded_at(indexed)

@@ -1,13 +1,17 @@
 -- Remove one debit from the window; the history keeps it, marked refunded.
 -- KEYS: account hash, window zset, id index, usage aggregates.
 -- ARGV: window_ms, the id packed ('' when it cannot be) and as text (see
---       find_debit), the id itself, at_ms ('' when unknown).
--- Returns 'refunded', 'already' or 'unknown'.
+--       find_debit), the id itself, at_ms ('' when unknown; '<from>:<deadline>'
+--       for a debit whose call failed: looked for in that range, and only
+--       once the Redis clock has passed the debit's deadline).
+-- Returns 'refunded', 'already', 'unknown' or 'early' (deadline not passed).
 -- On an account whose stored totals are damaged the debit is still marked
 -- refunded, and the totals are left to the admin recount, which counts only
 -- debits not refunded.
 
-local member, at = find_debit(KEYS[2], KEYS[3], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+local from, till = string.match(ARGV[5], '^(%-?%d+):(%-?%d+)$')
+if till and ledger_now() <= tonumber(till) then return 'early' end
+local member, at = find_debit(KEYS[2], KEYS[3], ARGV[2], ARGV[3], ARGV[4], tonumber(from or ARGV[5]), tonumber(till))
 if not member then return 'unknown' end
 local flags, id, cost, route = parse(member)
 if flags % 2 == 1 then return 'already' end
