@@ -382,7 +382,17 @@ async fn refund(
 ) -> Result<Response<Body>, GatewayError> {
     let id = valid_account_id(id)?;
     let body = read_json(gateway, request).await?;
-    let request_id = body
+    let object = body
+        .as_object()
+        .ok_or_else(|| GatewayError::bad_request("the body must be a JSON object"))?;
+    // As for accounts: a member this call does not know is refused, not
+    // ignored (`docs/http-api.md`).
+    if let Some(unknown) = object.keys().find(|k| *k != "request_id") {
+        return Err(GatewayError::bad_request(format!(
+            "unknown field `{unknown}`"
+        )));
+    }
+    let request_id = object
         .get("request_id")
         .and_then(Value::as_str)
         .filter(|r| !r.is_empty())

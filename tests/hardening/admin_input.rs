@@ -1,7 +1,8 @@
 //! Admin input that means different things to different readers is
 //! refused with a 400 `bad_request`, and changes nothing: JSON bodies that
-//! repeat a key (at any depth), and the account ids `.` and `..` (which a
-//! client that normalises paths could never reach again).
+//! repeat a key (at any depth) or carry a member the call does not know,
+//! and the account ids `.` and `..` (which a client that normalises paths
+//! could never reach again).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -158,6 +159,44 @@ async fn a_repeated_key_in_a_refund_body_refunds_nothing() {
         items.iter().all(|item| item["refunded"] == false),
         "{history}"
     );
+}
+
+/// A refund body is closed like an account body: a member the call does
+/// not know (a client that thinks it can refund part of a debit, say) is a
+/// 400 naming it, and nothing is refunded; so is a body that is not an
+/// object.
+#[tokio::test]
+async fn an_unknown_member_in_a_refund_body_refunds_nothing() {
+    let (_upstream, gateway) = gateway().await;
+    let key = gateway.account_with_key("site-1", "pro").await;
+    let paid = gateway
+        .client
+        .post(
+            &gateway.url("/v1/paid"),
+            &[
+                ("authorization", &format!("Bearer {key}")),
+                ("x-request-id", "req-a"),
+            ],
+            "x",
+        )
+        .await;
+    assert_eq!(paid.status, 200, "{}", paid.text());
+    let refunds = "/admin/v1/accounts/site-1/refunds";
+    let response = admin(
+        &gateway,
+        "POST",
+        refunds,
+        r#"{"request_id":"req-a","credits":3}"#,
+    )
+    .await;
+    assert_bad_request_naming(&response, "`credits`");
+    let response = admin(&gateway, "POST", refunds, r#"["req-a"]"#).await;
+    assert_bad_request_naming(&response, "JSON object");
+    assert_eq!(gateway.used("site-1").await, 7, "nothing was refunded");
+    // The same request id alone is refunded.
+    let response = admin(&gateway, "POST", refunds, r#"{"request_id":"req-a"}"#).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(gateway.used("site-1").await, 0);
 }
 
 /// Every admin call that names an account refuses `.` and `..` with a 400.
