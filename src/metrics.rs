@@ -53,6 +53,10 @@ const HELP: &[(&str, &str, &str)] = &[
     ("creditgate_open_connections", "gauge", "Open client connections by listener."),
     ("creditgate_connections_closed_total", "counter", "Connections the gateway closed itself, by listener and reason (header_timeout, idle_timeout, write_stalled, connection_limit)."),
     ("creditgate_charge_work_in_flight", "gauge", "Exchanges, refunds and settlements in flight that hold a request's money (shutdown waits for them)."),
+    ("creditgate_alerts_queued_total", "counter", "Threshold alerts queued by this instance's debits (docs/alerts.md)."),
+    ("creditgate_alerts_delivered_total", "counter", "Threshold alerts this instance delivered (the receiver answered 2xx)."),
+    ("creditgate_alert_attempts_failed_total", "counter", "Delivery attempts that failed (non-2xx, timeout, connection error) and will be retried."),
+    ("creditgate_alerts_failed_total", "counter", "Threshold alerts given up on after alerts.retry_for of failures (listed by GET /admin/v1/alerts?state=failed)."),
     ("creditgate_log_lines_dropped_total", "counter", "Log lines (access lines included) dropped because the log writer's queue was full; requests never wait for the log."),
 ];
 
@@ -137,6 +141,8 @@ pub struct Metrics {
     unrouted: Arc<RouteMetrics>,
     open_connections: [AtomicI64; 2],
     reloads: [AtomicU64; 2],
+    /// Alerts queued, delivered, attempts failed, given up on.
+    alerts: [AtomicU64; 4],
     log_lines_dropped: Mutex<Option<Box<dyn Fn() -> u64 + Send + Sync>>>,
 }
 
@@ -165,6 +171,7 @@ impl Metrics {
             unrouted: Arc::new(RouteMetrics::new("", shards)),
             open_connections: Default::default(),
             reloads: Default::default(),
+            alerts: Default::default(),
             log_lines_dropped: Mutex::new(None),
         }
     }
@@ -205,6 +212,23 @@ impl Metrics {
     pub fn reload(&self, result: &'static str) {
         let index = usize::from(result != RELOAD_RESULTS[0]);
         self.reloads[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` alerts queued by a debit of this instance.
+    pub fn alerts_queued(&self, n: u64) {
+        self.alerts[0].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn alert_delivered(&self) {
+        self.alerts[1].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn alert_attempt_failed(&self) {
+        self.alerts[2].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn alert_given_up(&self) {
+        self.alerts[3].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn connection_opened(&self, admin: bool) {
@@ -333,6 +357,19 @@ impl Metrics {
                         let _ = writeln!(out, "{name}{{result=\"{result}\"}} {value}");
                     }
                 }
+            }
+            "creditgate_alerts_queued_total"
+            | "creditgate_alerts_delivered_total"
+            | "creditgate_alert_attempts_failed_total"
+            | "creditgate_alerts_failed_total" => {
+                let index = match name {
+                    "creditgate_alerts_queued_total" => 0,
+                    "creditgate_alerts_delivered_total" => 1,
+                    "creditgate_alert_attempts_failed_total" => 2,
+                    _ => 3,
+                };
+                let value = self.alerts[index].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name} {value}");
             }
             "creditgate_open_connections" => {
                 for (listener, gauge) in LISTENERS.iter().zip(&self.open_connections) {

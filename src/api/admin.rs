@@ -83,6 +83,9 @@ async fn serve(
         (Method::GET, ["accounts"]) => super::accounts_list::list(gateway, request.uri().query())
             .await
             .map(|page| body::json(&page)),
+        (Method::GET, ["alerts"]) => super::alerts_list::list(gateway, request.uri().query())
+            .await
+            .map(|list| body::json(&list)),
         (Method::GET, ["prices"]) => Ok(body::json(&super::prices::admin_prices_json(
             &gateway.snapshot().config,
         ))),

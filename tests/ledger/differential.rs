@@ -118,6 +118,7 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
                     route: routes[route],
                     cost,
                     plans: &plans,
+                    alert_thresholds: &[],
                 };
                 let (a, b) = (
                     memory.debit(&debit).await.unwrap(),
