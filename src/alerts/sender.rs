@@ -3,7 +3,7 @@
 //!
 //! Every [`POLL`] (or at once after a debit queued an alert) it files the
 //! hinted accounts in the ledger's index, asks the ledger for accounts with
-//! alerts due, claims their due alerts — a lease of `alerts.timeout` + 30 s,
+//! alerts due, claims their due alerts — a lease of 2 × `alerts.timeout` + 5 s,
 //! during which no other sender of the fleet takes them — and POSTs each
 //! one, signed. A 2xx answer removes the alert; anything else (another
 //! status, a timeout, a connection error) schedules the next attempt
@@ -36,8 +36,9 @@ pub const POLL: Duration = Duration::from_millis(250);
 const MAX_IN_FLIGHT: usize = 32;
 /// Accounts looked at per round.
 const ACCOUNTS_PER_ROUND: usize = 64;
-/// How long a claim outlives the attempt's own timeout.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// How long a claim outlives the attempt's own timeout (recording the
+/// attempt's end in the ledger is part of it).
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// How often the fleet scans for alert queues the index missed (one
 /// gateway per period: a lease in the ledger).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
@@ -110,7 +111,7 @@ async fn run(gateway: Arc<Gateway>, clock: SharedClock, mut shutdown: watch::Rec
                 continue;
             }
         };
-        let lease = config.timeout + LEASE_MARGIN;
+        let lease = config.timeout * 2 + LEASE_MARGIN;
         for account in accounts {
             let free = slots.available_permits();
             if free == 0 {

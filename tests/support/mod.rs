@@ -32,6 +32,7 @@ pub mod http;
 pub mod metrics;
 pub mod money;
 pub mod process;
+pub mod receiver;
 pub mod redis;
 pub mod sentinel;
 pub mod tls;
