@@ -59,7 +59,7 @@ mod tests {
         let body = body(&alert);
         assert_eq!(
             body,
-            r#"{"event_id":"site-42:1795521600000:3","account":"site-42","threshold":0.8,"used":8000,"monthly_allowance":10000,"available":2000,"at":"2026-11-24T08:00:00Z"}"#
+            r#"{"event_id":"site-42:1795521600000:3","account":"site-42","threshold":0.8,"used":8000,"monthly_allowance":10000,"available":2000,"at":"2026-11-24T12:00:00Z"}"#
         );
         // The value a receiver computes with `openssl dgst -sha256 -hmac`.
         let header = signature_header("s3cret", 1_795_521_601, "{}");

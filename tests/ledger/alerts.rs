@@ -275,3 +275,36 @@ async fn claims_lease_retry_deliver_and_give_up(h: Harness) {
         .alerts
         .is_empty());
 }
+
+/// Redis only: a queue the index does not name (its hint was lost) is found
+/// by the sweep, once per lease period across the fleet.
+async fn the_sweep_finds_queues_the_index_missed(h: Harness) {
+    assert!(admitted(&debit(&h, "a", 500).await));
+    assert!(
+        h.ledger.alert_accounts_due(10).await.unwrap().is_empty(),
+        "no hint was given"
+    );
+    let every = Duration::from_secs(60);
+    assert_eq!(h.ledger.sweep_alert_queues(every).await.unwrap(), Some(1));
+    assert_eq!(
+        h.ledger.alert_accounts_due(10).await.unwrap(),
+        ["acct".to_owned()]
+    );
+    assert_eq!(
+        h.ledger.sweep_alert_queues(every).await.unwrap(),
+        None,
+        "another sweep within the lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_the_sweep_finds_queues_the_index_missed() {
+    the_sweep_finds_queues_the_index_missed(Harness::redis(Duration::from_millis(MONTH)).await)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_the_sweep_finds_queues_the_index_missed() {
+    the_sweep_finds_queues_the_index_missed(Harness::cluster(Duration::from_millis(MONTH)).await)
+        .await;
+}

@@ -2,13 +2,15 @@
 //! the memory ledger, operation by operation, within one window: outcomes,
 //! totals and history must agree. Ids mix the gateway's packed form, client
 //! text ids and reused ids; time-driven behaviour is covered by the
-//! conformance suite.
+//! conformance suite. Threshold alerts too: both queue the same alerts,
+//! and exactly those a model derives from the debits' outcomes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use creditgate::clock::ManualClock;
 use creditgate::ledger::{
+    alerts::{crossed, AlertState},
     memory::MemoryLedger,
     redis::{RedisLedger, Target},
     AccountRecord, Debit, DebitOutcome, Ledger, PlanTable, SettleOutcome,
@@ -98,6 +100,9 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
     let plans: PlanTable = [("p".to_owned(), 1000)].into_iter().collect();
     let routes = ["image-generate", "video", "agents"];
     let mut ids: Vec<String> = IDS.iter().map(|id| id.to_string()).collect();
+    // Thresholds at 250, 500, 800 and 1000 credits: refunds re-arm them.
+    let thresholds = [250_000, 500_000, 800_000, 1_000_000];
+    let mut expected_alerts: Vec<(u32, u64)> = Vec::new();
     for (step, op) in ops.iter().enumerate() {
         match *op {
             Op::Debit(cost, choice, route) => {
@@ -118,7 +123,7 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
                     route: routes[route],
                     cost,
                     plans: &plans,
-                    alert_thresholds: &[],
+                    alert_thresholds: &thresholds,
                 };
                 let (a, b) = (
                     memory.debit(&debit).await.unwrap(),
@@ -139,6 +144,9 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
                     ) => {
                         assert_eq!(x, y, "step {step} {op:?}");
                         assert_eq!(wx.used, wy.used, "step {step} {op:?}");
+                        for ppm in crossed(&thresholds, 1000, wx.used - cost, wx.used) {
+                            expected_alerts.push((ppm, wx.used));
+                        }
                     }
                     (
                         DebitOutcome::Rejected {
@@ -214,4 +222,32 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
         pages.push(keys);
     }
     assert_eq!(pages[0], pages[1], "history differs after {ops:?}");
+    // Alerts: the same queue in both, the one the model expects.
+    redis.hint_alerts(&account).await.unwrap();
+    let mut queues = Vec::new();
+    for ledger in [&memory, &redis] {
+        let list = ledger.list_alerts(AlertState::Pending, 1000).await.unwrap();
+        let mut mine: Vec<_> = list
+            .items
+            .into_iter()
+            .filter(|alert| alert.account == account)
+            .collect();
+        mine.sort_by_key(|alert| alert.number);
+        let facts: Vec<(u64, u32, u64, u64, u64)> = mine
+            .iter()
+            .map(|a| {
+                (
+                    a.number,
+                    a.threshold_ppm,
+                    a.used,
+                    a.monthly_allowance,
+                    a.available,
+                )
+            })
+            .collect();
+        queues.push(facts);
+    }
+    assert_eq!(queues[0], queues[1], "alerts differ after {ops:?}");
+    let model: Vec<(u32, u64)> = queues[0].iter().map(|q| (q.1, q.2)).collect();
+    assert_eq!(model, expected_alerts, "alerts after {ops:?}");
 }

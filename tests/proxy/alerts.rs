@@ -308,6 +308,31 @@ async fn an_alert_is_marked_failed_after_retry_for() {
             .get("creditgate_alerts_failed_total"),
         1.0
     );
+    // The command line shows the same list.
+    let admin_url = gateway.admin_url("");
+    let cli = tokio::task::spawn_blocking(move || {
+        crate::support::process::run(
+            &[
+                "alerts",
+                "--state",
+                "failed",
+                "--admin-url",
+                &admin_url,
+                "--token",
+                ADMIN_TOKEN,
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&cli.stdout).expect("CLI prints JSON");
+    assert_eq!(printed["items"][0]["event_id"], failed[0]["event_id"]);
     // Given up on: not sent again, even to a healthy receiver.
     receiver.set_failing(false);
     let attempts = receiver.deliveries().len();
