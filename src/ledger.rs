@@ -119,6 +119,14 @@ pub enum RefundOutcome {
     Unknown,
 }
 
+/// What a settlement needs to queue the alerts it crosses (docs/alerts.md):
+/// the thresholds, and the plan table to find the account's allowance.
+#[derive(Debug, Clone, Copy)]
+pub struct SettleAlerts<'a> {
+    pub thresholds: &'a [u32],
+    pub plans: &'a PlanTable,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SettleOutcome {
     /// The debit now costs the settled amount; `used` is the window's total after.
@@ -284,7 +292,22 @@ impl Ledger {
         at_ms: Option<i64>,
         final_cost: u64,
     ) -> Result<SettleOutcome, LedgerError> {
-        dispatch!(self, l => l.settle(account, request_id, at_ms, final_cost).await)
+        dispatch!(self, l => l.settle(account, request_id, at_ms, final_cost, None).await)
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// [`Ledger::settle`] that also queues the threshold alerts a settlement
+    /// above its reservation crosses, in the same atomic step; returns how
+    /// many it queued.
+    pub async fn settle_alerting(
+        &self,
+        account: &str,
+        request_id: &str,
+        at_ms: Option<i64>,
+        final_cost: u64,
+        alerts: &SettleAlerts<'_>,
+    ) -> Result<(SettleOutcome, u64), LedgerError> {
+        dispatch!(self, l => l.settle(account, request_id, at_ms, final_cost, Some(alerts)).await)
     }
 
     /// `Ok(None)` when the account does not exist.
@@ -586,10 +609,12 @@ impl MeteredLedger {
         request_id: &str,
         at_ms: Option<i64>,
         final_cost: u64,
-    ) -> Result<SettleOutcome, LedgerError> {
+        alerts: &SettleAlerts<'_>,
+    ) -> Result<(SettleOutcome, u64), LedgerError> {
         self.timed(
             LedgerOp::Settle,
-            self.backend.settle(account, request_id, at_ms, final_cost),
+            self.backend
+                .settle_alerting(account, request_id, at_ms, final_cost, alerts),
         )
         .await
     }

@@ -18,7 +18,7 @@ use super::usage::{utc_day, AccountPage, AccountSummary, DayCredits, Usage, Usag
 use super::{bounds, Recount, SettleOutcome};
 use super::{
     AccountRecord, Balance, Debit, DebitOutcome, HistoryCursor, HistoryItem, HistoryPage, KeyOwner,
-    LedgerError, PlanTable, RefundOutcome, Release, WindowState,
+    LedgerError, PlanTable, RefundOutcome, Release, SettleAlerts, WindowState,
 };
 use crate::clock::SharedClock;
 
@@ -301,20 +301,22 @@ impl MemoryLedger {
         request_id: &str,
         _at_ms: Option<i64>,
         final_cost: u64,
-    ) -> Result<SettleOutcome, LedgerError> {
+        alerts: Option<&SettleAlerts<'_>>,
+    ) -> Result<(SettleOutcome, u64), LedgerError> {
         bounds::check_settled_cost(final_cost)?;
         let now = self.clock.now_ms();
         let mut state = self.lock();
         let Some(account) = state.accounts.get_mut(account_id) else {
-            return Ok(SettleOutcome::Unknown);
+            return Ok((SettleOutcome::Unknown, 0));
         };
         self.trim(account, now);
         let Some(record) = account.records.get(request_id) else {
-            return Ok(SettleOutcome::Unknown);
+            return Ok((SettleOutcome::Unknown, 0));
         };
         if record.refunded {
-            return Ok(SettleOutcome::Refunded);
+            return Ok((SettleOutcome::Refunded, 0));
         }
+        let mut crossing = None;
         let at = record.at;
         // A debit that already left the window no longer counts either way.
         if let Some(debit) = account.window.get_mut(&(at, request_id.to_owned())) {
@@ -322,6 +324,7 @@ impl MemoryLedger {
             if used > bounds::MAX_CREDITS {
                 return Err(bounds::total_too_large(account_id, &used.to_string()));
             }
+            crossing = Some((account.used, used));
             account.used = used;
             let (route, reserved) = (debit.route.clone(), debit.cost);
             debit.cost = final_cost;
@@ -331,7 +334,28 @@ impl MemoryLedger {
         if let Some(record) = account.records.get_mut(request_id) {
             record.cost = final_cost;
         }
-        Ok(SettleOutcome::Settled { used: account.used })
+        let used = account.used;
+        // A settlement above the reservation may cross thresholds too.
+        let allowance = account
+            .record
+            .as_ref()
+            .and_then(|record| alerts.and_then(|a| a.plans.get(&record.plan)).copied());
+        let queued = match (alerts, crossing, allowance) {
+            (Some(alerts), Some((before, after)), Some(allowance)) => queue_crossed(
+                account,
+                account_id,
+                alerts.thresholds,
+                allowance,
+                before,
+                after,
+                now,
+            ),
+            _ => 0,
+        };
+        if queued > 0 {
+            state.alerting.insert(account_id.to_owned());
+        }
+        Ok((SettleOutcome::Settled { used }, queued))
     }
 
     /// Recomputes `used` from the debits in the window. The running total
@@ -612,7 +636,30 @@ fn queue_crossed_alerts(
     now: i64,
 ) -> bool {
     let before = account.used - debit.cost;
-    for ppm in alerts::crossed(debit.alert_thresholds, allowance, before, account.used) {
+    let after = account.used;
+    queue_crossed(
+        account,
+        debit.account,
+        debit.alert_thresholds,
+        allowance,
+        before,
+        after,
+        now,
+    ) > 0
+}
+
+/// One alert per threshold `used` crossed going from `before` to `after`.
+fn queue_crossed(
+    account: &mut AccountState,
+    account_id: &str,
+    thresholds: &[u32],
+    allowance: u64,
+    before: u64,
+    after: u64,
+    now: i64,
+) -> u64 {
+    let mut queued = 0;
+    for ppm in alerts::crossed(thresholds, allowance, before, after) {
         if account.alerts.len() >= alerts::MAX_QUEUED_PER_ACCOUNT {
             break;
         }
@@ -620,12 +667,12 @@ fn queue_crossed_alerts(
         account.alerts.insert(
             account.alert_number,
             QueuedAlert {
-                account: debit.account.to_owned(),
+                account: account_id.to_owned(),
                 number: account.alert_number,
                 threshold_ppm: ppm,
-                used: account.used,
+                used: after,
                 monthly_allowance: allowance,
-                available: allowance.saturating_sub(account.used),
+                available: allowance.saturating_sub(after),
                 at_ms: now,
                 state: AlertState::Pending,
                 attempts: 0,
@@ -633,8 +680,9 @@ fn queue_crossed_alerts(
                 last_error: None,
             },
         );
+        queued += 1;
     }
-    !account.alerts.is_empty()
+    queued
 }
 
 fn next_due(account: &AccountState) -> Option<i64> {

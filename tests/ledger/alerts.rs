@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use creditgate::ledger::alerts::{AlertState, Attempt, QueuedAlert, Settled};
-use creditgate::ledger::{Debit, DebitOutcome, RefundOutcome};
+use creditgate::ledger::{Debit, DebitOutcome, RefundOutcome, SettleAlerts, SettleOutcome};
 
 use super::{Harness, MONTH, TWO_SECONDS};
 
@@ -89,6 +89,7 @@ conformance! {
     a_refund_rearms_a_threshold: MONTH;
     debits_leaving_the_window_rearm_a_threshold: TWO_SECONDS;
     claims_lease_retry_deliver_and_give_up: MONTH;
+    a_settlement_above_the_reservation_crosses_like_a_debit: MONTH;
 }
 
 async fn a_crossing_queues_one_alert_per_threshold(h: Harness) {
@@ -307,4 +308,49 @@ async fn redis_the_sweep_finds_queues_the_index_missed() {
 async fn cluster_the_sweep_finds_queues_the_index_missed() {
     the_sweep_finds_queues_the_index_missed(Harness::cluster(Duration::from_millis(MONTH)).await)
         .await;
+}
+
+/// A settlement above the reservation that takes `used` across a threshold
+/// queues its alert in the same step; one below re-arms; a settlement made
+/// without thresholds queues nothing.
+async fn a_settlement_above_the_reservation_crosses_like_a_debit(h: Harness) {
+    let alerts = SettleAlerts {
+        thresholds: &THRESHOLDS,
+        plans: &h.plans,
+    };
+    assert!(admitted(&debit(&h, "a", 400).await));
+    let (outcome, queued) = h
+        .ledger
+        .settle_alerting("acct", "a", None, 600, &alerts)
+        .await
+        .unwrap();
+    assert_eq!((outcome, queued), (SettleOutcome::Settled { used: 600 }, 1));
+    assert_eq!(summary(&pending(&h).await), [(500_000, 600, 1000, 400)]);
+    // Down below 0.5 again, then up across it once more.
+    let (_, queued) = h
+        .ledger
+        .settle_alerting("acct", "a", None, 300, &alerts)
+        .await
+        .unwrap();
+    assert_eq!(queued, 0);
+    let (_, queued) = h
+        .ledger
+        .settle_alerting("acct", "a", None, 850, &alerts)
+        .await
+        .unwrap();
+    assert_eq!(queued, 2, "0.5 and 0.8");
+    // Without thresholds: nothing.
+    assert!(admitted(&debit(&h, "b", 10).await)); // 860
+    assert_eq!(
+        h.ledger.settle("acct", "b", None, 150).await.unwrap(),
+        SettleOutcome::Settled { used: 1000 }
+    );
+    assert_eq!(
+        summary(&pending(&h).await),
+        [
+            (500_000, 600, 1000, 400),
+            (500_000, 850, 1000, 150),
+            (800_000, 850, 1000, 150)
+        ]
+    );
 }

@@ -13,7 +13,7 @@ use creditgate::ledger::{
     alerts::{crossed, AlertState},
     memory::MemoryLedger,
     redis::{RedisLedger, Target},
-    AccountRecord, Debit, DebitOutcome, Ledger, PlanTable, SettleOutcome,
+    AccountRecord, Debit, DebitOutcome, Ledger, PlanTable, SettleAlerts, SettleOutcome,
 };
 use proptest::prelude::*;
 
@@ -103,6 +103,7 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
     // Thresholds at 250, 500, 800 and 1000 credits: refunds re-arm them.
     let thresholds = [250_000, 500_000, 800_000, 1_000_000];
     let mut expected_alerts: Vec<(u32, u64)> = Vec::new();
+    let mut used_before = 0;
     for (step, op) in ops.iter().enumerate() {
         match *op {
             Op::Debit(cost, choice, route) => {
@@ -174,11 +175,25 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
             }
             Op::Settle(id, cost) => {
                 let id = &ids[id % ids.len()];
-                let a = memory.settle(&account, id, None, cost).await.unwrap();
-                let b = redis.settle(&account, id, None, cost).await.unwrap();
+                let alerts = SettleAlerts {
+                    thresholds: &thresholds,
+                    plans: &plans,
+                };
+                let (a, queued_a) = memory
+                    .settle_alerting(&account, id, None, cost, &alerts)
+                    .await
+                    .unwrap();
+                let (b, queued_b) = redis
+                    .settle_alerting(&account, id, None, cost, &alerts)
+                    .await
+                    .unwrap();
+                assert_eq!(queued_a, queued_b, "step {step} {op:?}");
                 match (a, b) {
                     (SettleOutcome::Settled { used: x }, SettleOutcome::Settled { used: y }) => {
-                        assert_eq!(x, y, "step {step} {op:?}")
+                        assert_eq!(x, y, "step {step} {op:?}");
+                        for ppm in crossed(&thresholds, 1000, used_before, x) {
+                            expected_alerts.push((ppm, x));
+                        }
                     }
                     (a, b) => assert_eq!(a, b, "step {step} {op:?}"),
                 }
@@ -189,6 +204,7 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
             redis.balance(&account, &plans).await.unwrap().unwrap(),
         );
         assert_eq!(a.used, b.used, "step {step} {op:?}");
+        used_before = a.used;
         assert_eq!(
             a.next_release.is_some(),
             b.next_release.is_some(),

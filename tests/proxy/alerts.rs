@@ -470,3 +470,50 @@ async fn a_hanging_receiver_never_holds_up_requests() {
     assert_eq!(gateway.used("site-1").await, 100);
     assert!(receiver.accepted().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_above_the_reservation_sends_the_alert_it_crosses() {
+    use crate::support::upstream::Behavior;
+    let redis = RedisServer::start();
+    let upstream = RecordingUpstream::start().await;
+    let receiver = AlertReceiver::start().await;
+    let toml = format!(
+        r#"
+[[routes]]
+name = "agent"
+method = "POST"
+path = "/v2/agent"
+upstream = "vendor"
+cost = 1
+units = {{ json = "/max_tokens", default = 1000, max = 32000, per = 1000 }}
+settle = {{ header = "x-usage-tokens", per = 1000, max = 100 }}
+
+{}"#,
+        alerts_toml(&receiver, "")
+    );
+    let gateway = gateway(&upstream, Some(&redis.url()), &toml).await;
+    let key = gateway.account_with_key("site-1", "free").await;
+    upstream.set_behavior(Behavior::BodyWithHeaders {
+        status: 200,
+        headers: vec![("x-usage-tokens".into(), "60000".into())],
+        body: b"{}".to_vec(),
+    });
+    // Reserved at 1 credit (below 0.5), settled at 60 (above it).
+    let response = gateway
+        .post_as(&key, "/v2/agent", r#"{"max_tokens": 1000}"#)
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("x-credits-cost"), Some("60"));
+    let accepted = receiver.wait_accepted(1).await;
+    let body = verify(SECRET, &accepted[0]);
+    assert_eq!(
+        (
+            body["threshold"].as_f64(),
+            body["used"].as_u64(),
+            body["available"].as_u64()
+        ),
+        (Some(0.5), Some(60), Some(40))
+    );
+    assert_eq!(gateway.used("site-1").await, 60);
+    assert_eq!(receiver.deliveries().len(), 1);
+}

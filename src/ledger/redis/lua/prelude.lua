@@ -365,6 +365,8 @@ end
 -- Nothing is remembered between debits: a threshold is armed again as soon
 -- as `used` is below it (debits leaving the window, refunds). A queue
 -- holding ALERTS_MAX_QUEUED alerts (a receiver down for long) takes no more.
+-- Returns how many alerts it queued. Also called by the settlement of a
+-- reservation (settle.lua), which may take `used` across a threshold.
 local ALERTS_MAX_QUEUED = 1000
 local alert_lists = {}
 
@@ -378,7 +380,7 @@ local function alert_level(ppm, allowance)
 end
 
 local function queue_crossed_alerts(ka, kq, list, before, after, allowance, now)
-  if list == '' or after <= before then return end
+  if list == '' or after <= before then return 0 end
   local thresholds = alert_lists[list]
   if not thresholds then
     thresholds = {}
@@ -387,12 +389,15 @@ local function queue_crossed_alerts(ka, kq, list, before, after, allowance, now)
   end
   local available = allowance - after
   if available < 0 then available = 0 end
+  local queued = 0
   for i = 1, #thresholds do
     local level = alert_level(thresholds[i], allowance)
     if before < level and level <= after and redis.call('HLEN', kq) < ALERTS_MAX_QUEUED then
       local number = redis.call('HINCRBY', ka, 'an', 1)
       redis.call('HSET', kq, number, 'p ' .. int(now) .. ' 0 ' .. int(now) .. ' ' .. int(thresholds[i]) .. ' '
         .. int(after) .. ' ' .. int(allowance) .. ' ' .. int(available))
+      queued = queued + 1
     end
   end
+  return queued
 end
