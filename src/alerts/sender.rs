@@ -91,9 +91,14 @@ async fn run(gateway: Arc<Gateway>, clock: SharedClock, mut shutdown: watch::Rec
         };
         let config = Arc::new(config);
         let ledger = gateway.ledger.backend();
-        for account in gateway.alerts.take() {
+        let mut hints = gateway.alerts.take().into_iter();
+        while let Some(account) = hints.next() {
             if let Err(error) = ledger.hint_alerts(&account).await {
-                tracing::warn!(%account, "alerts: cannot file the account in the alert index ({error}); the next sweep will");
+                // Kept for the next round (the sweep is the last resort).
+                tracing::debug!(%account, "alerts: cannot file the account in the alert index: {error}");
+                gateway.alerts.add(&account);
+                hints.for_each(|account| gateway.alerts.add(&account));
+                break;
             }
         }
         if tokio::time::Instant::now() >= next_sweep {

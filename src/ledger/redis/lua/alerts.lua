@@ -66,7 +66,7 @@ if op == 'claim' then
     local state, next, attempts, at, facts, last = string.match(record, PATTERN)
     next = tonumber(next)
     if not state then
-      -- Not a record this code wrote: it would block nothing, but say so.
+      -- Not a record this code wrote (a hand edit): it can never be sent.
       redis.call('HDEL', kq, number)
     elseif state == 'f' and next <= now then
       redis.call('HDEL', kq, number)
