@@ -517,3 +517,95 @@ settle = {{ header = "x-usage-tokens", per = 1000, max = 100 }}
     assert_eq!(gateway.used("site-1").await, 60);
     assert_eq!(receiver.deliveries().len(), 1);
 }
+
+/// The real binary: the secret from the environment, and a reload (SIGHUP)
+/// that changes the thresholds and the receiver applies to the next debit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reloads_alert_settings_and_reads_the_secret_from_the_environment() {
+    use crate::support::process::{GatewayProcess, TempDir};
+    let upstream = RecordingUpstream::start().await;
+    let old = AlertReceiver::start().await;
+    let new = AlertReceiver::start().await;
+    let config = |receiver: &AlertReceiver, thresholds: &str| {
+        config_toml(&Setup::new(&upstream.url()))
+            .replacen("listen = \"127.0.0.1:0\"", "listen = \"{DATA}\"", 1)
+            .replacen("listen = \"127.0.0.1:0\"", "listen = \"{ADMIN}\"", 1)
+            + &format!(
+                "[alerts]\nurl = \"{}\"\nsecret = \"${{ALERT_SECRET}}\"\nthresholds = {thresholds}\nretry_base = \"100ms\"\n",
+                receiver.url()
+            )
+    };
+    let dir = TempDir::new("alerts-reload");
+    let process = GatewayProcess::start(&dir, &config(&old, "[0.9]"), &[("ALERT_SECRET", SECRET)]);
+    let client = crate::support::http::TestClient::new();
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let put = client
+        .put_json(
+            &process.admin_url("/admin/v1/accounts/site-1"),
+            &[("authorization", &auth)],
+            json!({"plan": "free"}),
+        )
+        .await;
+    assert_eq!(put.status, 201, "{}", put.text());
+    let key = client
+        .post(
+            &process.admin_url("/admin/v1/accounts/site-1/keys"),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let image = async || {
+        client
+            .post_as(&key, &process.url("/v1/images/generate"), "x")
+            .await
+            .status
+    };
+    for _ in 0..5 {
+        assert_eq!(image().await, 200); // 50: below 0.9
+    }
+    assert_eq!(
+        process
+            .metrics()
+            .await
+            .get("creditgate_alerts_queued_total"),
+        0.0
+    );
+
+    std::fs::write(
+        &process.config_path,
+        config(&new, "[0.6, 0.9]")
+            .replace("{DATA}", &format!("127.0.0.1:{}", process.data_port))
+            .replace("{ADMIN}", &format!("127.0.0.1:{}", process.admin_port)),
+    )
+    .unwrap();
+    process.signal("HUP");
+    wait_until("the reload", async || {
+        let metrics = process.metrics().await;
+        let reloaded = metrics.counter("creditgate_config_reloads_total{result=\"success\"}");
+        if reloaded >= 1.0 {
+            Ok(())
+        } else {
+            Err(process.logs())
+        }
+    })
+    .await;
+    assert_eq!(image().await, 200); // 60: crosses 0.6
+    let accepted = new.wait_accepted(1).await;
+    let body = verify(SECRET, &accepted[0]);
+    assert_eq!(
+        (body["threshold"].as_f64(), body["used"].as_u64()),
+        (Some(0.6), Some(60))
+    );
+    assert!(old.deliveries().is_empty(), "{:?}", old.deliveries());
+    assert_eq!(
+        process
+            .metrics()
+            .await
+            .get("creditgate_alerts_queued_total"),
+        1.0
+    );
+}
