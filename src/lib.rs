@@ -45,6 +45,9 @@
 //!   (`ledger/keys.rs` spells every Redis key; `ledger/redis/lua/` holds the scripts);
 //!   [`ledger::MeteredLedger`], the gateway's handle, times every call.
 //! - [`api`]: `/v1/credits*` (customers) and the admin listener.
+//! - [`alerts`]: threshold alerts — the ledger queues them with the debit
+//!   (`ledger/alerts.rs`); one sender task per instance delivers them,
+//!   signed, off the request path (docs/alerts.md).
 //! - [`state`]: one plane's state, what the planes share, and the reloadable
 //!   snapshot; [`reload`] swaps it on every plane.
 //! - [`metrics`]: every metric name and label (per-worker shards summed at

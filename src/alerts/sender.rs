@@ -10,10 +10,12 @@
 //! `alerts.retry_base` × 2^(attempts − 1) later, at most 5 minutes, until
 //! `alerts.retry_for` after the crossing: then the alert is marked failed.
 //! A sender that dies mid-attempt leaves its lease to run out; then another
-//! takes the alert (at least once). Settings are read from the current
+//! takes the alert (at least once). One that shuts down hands the alerts it
+//! was sending back to the queue, due at once. Settings are read from the current
 //! config on every round, so a reload applies to the next one.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,6 +46,13 @@ const LEASE_MARGIN: Duration = Duration::from_secs(5);
 pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Alerts with an attempt under way, by (account, number): handed back to
+/// the queue if the instance shuts down before they end.
+type InFlight = Arc<Mutex<HashMap<(String, u64), QueuedAlert>>>;
+
+/// How long a shutdown spends handing back the alerts it was sending.
+const RELEASE_ON_SHUTDOWN: Duration = Duration::from_secs(2);
 
 /// The running sender; it stops when the instance shuts down.
 pub struct Sender {
@@ -77,6 +86,7 @@ async fn run(gateway: Arc<Gateway>, clock: SharedClock, mut shutdown: watch::Rec
     let client = client();
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut deliveries = JoinSet::new();
+    let in_flight: InFlight = Arc::default();
     let mut next_sweep = tokio::time::Instant::now() + SWEEP_EVERY / 20;
     loop {
         tokio::select! {
@@ -139,22 +149,66 @@ async fn run(gateway: Arc<Gateway>, clock: SharedClock, mut shutdown: watch::Rec
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     break;
                 };
-                let (gateway, client, clock, config) = (
+                let (gateway, client, clock, config, in_flight) = (
                     gateway.clone(),
                     client.clone(),
                     clock.clone(),
                     config.clone(),
+                    in_flight.clone(),
                 );
+                let held = (alert.account.clone(), alert.number);
+                lock(&in_flight).insert(held.clone(), alert.clone());
                 deliveries.spawn(async move {
                     deliver_and_record(&gateway, &client, &clock, &config, alert).await;
+                    lock(&in_flight).remove(&held);
                     drop(slot);
                 });
             }
         }
     }
-    // Attempts in flight are dropped with the process; their leases run out
-    // and another sender (or this one, restarted) tries again.
+    // Attempts still under way are cut and their alerts handed back, due at
+    // once, so another sender (or this one, restarted) need not wait for the
+    // lease to run out. The receiver may have had one already: at least once.
     deliveries.abort_all();
+    while deliveries.join_next().await.is_some() {}
+    let cut: Vec<QueuedAlert> = lock(&in_flight).drain().map(|(_, alert)| alert).collect();
+    if cut.is_empty() {
+        return;
+    }
+    let snapshot = gateway.snapshot();
+    let retry_for = snapshot
+        .config
+        .alerts
+        .as_ref()
+        .map_or(Duration::from_secs(24 * 3600), |alerts| alerts.retry_for);
+    let release = async {
+        for alert in &cut {
+            let handed_back = Attempt::Failed {
+                wait: Duration::ZERO,
+                retry_for,
+                error: "the gateway shut down during the attempt".into(),
+            };
+            let ledger = gateway.ledger.backend();
+            if let Ok(finished) = ledger.finish_alert(alert, &handed_back).await {
+                let _ = ledger
+                    .index_alert_account(&alert.account, finished.next_due_ms)
+                    .await;
+            }
+        }
+    };
+    if tokio::time::timeout(RELEASE_ON_SHUTDOWN, release)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            alerts = cut.len(),
+            "alerts: shutdown could not hand back every alert it was sending; their leases will run out"
+        );
+    }
+}
+
+fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<(String, u64), QueuedAlert>> {
+    in_flight.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn deliver_and_record(

@@ -609,3 +609,34 @@ async fn the_binary_reloads_alert_settings_and_reads_the_secret_from_the_environ
         1.0
     );
 }
+
+/// A gateway shut down while an attempt hangs hands the alert back: the
+/// next process sends it at once instead of waiting out the lease
+/// (2 × 30 s + 5 s here, longer than this test waits for anything).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_hands_back_the_alert_it_was_sending() {
+    let redis = RedisServer::start();
+    let upstream = RecordingUpstream::start().await;
+    let receiver = AlertReceiver::start().await;
+    receiver.set_hanging(true);
+    let toml = alerts_toml(&receiver, "").replace("timeout = \"1s\"", "timeout = \"30s\"");
+    let first = gateway(&upstream, Some(&redis.url()), &toml).await;
+    let key = first.account_with_key("site-1", "free").await;
+    assert_eq!(spend(&first, &key, 5).await, [200; 5]);
+    wait_until("an attempt to hang at the receiver", async || {
+        let n = receiver.deliveries().len();
+        if n >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
+    })
+    .await;
+    first.shutdown().await;
+    let pending = redis.cli(&["HVALS", "cg:{site-1}:q"]);
+    assert!(pending.contains("shut down"), "handed back: {pending}");
+    receiver.set_hanging(false);
+    let _second = gateway(&upstream, Some(&redis.url()), &toml).await;
+    let accepted = receiver.wait_accepted(1).await;
+    assert_eq!(verify(SECRET, &accepted[0])["used"], 50);
+}
