@@ -217,6 +217,7 @@ async fn debit(ledger: &Ledger, plans: &PlanTable, account: &str) {
             route: ROUTES[(id.as_bytes()[1] % 3) as usize],
             cost: 1 + (id.as_bytes()[0] % 8) as u64,
             plans,
+            alert_thresholds: &[],
         })
         .await
         .expect("debit");

@@ -15,6 +15,7 @@
 //! and counted under a static [`LedgerOp`] label, so no call site times a
 //! ledger call itself.
 
+pub mod alerts;
 pub mod bounds;
 pub mod keys;
 pub mod memory;
@@ -64,6 +65,10 @@ pub struct Debit<'a> {
     pub route: &'a str,
     pub cost: u64,
     pub plans: &'a PlanTable,
+    /// Alert thresholds in millionths of the allowance, ascending
+    /// (`alerts.thresholds`; empty: none). A debit that takes `used` across
+    /// one queues an alert in the same atomic step (docs/alerts.md).
+    pub alert_thresholds: &'a [u32],
 }
 
 /// The window as seen right after an operation.
@@ -112,6 +117,14 @@ pub enum RefundOutcome {
     Refunded,
     AlreadyRefunded,
     Unknown,
+}
+
+/// What a settlement needs to queue the alerts it crosses (docs/alerts.md):
+/// the thresholds, and the plan table to find the account's allowance.
+#[derive(Debug, Clone, Copy)]
+pub struct SettleAlerts<'a> {
+    pub thresholds: &'a [u32],
+    pub plans: &'a PlanTable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,7 +356,22 @@ impl Ledger {
         at_ms: Option<i64>,
         final_cost: u64,
     ) -> Result<SettleOutcome, LedgerError> {
-        dispatch!(self, l => l.settle(account, request_id, at_ms, final_cost).await)
+        dispatch!(self, l => l.settle(account, request_id, at_ms, final_cost, None).await)
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// [`Ledger::settle`] that also queues the threshold alerts a settlement
+    /// above its reservation crosses, in the same atomic step; returns how
+    /// many it queued.
+    pub async fn settle_alerting(
+        &self,
+        account: &str,
+        request_id: &str,
+        at_ms: Option<i64>,
+        final_cost: u64,
+        alerts: &SettleAlerts<'_>,
+    ) -> Result<(SettleOutcome, u64), LedgerError> {
+        dispatch!(self, l => l.settle(account, request_id, at_ms, final_cost, Some(alerts)).await)
     }
 
     /// `Ok(None)` when the account does not exist.
@@ -433,6 +461,68 @@ impl Ledger {
     /// admin operation: a scan of the whole store.
     pub async fn reindex_accounts(&self) -> Result<u64, LedgerError> {
         dispatch!(self, l => l.reindex_accounts().await)
+    }
+
+    // Threshold alerts (docs/alerts.md): the senders' side of the queue the
+    // debit writes. None of these is on the request path.
+
+    /// After a debit that queued an alert: makes the account findable by
+    /// the senders (Redis: the fleet index, which the debit cannot write).
+    pub async fn hint_alerts(&self, account: &str) -> Result<(), LedgerError> {
+        dispatch!(self, l => l.hint_alerts(account).await)
+    }
+
+    /// Accounts with alerts due now (ledger clock), at most `limit`.
+    pub async fn alert_accounts_due(&self, limit: usize) -> Result<Vec<String>, LedgerError> {
+        dispatch!(self, l => l.alert_accounts_due(limit).await)
+    }
+
+    /// Leases the account's due pending alerts (at most `max`) to the caller
+    /// for `lease`: no other sender takes them until it ends.
+    pub async fn claim_alerts(
+        &self,
+        account: &str,
+        lease: std::time::Duration,
+        max: usize,
+    ) -> Result<alerts::Claim, LedgerError> {
+        dispatch!(self, l => l.claim_alerts(account, lease, max).await)
+    }
+
+    /// Records how the attempt on a claimed alert ended.
+    pub async fn finish_alert(
+        &self,
+        alert: &alerts::QueuedAlert,
+        attempt: &alerts::Attempt,
+    ) -> Result<alerts::Finished, LedgerError> {
+        dispatch!(self, l => l.finish_alert(alert, attempt).await)
+    }
+
+    /// Files the account in the senders' index under when its queue is next
+    /// due (`None`: empty), from a claim's or a finish's answer.
+    pub async fn index_alert_account(
+        &self,
+        account: &str,
+        next_due: Option<i64>,
+    ) -> Result<(), LedgerError> {
+        dispatch!(self, l => l.index_alert_account(account, next_due).await)
+    }
+
+    /// Queued alerts in `state`, oldest crossing first, at most `limit`.
+    pub async fn list_alerts(
+        &self,
+        state: alerts::AlertState,
+        limit: usize,
+    ) -> Result<alerts::AlertList, LedgerError> {
+        dispatch!(self, l => l.list_alerts(state, limit).await)
+    }
+
+    /// Redis: finds alert queues missing from the index (`SCAN`), unless
+    /// another gateway did within `every`. `Ok(None)`: not this time.
+    pub async fn sweep_alert_queues(
+        &self,
+        every: std::time::Duration,
+    ) -> Result<Option<u64>, LedgerError> {
+        dispatch!(self, l => l.sweep_alert_queues(every).await)
     }
 }
 
@@ -592,10 +682,12 @@ impl MeteredLedger {
         request_id: &str,
         at_ms: Option<i64>,
         final_cost: u64,
-    ) -> Result<SettleOutcome, LedgerError> {
+        alerts: &SettleAlerts<'_>,
+    ) -> Result<(SettleOutcome, u64), LedgerError> {
         self.timed(
             LedgerOp::Settle,
-            self.backend.settle(account, request_id, at_ms, final_cost),
+            self.backend
+                .settle_alerting(account, request_id, at_ms, final_cost, alerts),
         )
         .await
     }

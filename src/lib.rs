@@ -45,6 +45,9 @@
 //!   (`ledger/keys.rs` spells every Redis key; `ledger/redis/lua/` holds the scripts);
 //!   [`ledger::MeteredLedger`], the gateway's handle, times every call.
 //! - [`api`]: `/v1/credits*` (customers) and the admin listener.
+//! - [`alerts`]: threshold alerts — the ledger queues them with the debit
+//!   (`ledger/alerts.rs`); one sender task per instance delivers them,
+//!   signed, off the request path (docs/alerts.md).
 //! - [`state`]: one plane's state, what the planes share, and the reloadable
 //!   snapshot; [`reload`] swaps it on every plane.
 //! - [`metrics`]: every metric name and label (per-worker shards summed at
@@ -55,6 +58,7 @@
 
 pub mod account_id;
 pub mod admit;
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod body;
@@ -245,6 +249,7 @@ pub async fn start_with_clock(
     let shared_config = snapshot.config.clone();
     let gateway = Gateway::new(snapshot, ledger, config_path);
     let (shutdown, watcher) = watch::channel(false);
+    let (clock_for_alerts, watcher_for_alerts) = (clock.clone(), watcher.clone());
     let workers = worker::start(
         data_listeners,
         worker::Start {
@@ -281,13 +286,16 @@ pub async fn start_with_clock(
         },
         watcher,
     ));
+    // Threshold alerts go out from the admin plane's runtime, never from a
+    // request's.
+    let sender = alerts::spawn(gateway.clone(), clock_for_alerts, watcher_for_alerts);
     tracing::info!(%data_addr, %admin_addr, workers = server_config.workers, ledger = gateway.ledger.backend_name(), "creditgate listening");
     Ok(RunningGateway {
         data_addr,
         admin_addr,
         gateway,
         shutdown,
-        servers: vec![admin],
+        servers: vec![admin, sender.task],
         workers,
         drain_timeout: server_config.drain_timeout,
     })

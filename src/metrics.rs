@@ -54,6 +54,10 @@ const HELP: &[(&str, &str, &str)] = &[
     ("creditgate_connections_closed_total", "counter", "Connections the gateway closed itself, by listener and reason (header_timeout, idle_timeout, write_stalled, connection_limit)."),
     ("creditgate_charge_work_in_flight", "gauge", "Exchanges, refunds and settlements in flight that hold a request's money (shutdown waits for them)."),
     ("creditgate_unconfirmed_debits_total", "counter", "Debits whose ledger call failed after it may have run (the request was answered as for an outage), by what voiding them found: voided (it had been recorded; refunded), absent, unresolved (the ledger stayed unreachable; see the error log)."),
+    ("creditgate_alerts_queued_total", "counter", "Threshold alerts queued by this instance's debits (docs/alerts.md)."),
+    ("creditgate_alerts_delivered_total", "counter", "Threshold alerts this instance delivered (the receiver answered 2xx)."),
+    ("creditgate_alert_attempts_failed_total", "counter", "Delivery attempts that failed (non-2xx, timeout, connection error) and will be retried."),
+    ("creditgate_alerts_failed_total", "counter", "Threshold alerts given up on after alerts.retry_for of failures (listed by GET /admin/v1/alerts?state=failed)."),
     ("creditgate_log_lines_dropped_total", "counter", "Log lines (access lines included) dropped because the log writer's queue was full; requests never wait for the log."),
 ];
 
@@ -140,6 +144,8 @@ pub struct Metrics {
     open_connections: [AtomicI64; 2],
     reloads: [AtomicU64; 2],
     unconfirmed_debits: [AtomicU64; 3],
+    /// Alerts queued, delivered, attempts failed, given up on.
+    alerts: [AtomicU64; 4],
     log_lines_dropped: Mutex<Option<Box<dyn Fn() -> u64 + Send + Sync>>>,
 }
 
@@ -169,6 +175,7 @@ impl Metrics {
             open_connections: Default::default(),
             reloads: Default::default(),
             unconfirmed_debits: Default::default(),
+            alerts: Default::default(),
             log_lines_dropped: Mutex::new(None),
         }
     }
@@ -217,6 +224,23 @@ impl Metrics {
         if let Some(index) = VOID_OUTCOMES.iter().position(|o| *o == outcome) {
             self.unconfirmed_debits[index].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// `n` alerts queued by a debit of this instance.
+    pub fn alerts_queued(&self, n: u64) {
+        self.alerts[0].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn alert_delivered(&self) {
+        self.alerts[1].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn alert_attempt_failed(&self) {
+        self.alerts[2].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn alert_given_up(&self) {
+        self.alerts[3].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn connection_opened(&self, admin: bool) {
@@ -353,6 +377,19 @@ impl Metrics {
                         let _ = writeln!(out, "{name}{{result=\"{result}\"}} {value}");
                     }
                 }
+            }
+            "creditgate_alerts_queued_total"
+            | "creditgate_alerts_delivered_total"
+            | "creditgate_alert_attempts_failed_total"
+            | "creditgate_alerts_failed_total" => {
+                let index = match name {
+                    "creditgate_alerts_queued_total" => 0,
+                    "creditgate_alerts_delivered_total" => 1,
+                    "creditgate_alert_attempts_failed_total" => 2,
+                    _ => 3,
+                };
+                let value = self.alerts[index].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name} {value}");
             }
             "creditgate_open_connections" => {
                 for (listener, gauge) in LISTENERS.iter().zip(&self.open_connections) {

@@ -135,6 +135,9 @@ pub struct Gateway {
     pub tasks: Arc<Tasks>,
     /// Where reloads read the config from.
     pub config_path: Option<PathBuf>,
+    /// Accounts whose debit just queued a threshold alert, for the
+    /// instance's alert sender (shared by every plane).
+    pub alerts: Arc<crate::alerts::Hints>,
     instance: Arc<Instance>,
 }
 
@@ -150,6 +153,7 @@ impl Gateway {
             tasks: Arc::new(Tasks::new(metrics.clone())),
             metrics,
             config_path,
+            alerts: Arc::default(),
             instance: Arc::new(Instance {
                 planes: Mutex::new(Vec::new()),
                 revocations,
@@ -170,6 +174,7 @@ impl Gateway {
             metrics: self.metrics.clone(),
             tasks: self.tasks.clone(),
             config_path: self.config_path.clone(),
+            alerts: self.alerts.clone(),
             instance: self.instance.clone(),
         });
         self.instance.register(&gateway);

@@ -97,6 +97,9 @@ async fn serve(
         (AdminOp::ListAccounts, []) => super::accounts_list::list(gateway, request.uri().query())
             .await
             .map(|page| body::json(&page)),
+        (AdminOp::Alerts, []) => super::alerts_list::list(gateway, request.uri().query())
+            .await
+            .map(|list| body::json(&list)),
         (AdminOp::Prices, []) => Ok(body::json(&super::prices::admin_prices_json(
             &gateway.snapshot().config,
         ))),

@@ -54,6 +54,8 @@ pub enum AdminOp {
     Console,
     Reload,
     ListAccounts,
+    /// The threshold alerts' queue (docs/alerts.md).
+    Alerts,
     Prices,
     Reindex,
     GetAccount,
@@ -83,6 +85,7 @@ pub const ADMIN: &[Endpoint<AdminOp>] = &[
     at(Method::HEAD, "/admin/console.css", AdminOp::Console),
     at(Method::POST, "/admin/v1/reload", AdminOp::Reload),
     at(Method::GET, "/admin/v1/accounts", AdminOp::ListAccounts),
+    at(Method::GET, "/admin/v1/alerts", AdminOp::Alerts),
     at(Method::GET, "/admin/v1/prices", AdminOp::Prices),
     at(Method::POST, "/admin/v1/reindex", AdminOp::Reindex),
     at(Method::GET, "/admin/v1/accounts/{id}", AdminOp::GetAccount),

@@ -3,6 +3,7 @@
 
 pub mod accounts_list;
 pub mod admin;
+pub mod alerts_list;
 pub mod console;
 pub mod endpoints;
 pub mod json;

@@ -8,7 +8,7 @@ use http::HeaderValue;
 use super::{Charge, DebitId};
 use crate::config::OnUnavailable;
 use crate::error::{ErrorKind, Extra, GatewayError};
-use crate::ledger::{Debit, DebitOutcome, KeyOwner, WindowState};
+use crate::ledger::{alerts, Debit, DebitOutcome, KeyOwner, WindowState};
 use crate::ratelimit::CreditHeaders;
 use crate::record::Record;
 use crate::request_id;
@@ -40,6 +40,7 @@ pub async fn debit(
         route,
         cost,
         plans: &snapshot.config.plans,
+        alert_thresholds: alert_thresholds(snapshot),
     };
     let window_secs = snapshot.window_secs;
     match gateway.ledger.debit(&debit).await {
@@ -67,6 +68,19 @@ pub async fn debit(
             at_ms,
             window,
         }) => {
+            let crossed = alerts::crossed(
+                debit.alert_thresholds,
+                window.allowance,
+                window.used.saturating_sub(cost),
+                window.used,
+            )
+            .count();
+            if crossed > 0 {
+                // The ledger queued them with the debit; the sender files
+                // the account in its index, off this request's path.
+                gateway.metrics.alerts_queued(crossed as u64);
+                gateway.alerts.add(&owner.account_id);
+            }
             if request_id.as_bytes() != preferred.as_bytes() {
                 record.set_request_id(HeaderValue::from_str(&request_id).unwrap_or(fallback));
             }
@@ -104,6 +118,14 @@ pub async fn debit(
             owner.account_id
         ))),
     }
+}
+
+fn alert_thresholds(snapshot: &Snapshot) -> &[u32] {
+    snapshot
+        .config
+        .alerts
+        .as_ref()
+        .map_or(&[], |alerts| &alerts.thresholds)
 }
 
 pub fn suspended() -> GatewayError {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::DebitId;
-use crate::ledger::{LedgerError, RefundOutcome, SettleOutcome};
+use crate::ledger::{LedgerError, RefundOutcome, SettleAlerts, SettleOutcome};
 use crate::metrics::RouteMetrics;
 use crate::record::Record;
 use crate::state::Gateway;
@@ -43,10 +43,31 @@ pub async fn settle_call(
     id: &DebitId,
     final_cost: u64,
 ) -> Result<SettleOutcome, LedgerError> {
-    gateway
+    let snapshot = gateway.snapshot();
+    let alerts = SettleAlerts {
+        thresholds: snapshot
+            .config
+            .alerts
+            .as_ref()
+            .map_or(&[], |alerts| &alerts.thresholds),
+        plans: &snapshot.config.plans,
+    };
+    let (outcome, queued) = gateway
         .ledger
-        .settle(&id.account, &id.request_id, Some(id.at_ms), final_cost)
-        .await
+        .settle(
+            &id.account,
+            &id.request_id,
+            Some(id.at_ms),
+            final_cost,
+            &alerts,
+        )
+        .await?;
+    if queued > 0 {
+        // Queued with the settlement; the sender files the account.
+        gateway.metrics.alerts_queued(queued);
+        gateway.alerts.add(&id.account);
+    }
+    Ok(outcome)
 }
 
 /// What is left to do.

@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod admin_api;
+pub mod alerts;
 pub mod check;
 pub mod config_file;
 pub mod exit;
@@ -54,6 +55,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Manage accounts and API keys through a running gateway's admin API.
     Account(account::AccountArgs),
+    /// List the threshold alerts queued in the ledger (pending, or failed) through the admin API.
+    Alerts(alerts::AlertsArgs),
     /// Health probe for containers: GET /healthz (or /readyz) of the admin API; exit 0 on 200, else 1.
     Probe(probe::ProbeArgs),
 }
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> exit::Outcome {
         Command::Serve(args) => serve::run(args),
         Command::Check(args) => check::run(args),
         Command::Account(args) => account::run(args),
+        Command::Alerts(args) => alerts::run(args),
         Command::Probe(args) => probe::run(args),
     }
 }

@@ -16,6 +16,7 @@
 //! Values validated here stay typed (methods, header names and values), so
 //! nothing downstream parses them again.
 
+mod alerts;
 mod env;
 mod ledger;
 mod reader;
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
+pub use alerts::PPM as THRESHOLD_PPM;
 pub use validate::MAX_CREDITS;
 
 /// A fully validated configuration.
@@ -45,6 +47,41 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// In file order.
     pub routes: Vec<RouteConfig>,
+    /// `[alerts]`: threshold alerts (docs/alerts.md); `None` when absent.
+    pub alerts: Option<AlertsConfig>,
+}
+
+/// `[alerts]` (docs/alerts.md). `Debug` hides the secret.
+#[derive(Clone, PartialEq)]
+pub struct AlertsConfig {
+    /// Where alerts are POSTed: `http://` or `https://`.
+    pub url: http::Uri,
+    /// Signs every alert (HMAC-SHA256); never empty.
+    pub secret: String,
+    /// Fractions of the monthly allowance, in millionths
+    /// ([`THRESHOLD_PPM`] = the whole allowance), ascending, each once.
+    pub thresholds: Vec<u32>,
+    /// One delivery attempt, connect to response head. Default 10s.
+    pub timeout: Duration,
+    /// The wait after the first failed attempt, doubled after each further
+    /// one (capped at 5 minutes). Default 1s.
+    pub retry_base: Duration,
+    /// How long after the crossing a failing receiver is retried before the
+    /// alert is marked failed. Default 24h.
+    pub retry_for: Duration,
+}
+
+impl std::fmt::Debug for AlertsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertsConfig")
+            .field("url", &self.url)
+            .field("secret", &"***")
+            .field("thresholds", &self.thresholds)
+            .field("timeout", &self.timeout)
+            .field("retry_base", &self.retry_base)
+            .field("retry_for", &self.retry_for)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

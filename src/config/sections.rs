@@ -51,6 +51,7 @@ pub(super) fn read_root(
     let plans = read_plans(root.table("plans"));
     let upstreams = read_upstreams(root.table("upstreams"));
     let (routes, declared_routes) = read_routes(&mut root, &upstreams);
+    let alerts = super::alerts::read_alerts(root.table("alerts"));
     root.finish();
     Draft {
         config: Config {
@@ -61,6 +62,7 @@ pub(super) fn read_root(
             plans,
             upstreams,
             routes,
+            alerts,
         },
         declared_routes,
     }

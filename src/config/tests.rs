@@ -454,3 +454,65 @@ fn two_listeners_on_port_zero_do_not_compete() {
     .unwrap();
     assert_eq!(config.server.listen, config.admin.listen);
 }
+
+#[test]
+fn alerts_are_read_with_their_defaults_and_hide_the_secret() {
+    assert!(parse(ONE_ROUTE).unwrap().alerts.is_none());
+    let config = parse(&with_route(
+        "[alerts]\nurl = \"https://plugin.example/hooks/credits\"\nsecret = \"${ADMIN}\"",
+    ))
+    .unwrap();
+    let alerts = config.alerts.expect("alerts");
+    assert_eq!(
+        alerts.url.to_string(),
+        "https://plugin.example/hooks/credits"
+    );
+    assert_eq!(alerts.secret, "admin-secret");
+    assert_eq!(alerts.thresholds, [800_000, 950_000, 1_000_000]);
+    assert_eq!(alerts.timeout, Duration::from_secs(10));
+    assert_eq!(alerts.retry_base, Duration::from_secs(1));
+    assert_eq!(alerts.retry_for, Duration::from_secs(DAY));
+    assert!(!format!("{alerts:?}").contains("admin-secret"));
+    let custom = parse(&with_route(
+        "[alerts]\nurl = \"http://127.0.0.1:1/h\"\nsecret = \"s\"\nthresholds = [0.5, 1]\nretry_base = \"100ms\"\nretry_for = \"1h\"\ntimeout = \"2s\"",
+    ))
+    .unwrap()
+    .alerts
+    .unwrap();
+    assert_eq!(custom.thresholds, [500_000, 1_000_000]);
+    assert_eq!(custom.retry_base, Duration::from_millis(100));
+}
+
+#[test]
+fn bad_alerts_are_refused_with_their_key_paths_all_at_once() {
+    let error = parse(&with_route(
+        "[alerts]\nurl = \"ftp://x\"\nsecret = \"\"\nthresholds = [0.9, 0.8, 0, 1.5, 0.1234567, \"x\", 0.9]\nextra = 1",
+    ))
+    .unwrap_err();
+    assert_eq!(
+        keys(&error),
+        [
+            "alerts.url",
+            "alerts.secret",
+            "alerts.thresholds[1]",
+            "alerts.thresholds[2]",
+            "alerts.thresholds[3]",
+            "alerts.thresholds[4]",
+            "alerts.thresholds[5]",
+            "alerts.thresholds[6]",
+            "alerts.extra",
+        ],
+        "{error}"
+    );
+    let missing = parse(&with_route("[alerts]\nthresholds = []")).unwrap_err();
+    assert_eq!(
+        keys(&missing),
+        ["alerts.url", "alerts.secret", "alerts.thresholds"],
+        "{missing}"
+    );
+    let unset = parse(&with_route(
+        "[alerts]\nurl = \"http://h/\"\nsecret = \"${ALERT_SECRET}\"",
+    ))
+    .unwrap_err();
+    assert_eq!(keys(&unset), ["alerts.secret"], "{unset}");
+}

@@ -24,6 +24,9 @@ pub struct AccountKeys {
     /// Hash: the usage aggregates — credits and debits by UTC day and route,
     /// credits by the day they leave the window (see `prelude.lua`).
     pub usage: String,
+    /// Hash: the account's queued threshold alerts, alert number → its
+    /// record (docs/alerts.md); written by the debit in the same step.
+    pub alerts: String,
 }
 
 impl AccountKeys {
@@ -47,6 +50,7 @@ impl AccountKeys {
             ids: key("i"),
             api_keys: key("k"),
             usage: key("u"),
+            alerts: key("q"),
         }
     }
 }
@@ -55,6 +59,26 @@ impl AccountKeys {
 /// `ZRANGEBYLEX`). Its own key, so on a Redis Cluster it lives in one slot of
 /// its own; written when an account is put, never on the request path.
 pub const ACCOUNT_INDEX: &str = "cg:accounts";
+
+/// Sorted set of the accounts with queued alerts, scored by when their
+/// next alert is due (Redis clock, unix ms): where the alert senders look.
+/// Its own slot on a Redis Cluster, so the debit cannot write it: the
+/// gateway adds an account after a debit that queued an alert, off the
+/// request path, and a periodic `SCAN` for [`ALERT_QUEUE_PATTERN`] is the
+/// safety net (docs/alerts.md, "Fleet").
+pub const ALERT_INDEX: &str = "cg:alerts";
+
+/// String with an expiry: the gateway that holds it runs the periodic scan
+/// for alert queues missing from [`ALERT_INDEX`] (one per fleet at a time).
+pub const ALERT_SWEEP_LEASE: &str = "cg:alerts:sweep";
+
+/// What `SCAN` matches to find every account's alert queue.
+pub const ALERT_QUEUE_PATTERN: &str = "cg:{*}:q";
+
+/// The account id of an alert queue key (`cg:{site-42}:q` → `site-42`).
+pub fn account_of_alert_queue(key: &str) -> Option<&str> {
+    key.strip_prefix("cg:{")?.strip_suffix("}:q")
+}
 
 /// What `SCAN` matches to find every account hash (rebuilding the index).
 pub const ACCOUNT_HASH_PATTERN: &str = "cg:{*}:a";
@@ -81,6 +105,12 @@ mod tests {
         assert_eq!(keys.ids, "cg:{site-42}:i");
         assert_eq!(keys.api_keys, "cg:{site-42}:k");
         assert_eq!(keys.usage, "cg:{site-42}:u");
+        assert_eq!(keys.alerts, "cg:{site-42}:q");
+        assert_eq!(ALERT_INDEX, "cg:alerts");
+        assert_eq!(ALERT_SWEEP_LEASE, "cg:alerts:sweep");
+        assert_eq!(ALERT_QUEUE_PATTERN, "cg:{*}:q");
+        assert_eq!(account_of_alert_queue(&keys.alerts), Some("site-42"));
+        assert_eq!(account_of_alert_queue(&keys.account), None);
         assert_eq!(ACCOUNT_INDEX, "cg:accounts");
         assert_eq!(account_of_hash_key(&keys.account), Some("site-42"));
         assert_eq!(account_of_hash_key(&keys.window), None);

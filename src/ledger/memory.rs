@@ -6,16 +6,19 @@
 //! total and from the usage aggregates). State is lost when the process exits. It keeps the same bounds as
 //! Redis (`ledger/bounds.rs`) and answers the same way at them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::alerts::{
+    self as alerts, AlertList, AlertState, Attempt, Claim, Finished, QueuedAlert, Settled,
+};
 use super::usage::{utc_day, AccountPage, AccountSummary, DayCredits, Usage, UsageCell};
 use super::{bounds, Recount, SettleOutcome};
 use super::{
     AccountRecord, Balance, Debit, DebitOutcome, HistoryCursor, HistoryItem, HistoryPage, KeyOwner,
-    LedgerError, PlanTable, RefundOutcome, Release, WindowState,
+    LedgerError, PlanTable, RefundOutcome, Release, SettleAlerts, WindowState,
 };
 use crate::clock::SharedClock;
 
@@ -47,6 +50,10 @@ struct AccountState {
     /// (at, id) of every debit in `records`, oldest first.
     history: BTreeMap<(i64, String), ()>,
     keys: HashMap<String, [u8; 32]>,
+    /// Queued threshold alerts by number (docs/alerts.md).
+    alerts: BTreeMap<u64, QueuedAlert>,
+    /// The last alert number given out.
+    alert_number: u64,
 }
 
 impl AccountState {
@@ -106,6 +113,8 @@ struct State {
     accounts: BTreeMap<String, AccountState>,
     /// Key digest → (account, key id).
     keys: HashMap<[u8; 32], (String, String)>,
+    /// Accounts with queued alerts (the Redis index's counterpart).
+    alerting: BTreeSet<String>,
 }
 
 pub struct MemoryLedger {
@@ -229,6 +238,14 @@ impl MemoryLedger {
             },
         );
         account.used += debit.cost;
+        // Threshold alerts this debit crossed, queued in the same step.
+        if queue_crossed_alerts(debit, account, allowance, now) {
+            state.alerting.insert(debit.account.to_owned());
+        }
+        let account = state
+            .accounts
+            .get_mut(debit.account)
+            .expect("looked up above");
         account.count_usage(now, debit.route, debit.cost, 1, self.window_ms);
         account.history.insert((now, id.to_owned()), ());
         account.records.insert(
@@ -284,20 +301,22 @@ impl MemoryLedger {
         request_id: &str,
         _at_ms: Option<i64>,
         final_cost: u64,
-    ) -> Result<SettleOutcome, LedgerError> {
+        alerts: Option<&SettleAlerts<'_>>,
+    ) -> Result<(SettleOutcome, u64), LedgerError> {
         bounds::check_settled_cost(final_cost)?;
         let now = self.clock.now_ms();
         let mut state = self.lock();
         let Some(account) = state.accounts.get_mut(account_id) else {
-            return Ok(SettleOutcome::Unknown);
+            return Ok((SettleOutcome::Unknown, 0));
         };
         self.trim(account, now);
         let Some(record) = account.records.get(request_id) else {
-            return Ok(SettleOutcome::Unknown);
+            return Ok((SettleOutcome::Unknown, 0));
         };
         if record.refunded {
-            return Ok(SettleOutcome::Refunded);
+            return Ok((SettleOutcome::Refunded, 0));
         }
+        let mut crossing = None;
         let at = record.at;
         // A debit that already left the window no longer counts either way.
         if let Some(debit) = account.window.get_mut(&(at, request_id.to_owned())) {
@@ -305,6 +324,7 @@ impl MemoryLedger {
             if used > bounds::MAX_CREDITS {
                 return Err(bounds::total_too_large(account_id, &used.to_string()));
             }
+            crossing = Some((account.used, used));
             account.used = used;
             let (route, reserved) = (debit.route.clone(), debit.cost);
             debit.cost = final_cost;
@@ -314,7 +334,28 @@ impl MemoryLedger {
         if let Some(record) = account.records.get_mut(request_id) {
             record.cost = final_cost;
         }
-        Ok(SettleOutcome::Settled { used: account.used })
+        let used = account.used;
+        // A settlement above the reservation may cross thresholds too.
+        let allowance = account
+            .record
+            .as_ref()
+            .and_then(|record| alerts.and_then(|a| a.plans.get(&record.plan)).copied());
+        let queued = match (alerts, crossing, allowance) {
+            (Some(alerts), Some((before, after)), Some(allowance)) => queue_crossed(
+                account,
+                account_id,
+                alerts.thresholds,
+                allowance,
+                before,
+                after,
+                now,
+            ),
+            _ => 0,
+        };
+        if queued > 0 {
+            state.alerting.insert(account_id.to_owned());
+        }
+        Ok((SettleOutcome::Settled { used }, queued))
     }
 
     /// Recomputes `used` from the debits in the window. The running total
@@ -582,5 +623,215 @@ impl MemoryLedger {
             .values()
             .filter(|account| account.record.is_some())
             .count() as u64)
+    }
+}
+
+/// Queues one alert per threshold the debit just took `used` across (the
+/// memory twin of `queue_crossed_alerts` in `lua/prelude.lua`); whether any
+/// alert is queued now.
+fn queue_crossed_alerts(
+    debit: &Debit<'_>,
+    account: &mut AccountState,
+    allowance: u64,
+    now: i64,
+) -> bool {
+    let before = account.used - debit.cost;
+    let after = account.used;
+    queue_crossed(
+        account,
+        debit.account,
+        debit.alert_thresholds,
+        allowance,
+        before,
+        after,
+        now,
+    ) > 0
+}
+
+/// One alert per threshold `used` crossed going from `before` to `after`.
+fn queue_crossed(
+    account: &mut AccountState,
+    account_id: &str,
+    thresholds: &[u32],
+    allowance: u64,
+    before: u64,
+    after: u64,
+    now: i64,
+) -> u64 {
+    let mut queued = 0;
+    for ppm in alerts::crossed(thresholds, allowance, before, after) {
+        if account.alerts.len() >= alerts::MAX_QUEUED_PER_ACCOUNT {
+            break;
+        }
+        account.alert_number += 1;
+        account.alerts.insert(
+            account.alert_number,
+            QueuedAlert {
+                account: account_id.to_owned(),
+                number: account.alert_number,
+                threshold_ppm: ppm,
+                used: after,
+                monthly_allowance: allowance,
+                available: allowance.saturating_sub(after),
+                at_ms: now,
+                state: AlertState::Pending,
+                attempts: 0,
+                next_ms: now,
+                last_error: None,
+            },
+        );
+        queued += 1;
+    }
+    queued
+}
+
+fn next_due(account: &AccountState) -> Option<i64> {
+    account.alerts.values().map(|alert| alert.next_ms).min()
+}
+
+/// The alert queue: the same operations as Redis' `lua/alerts.lua`, with
+/// the process clock.
+impl MemoryLedger {
+    /// Nothing to do: a debit that queues an alert puts its account in the
+    /// index in the same step.
+    pub async fn hint_alerts(&self, _account: &str) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    pub async fn alert_accounts_due(&self, limit: usize) -> Result<Vec<String>, LedgerError> {
+        let now = self.clock.now_ms();
+        let state = self.lock();
+        Ok(state
+            .alerting
+            .iter()
+            .filter(|id| {
+                state
+                    .accounts
+                    .get(*id)
+                    .and_then(next_due)
+                    .is_some_and(|due| due <= now)
+            })
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    pub async fn claim_alerts(
+        &self,
+        account_id: &str,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Claim, LedgerError> {
+        let now = self.clock.now_ms();
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let mut state = self.lock();
+        let Some(account) = state.accounts.get_mut(account_id) else {
+            return Ok(Claim {
+                alerts: Vec::new(),
+                next_due_ms: None,
+            });
+        };
+        account
+            .alerts
+            .retain(|_, alert| alert.state == AlertState::Pending || alert.next_ms > now);
+        let mut claimed = Vec::new();
+        for alert in account.alerts.values_mut() {
+            if claimed.len() < max && alert.state == AlertState::Pending && alert.next_ms <= now {
+                alert.next_ms = now.saturating_add(lease_ms);
+                alert.attempts += 1;
+                claimed.push(alert.clone());
+            }
+        }
+        let next_due_ms = next_due(account);
+        if next_due_ms.is_none() {
+            state.alerting.remove(account_id);
+        }
+        Ok(Claim {
+            alerts: claimed,
+            next_due_ms,
+        })
+    }
+
+    pub async fn finish_alert(
+        &self,
+        alert: &QueuedAlert,
+        attempt: &Attempt,
+    ) -> Result<Finished, LedgerError> {
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        let Some(account) = state.accounts.get_mut(&alert.account) else {
+            return Ok(Finished {
+                settled: Settled::NotHeld,
+                next_due_ms: None,
+            });
+        };
+        let settled = match account.alerts.get_mut(&alert.number) {
+            Some(queued) if queued.state == AlertState::Pending => match attempt {
+                Attempt::Delivered => {
+                    account.alerts.remove(&alert.number);
+                    Settled::Delivered
+                }
+                Attempt::Failed { .. } if queued.next_ms != alert.next_ms => Settled::NotHeld,
+                Attempt::Failed {
+                    wait,
+                    retry_for,
+                    error,
+                } => {
+                    let ms = |d: &Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+                    queued.last_error = (!error.is_empty()).then(|| error.clone());
+                    if now.saturating_sub(queued.at_ms) >= ms(retry_for) {
+                        queued.state = AlertState::Failed;
+                        queued.next_ms = now.saturating_add(ms(&alerts::FAILED_KEPT));
+                        Settled::GaveUp
+                    } else {
+                        queued.next_ms = now.saturating_add(ms(wait));
+                        Settled::WillRetry
+                    }
+                }
+            },
+            _ => Settled::NotHeld,
+        };
+        let next_due_ms = next_due(account);
+        if next_due_ms.is_none() {
+            state.alerting.remove(&alert.account);
+        }
+        Ok(Finished {
+            settled,
+            next_due_ms,
+        })
+    }
+
+    /// The memory index is kept by the operations themselves.
+    pub async fn index_alert_account(
+        &self,
+        _account: &str,
+        _next_due: Option<i64>,
+    ) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    pub async fn list_alerts(
+        &self,
+        wanted: AlertState,
+        limit: usize,
+    ) -> Result<AlertList, LedgerError> {
+        let state = self.lock();
+        let mut items: Vec<QueuedAlert> = state
+            .alerting
+            .iter()
+            .filter_map(|id| state.accounts.get(id))
+            .flat_map(|account| account.alerts.values())
+            .filter(|alert| alert.state == wanted)
+            .cloned()
+            .collect();
+        items.sort_by(|a, b| (a.at_ms, &a.account, a.number).cmp(&(b.at_ms, &b.account, b.number)));
+        let truncated = items.len() > limit;
+        items.truncate(limit);
+        Ok(AlertList { items, truncated })
+    }
+
+    /// Nothing can be missing from the memory index.
+    pub async fn sweep_alert_queues(&self, _every: Duration) -> Result<Option<u64>, LedgerError> {
+        Ok(None)
     }
 }

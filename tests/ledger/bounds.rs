@@ -81,6 +81,7 @@ async fn an_allowance_beyond_the_bound_is_refused_before_anything_is_written(h: 
             route: "route-a",
             cost: 1,
             plans: &plans,
+            alert_thresholds: &[],
         })
         .await;
     match outcome {
@@ -324,6 +325,7 @@ async fn a_damaged_total_is_reported_and_a_recount_repairs_it(h: Harness) {
             route: "route-a",
             cost: 1,
             plans: &h.plans,
+            alert_thresholds: &[],
         })
         .await;
     damaged_field(debit.unwrap_err(), "used");

@@ -2,16 +2,18 @@
 //! the memory ledger, operation by operation, within one window: outcomes,
 //! totals and history must agree. Ids mix the gateway's packed form, client
 //! text ids and reused ids; time-driven behaviour is covered by the
-//! conformance suite.
+//! conformance suite. Threshold alerts too: both queue the same alerts,
+//! and exactly those a model derives from the debits' outcomes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use creditgate::clock::ManualClock;
 use creditgate::ledger::{
+    alerts::{crossed, AlertState},
     memory::MemoryLedger,
     redis::{RedisLedger, Target},
-    AccountRecord, Debit, DebitOutcome, Ledger, PlanTable, SettleOutcome,
+    AccountRecord, Debit, DebitOutcome, Ledger, PlanTable, SettleAlerts, SettleOutcome,
 };
 use proptest::prelude::*;
 
@@ -98,6 +100,10 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
     let plans: PlanTable = [("p".to_owned(), 1000)].into_iter().collect();
     let routes = ["image-generate", "video", "agents"];
     let mut ids: Vec<String> = IDS.iter().map(|id| id.to_string()).collect();
+    // Thresholds at 250, 500, 800 and 1000 credits: refunds re-arm them.
+    let thresholds = [250_000, 500_000, 800_000, 1_000_000];
+    let mut expected_alerts: Vec<(u32, u64)> = Vec::new();
+    let mut used_before = 0;
     for (step, op) in ops.iter().enumerate() {
         match *op {
             Op::Debit(cost, choice, route) => {
@@ -118,6 +124,7 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
                     route: routes[route],
                     cost,
                     plans: &plans,
+                    alert_thresholds: &thresholds,
                 };
                 let (a, b) = (
                     memory.debit(&debit).await.unwrap(),
@@ -138,6 +145,9 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
                     ) => {
                         assert_eq!(x, y, "step {step} {op:?}");
                         assert_eq!(wx.used, wy.used, "step {step} {op:?}");
+                        for ppm in crossed(&thresholds, 1000, wx.used - cost, wx.used) {
+                            expected_alerts.push((ppm, wx.used));
+                        }
                     }
                     (
                         DebitOutcome::Rejected {
@@ -165,11 +175,25 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
             }
             Op::Settle(id, cost) => {
                 let id = &ids[id % ids.len()];
-                let a = memory.settle(&account, id, None, cost).await.unwrap();
-                let b = redis.settle(&account, id, None, cost).await.unwrap();
+                let alerts = SettleAlerts {
+                    thresholds: &thresholds,
+                    plans: &plans,
+                };
+                let (a, queued_a) = memory
+                    .settle_alerting(&account, id, None, cost, &alerts)
+                    .await
+                    .unwrap();
+                let (b, queued_b) = redis
+                    .settle_alerting(&account, id, None, cost, &alerts)
+                    .await
+                    .unwrap();
+                assert_eq!(queued_a, queued_b, "step {step} {op:?}");
                 match (a, b) {
                     (SettleOutcome::Settled { used: x }, SettleOutcome::Settled { used: y }) => {
-                        assert_eq!(x, y, "step {step} {op:?}")
+                        assert_eq!(x, y, "step {step} {op:?}");
+                        for ppm in crossed(&thresholds, 1000, used_before, x) {
+                            expected_alerts.push((ppm, x));
+                        }
                     }
                     (a, b) => assert_eq!(a, b, "step {step} {op:?}"),
                 }
@@ -180,6 +204,7 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
             redis.balance(&account, &plans).await.unwrap().unwrap(),
         );
         assert_eq!(a.used, b.used, "step {step} {op:?}");
+        used_before = a.used;
         assert_eq!(
             a.next_release.is_some(),
             b.next_release.is_some(),
@@ -213,4 +238,32 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
         pages.push(keys);
     }
     assert_eq!(pages[0], pages[1], "history differs after {ops:?}");
+    // Alerts: the same queue in both, the one the model expects.
+    redis.hint_alerts(&account).await.unwrap();
+    let mut queues = Vec::new();
+    for ledger in [&memory, &redis] {
+        let list = ledger.list_alerts(AlertState::Pending, 1000).await.unwrap();
+        let mut mine: Vec<_> = list
+            .items
+            .into_iter()
+            .filter(|alert| alert.account == account)
+            .collect();
+        mine.sort_by_key(|alert| alert.number);
+        let facts: Vec<(u64, u32, u64, u64, u64)> = mine
+            .iter()
+            .map(|a| {
+                (
+                    a.number,
+                    a.threshold_ppm,
+                    a.used,
+                    a.monthly_allowance,
+                    a.available,
+                )
+            })
+            .collect();
+        queues.push(facts);
+    }
+    assert_eq!(queues[0], queues[1], "alerts differ after {ops:?}");
+    let model: Vec<(u32, u64)> = queues[0].iter().map(|q| (q.1, q.2)).collect();
+    assert_eq!(model, expected_alerts, "alerts after {ops:?}");
 }

@@ -2,6 +2,7 @@
 //! backend (with a manual clock) and the Redis backend (real redis-server,
 //! Redis `TIME`, short windows and real sleeps).
 
+mod alerts;
 mod differential;
 mod model;
 
@@ -193,6 +194,7 @@ impl Harness {
                 route: "route-a",
                 cost,
                 plans: &self.plans,
+                alert_thresholds: &[],
             })
             .await
             .expect("debit")
@@ -705,6 +707,7 @@ async fn redis_calls_fail_fast_while_down_and_recover_after_restart() {
                 route: "r",
                 cost: 1,
                 plans: &h.plans,
+                alert_thresholds: &[],
             })
             .await;
         assert!(result.is_err(), "{result:?}");
@@ -815,6 +818,7 @@ async fn a_broken_account_fails_alone_in_its_batch() {
                     route: "r",
                     cost: 1,
                     plans: &h.plans,
+                    alert_thresholds: &[],
                 })
                 .await;
             (account, result)

@@ -87,7 +87,7 @@ proptest! {
                         let used: u64 = counted(&model, now).map(|d| d.cost).sum();
                         let outcome = ledger.debit(&Debit {
                             account: "a", request_id: &id, request_id_generated: false, fallback_request_id: "unused",
-                            route: "r", cost, plans: &plans,
+                            route: "r", cost, plans: &plans, alert_thresholds: &[],
                         }).await.unwrap();
                         if used + cost <= ALLOWANCE {
                             let DebitOutcome::Admitted { window, .. } = outcome else {

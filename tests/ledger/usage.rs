@@ -113,6 +113,7 @@ pub async fn debit_on(h: &Harness, account: &str, id: &str, route: &str, cost: u
             route,
             cost,
             plans: &h.plans,
+            alert_thresholds: &[],
         })
         .await
         .expect("debit");
@@ -159,6 +160,7 @@ async fn the_report_splits_credits_by_route_day_and_return_day(h: Harness) {
             route: "status",
             cost: 0,
             plans: &h.plans,
+            alert_thresholds: &[],
         })
         .await
         .unwrap();

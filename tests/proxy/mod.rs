@@ -2,6 +2,7 @@
 //! real redis-server where the ledger is Redis.
 
 mod admin;
+mod alerts;
 mod cluster;
 mod concurrency;
 mod errors;

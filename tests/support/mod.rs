@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod money;
 pub mod openapi;
 pub mod process;
+pub mod receiver;
 pub mod redis;
 pub mod relay;
 pub mod sentinel;

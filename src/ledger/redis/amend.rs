@@ -8,7 +8,7 @@ use super::codec::{packed_id, text_id, RefundReply, SettleReply};
 use super::RedisLedger;
 use crate::ledger::keys::AccountKeys;
 use crate::ledger::{
-    bounds, LedgerError, RefundOutcome, SettleOutcome, UnconfirmedDebit, VoidOutcome,
+    bounds, LedgerError, RefundOutcome, SettleAlerts, SettleOutcome, UnconfirmedDebit, VoidOutcome,
 };
 
 impl RedisLedger {
@@ -70,15 +70,34 @@ impl RedisLedger {
         request_id: &str,
         at_ms: Option<i64>,
         final_cost: u64,
-    ) -> Result<SettleOutcome, LedgerError> {
+        alerts: Option<&SettleAlerts<'_>>,
+    ) -> Result<(SettleOutcome, u64), LedgerError> {
         bounds::check_settled_cost(final_cost)?;
         let mut invocation = self.lookup(&self.core.scripts.settle, account, request_id, at_ms);
-        invocation.arg(final_cost);
+        invocation
+            .key(AccountKeys::new(account).alerts)
+            .arg(final_cost);
+        match alerts {
+            Some(alerts) => {
+                invocation
+                    .arg(crate::ledger::alerts::script_list(alerts.thresholds))
+                    .arg(alerts.plans.len());
+                for (plan, allowance) in alerts.plans {
+                    invocation.arg(plan).arg(*allowance);
+                }
+            }
+            None => {
+                invocation.arg("").arg(0);
+            }
+        }
         let reply: Vec<Value> = self.core.transport.invoke(&invocation).await?;
         match SettleReply::parse(&reply)? {
-            SettleReply::Settled { used } => Ok(SettleOutcome::Settled { used }),
-            SettleReply::Refunded => Ok(SettleOutcome::Refunded),
-            SettleReply::Unknown => Ok(SettleOutcome::Unknown),
+            SettleReply::Settled {
+                used,
+                alerts_queued,
+            } => Ok((SettleOutcome::Settled { used }, alerts_queued)),
+            SettleReply::Refunded => Ok((SettleOutcome::Refunded, 0)),
+            SettleReply::Unknown => Ok((SettleOutcome::Unknown, 0)),
             SettleReply::Damaged { field } => Err(bounds::damaged(account, &field)),
             SettleReply::TooLarge { total } => Err(bounds::total_too_large(account, &total)),
         }

@@ -364,7 +364,7 @@ impl RefundReply {
 /// `{'damaged', field}` or `{'too_large', total}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum SettleReply {
-    Settled { used: u64 },
+    Settled { used: u64, alerts_queued: u64 },
     Refunded,
     Unknown,
     Damaged { field: String },
@@ -372,12 +372,14 @@ pub(super) enum SettleReply {
 }
 
 const SETTLED_USED: usize = 1;
+const SETTLED_ALERTS: usize = 2;
 
 impl SettleReply {
     pub(super) fn parse(reply: &[Value]) -> Result<SettleReply, LedgerError> {
         match text(reply, 0)?.as_str() {
             "settled" => Ok(SettleReply::Settled {
                 used: unsigned(reply, SETTLED_USED)?,
+                alerts_queued: unsigned(reply, SETTLED_ALERTS)?,
             }),
             "refunded" => Ok(SettleReply::Refunded),
             "unknown" => Ok(SettleReply::Unknown),

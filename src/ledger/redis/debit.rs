@@ -2,6 +2,7 @@
 
 use super::codec::{encoded_id, packed_id, text_id, DebitLine, RecordedAs, WindowFields};
 use super::{Core, RedisLedger};
+use crate::ledger::alerts;
 use crate::ledger::keys::AccountKeys;
 use crate::ledger::{
     bounds, Debit, DebitOutcome, LedgerError, PlanTable, UnconfirmedDebit, WindowState,
@@ -17,6 +18,9 @@ pub(super) struct DebitArgs {
     route: String,
     /// On the Redis clock; never `deadline::NO_DEADLINE` once sent.
     deadline_ms: i64,
+    /// `alerts.thresholds` as the script reads them: comma-separated
+    /// millionths of the allowance, `""` when none.
+    alert_thresholds: String,
 }
 
 /// Why a debit call failed.
@@ -39,6 +43,7 @@ impl RedisLedger {
             fallback_request_id: debit.fallback_request_id.to_owned(),
             route: debit.route.to_owned(),
             deadline_ms,
+            alert_thresholds: alerts::script_list(debit.alert_thresholds),
         };
         let result = match &self.batcher {
             Some(batcher) => {
@@ -121,12 +126,14 @@ impl Core {
                 .key(keys.window)
                 .key(keys.ids)
                 .key(keys.usage)
+                .key(keys.alerts)
                 .arg(debit.cost)
                 .arg(id)
                 .arg(encoded_id(&debit.fallback_request_id))
                 .arg(indexed_as)
                 .arg(&debit.route)
-                .arg(debit.deadline_ms);
+                .arg(debit.deadline_ms)
+                .arg(&debit.alert_thresholds);
         }
         let sent = self.deadline.local_now();
         let reply: String = self.transport.invoke(&invocation).await?;

@@ -148,7 +148,7 @@ impl RedisLedger {
     }
 
     /// The cluster's primaries, `(host, port)`, from `CLUSTER NODES`.
-    async fn primaries(&self) -> Result<Vec<(String, u16)>, LedgerError> {
+    pub(super) async fn primaries(&self) -> Result<Vec<(String, u16)>, LedgerError> {
         let transport = &self.core.transport;
         let mut conn = transport.conn().await?;
         let nodes: String = transport
@@ -158,7 +158,7 @@ impl RedisLedger {
     }
 
     /// Runs a command on one cluster node (`Some`), or on the one Redis.
-    async fn on_node(
+    pub(super) async fn on_node(
         &self,
         command: redis::Cmd,
         node: Option<&(String, u16)>,

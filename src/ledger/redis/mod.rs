@@ -16,10 +16,13 @@
 //!   `health.rs` (ping, durability): the operations;
 //! - `usage.rs` (the usage report, `lua/usage.lua`), `index.rs` (the
 //!   account index: list and rebuild);
+//! - `alerts.rs` (threshold alerts: the senders' side of the queue the
+//!   debit writes, `lua/alerts.lua`, and its index);
 //! - `codec.rs`: the packed debit record and every script's reply layout;
 //! - `scripts.rs`: the scripts, loaded once. `ledger/keys.rs` spells the keys.
 
 mod accounts;
+mod alerts;
 mod amend;
 mod batch;
 mod codec;

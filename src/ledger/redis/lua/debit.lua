@@ -4,12 +4,13 @@
 -- requests. With Redis Cluster a batch holds a single debit (its keys share
 -- one slot).
 -- KEYS: per debit, in order: account hash, window zset, id index, usage
---       aggregates.
+--       aggregates, alert queue.
 -- ARGV: window_ms, retention_ms, plan count n, n plan name / allowance
 --       pairs, then per debit: cost, id (flags byte + id part, see the
 --       prelude), fallback id (encoded likewise), the id to index ('' when
 --       packed), route,
---       deadline_ms (Redis clock; 0 = none).
+--       deadline_ms (Redis clock; 0 = none), alert thresholds (millionths
+--       of the allowance, comma-separated; '' = none: see the prelude).
 -- Returns one string, a line per debit (one bulk string is far cheaper for
 -- the client to parse than nested arrays):
 --   A <plan number> <used> <next_release_in_ms> <1: under the id | 2: the fallback> <now>
@@ -27,7 +28,7 @@ local function reply(status, plan_number, state, now, window_ms, extra)
     .. int(next_release_in(state, now, window_ms)) .. ' ' .. int(extra) .. ' ' .. int(now)
 end
 
-local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, window_ms, retention_ms, allowances)
+local function debit_one(k, cost, id, fallback, text_id, route, deadline, thresholds, now, window_ms, retention_ms, allowances)
   local account = redis.call('HMGET', k.account, 'plan', 'suspended', 'used', 'seen', 'first', 'sweep', 'r:' .. route, 'uw')
   if not account[1] then return 'N' end
   if account[2] == '1' then return 'S' end
@@ -119,6 +120,7 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
     end
   end
   state.used = state.used + cost
+  queue_crossed_alerts(k.account, k.alerts, thresholds, state.used - cost, state.used, allowance, now)
   if state.first < 0 then state.first = now end
   count_usage(state, now, tonumber(route_number), cost, 1)
   save_state(k.account, state)
@@ -135,17 +137,18 @@ for i = 1, plan_count do
 end
 local first_debit_arg = 4 + 2 * plan_count
 local now = ledger_now()
-local count = #KEYS / 4
+local count = #KEYS / 5
 local replies = {}
 -- One pcall for the whole batch (each costs a setjmp); after an error the
 -- debits not yet run carry on in a fresh one.
 local done = 0
 local function run_from_done()
   for n = done, count - 1 do
-    local k = { account = KEYS[4 * n + 1], window = KEYS[4 * n + 2], ids = KEYS[4 * n + 3], usage = KEYS[4 * n + 4] }
-    local a = first_debit_arg + 6 * n
+    local k = { account = KEYS[5 * n + 1], window = KEYS[5 * n + 2], ids = KEYS[5 * n + 3], usage = KEYS[5 * n + 4],
+      alerts = KEYS[5 * n + 5] }
+    local a = first_debit_arg + 7 * n
     replies[n + 1] = debit_one(k, tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
-      ARGV[a + 4], tonumber(ARGV[a + 5]), now, window_ms, retention_ms, allowances)
+      ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6], now, window_ms, retention_ms, allowances)
     done = n + 1
   end
 end

@@ -352,3 +352,52 @@ local function find_debit(kw, ki, packed, text, request_id, at, till)
     offset = offset + 1024
   end
 end
+
+-- Threshold alerts (docs/alerts.md): the one hook the debit calls. A
+-- threshold is given in millionths of the allowance; its level in credits
+-- is ceil(ppm * allowance / 10^6), computed exactly (ppm * allowance may be
+-- beyond 2^53, so it is split at 10^6; `ledger/alerts.rs` computes the same
+-- in integers). A debit that takes `used` from `before` (after the window
+-- was brought up to date) to `after` crosses every level with
+-- before < level <= after, and queues one alert for each in the account's
+-- queue `kq` (field = the alert's number, from the account hash's `an`):
+--   p <next attempt> <attempts> <at> <threshold ppm> <used> <allowance> <available>
+-- Nothing is remembered between debits: a threshold is armed again as soon
+-- as `used` is below it (debits leaving the window, refunds). A queue
+-- holding ALERTS_MAX_QUEUED alerts (a receiver down for long) takes no more.
+-- Returns how many alerts it queued. Also called by the settlement of a
+-- reservation (settle.lua), which may take `used` across a threshold.
+local ALERTS_MAX_QUEUED = 1000
+local alert_lists = {}
+
+local function alert_level(ppm, allowance)
+  local high = math.floor(allowance / 1000000)
+  local low = allowance - high * 1000000
+  local part = ppm * low
+  local up = math.floor(part / 1000000)
+  if up * 1000000 < part then up = up + 1 end
+  return ppm * high + up
+end
+
+local function queue_crossed_alerts(ka, kq, list, before, after, allowance, now)
+  if list == '' or after <= before then return 0 end
+  local thresholds = alert_lists[list]
+  if not thresholds then
+    thresholds = {}
+    for ppm in string.gmatch(list, '%d+') do thresholds[#thresholds + 1] = tonumber(ppm) end
+    alert_lists[list] = thresholds
+  end
+  local available = allowance - after
+  if available < 0 then available = 0 end
+  local queued = 0
+  for i = 1, #thresholds do
+    local level = alert_level(thresholds[i], allowance)
+    if before < level and level <= after and redis.call('HLEN', kq) < ALERTS_MAX_QUEUED then
+      local number = redis.call('HINCRBY', ka, 'an', 1)
+      redis.call('HSET', kq, number, 'p ' .. int(now) .. ' 0 ' .. int(now) .. ' ' .. int(thresholds[i]) .. ' '
+        .. int(after) .. ' ' .. int(allowance) .. ' ' .. int(available))
+      queued = queued + 1
+    end
+  end
+  return queued
+end
