@@ -114,6 +114,17 @@ async fn serve(
         }
         (Method::POST, ["accounts", id, "refunds"]) => refund(gateway, id, request).await,
         (Method::POST, ["accounts", id, "recount"]) => recount(gateway, id).await,
+        (Method::POST, ["accounts", id, "grants"]) => {
+            let id = valid_account_id(id)?;
+            let body = read_json(gateway, request).await?;
+            super::grants::create(gateway, id, &body).await
+        }
+        (Method::GET, ["accounts", id, "grants"]) => {
+            super::grants::list(gateway, valid_account_id(id)?).await
+        }
+        (Method::DELETE, ["accounts", id, "grants", grant_id]) => {
+            super::grants::void(gateway, valid_account_id(id)?, grant_id).await
+        }
         _ => Err(not_found()),
     }
 }
@@ -223,7 +234,7 @@ async fn account_view(gateway: &Gateway, id: &str) -> Result<Value, GatewayError
     let snapshot = gateway.snapshot();
     let balance = gateway
         .ledger
-        .balance(id, &snapshot.config.plans)
+        .balance(id, &snapshot.config.plans, &snapshot.config.limits)
         .await
         .map_err(GatewayError::from_ledger)?
         .ok_or_else(|| GatewayError::new(ErrorKind::NotFound, format!("no account `{id}`")))?;

@@ -24,6 +24,9 @@ pub struct AccountKeys {
     /// Hash: the usage aggregates — credits and debits by UTC day and route,
     /// credits by the day they leave the window (see `prelude.lua`).
     pub usage: String,
+    /// Hash: the account's prepaid grants — `<number>` → "credits remaining
+    /// expires created voided", `<number>:note` (see `prelude.lua`).
+    pub grants: String,
 }
 
 impl AccountKeys {
@@ -47,6 +50,7 @@ impl AccountKeys {
             ids: key("i"),
             api_keys: key("k"),
             usage: key("u"),
+            grants: key("g"),
         }
     }
 }
@@ -81,6 +85,17 @@ mod tests {
         assert_eq!(keys.ids, "cg:{site-42}:i");
         assert_eq!(keys.api_keys, "cg:{site-42}:k");
         assert_eq!(keys.usage, "cg:{site-42}:u");
+        assert_eq!(keys.grants, "cg:{site-42}:g");
+        // Every key of an account shares its hash tag: one Cluster slot.
+        for key in [
+            &keys.window,
+            &keys.ids,
+            &keys.api_keys,
+            &keys.usage,
+            &keys.grants,
+        ] {
+            assert!(key.starts_with("cg:{site-42}:"), "{key}");
+        }
         assert_eq!(ACCOUNT_INDEX, "cg:accounts");
         assert_eq!(account_of_hash_key(&keys.account), Some("site-42"));
         assert_eq!(account_of_hash_key(&keys.window), None);

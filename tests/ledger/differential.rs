@@ -118,6 +118,7 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
                     route: routes[route],
                     cost,
                     plans: &plans,
+                    limits: &creditgate::ledger::NO_LIMITS,
                 };
                 let (a, b) = (
                     memory.debit(&debit).await.unwrap(),
@@ -143,10 +144,12 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
                         DebitOutcome::Rejected {
                             window: wx,
                             retry_after_ms: rx,
+                            ..
                         },
                         DebitOutcome::Rejected {
                             window: wy,
                             retry_after_ms: ry,
+                            ..
                         },
                     ) => {
                         assert_eq!(wx.used, wy.used, "step {step} {op:?}");
@@ -176,8 +179,16 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
             }
         }
         let (a, b) = (
-            memory.balance(&account, &plans).await.unwrap().unwrap(),
-            redis.balance(&account, &plans).await.unwrap().unwrap(),
+            memory
+                .balance(&account, &plans, &creditgate::ledger::NO_LIMITS)
+                .await
+                .unwrap()
+                .unwrap(),
+            redis
+                .balance(&account, &plans, &creditgate::ledger::NO_LIMITS)
+                .await
+                .unwrap()
+                .unwrap(),
         );
         assert_eq!(a.used, b.used, "step {step} {op:?}");
         assert_eq!(

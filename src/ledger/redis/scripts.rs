@@ -15,6 +15,7 @@ pub(super) struct Scripts {
     pub history: Script,
     pub put_account: Script,
     pub usage: Script,
+    pub grants: Script,
 }
 
 impl Scripts {
@@ -29,6 +30,7 @@ impl Scripts {
             history: Script::new(include_str!("lua/history.lua")),
             put_account: Script::new(include_str!("lua/put_account.lua")),
             usage: with_prelude(include_str!("lua/usage.lua")),
+            grants: with_prelude(include_str!("lua/grants.lua")),
         }
     }
 }

@@ -90,6 +90,7 @@ async fn check(ledger: &Ledger, account: &str, ops: &[Op]) {
                         route: ROUTES[route],
                         cost,
                         plans: &plans,
+                        limits: &creditgate::ledger::NO_LIMITS,
                     })
                     .await
                     .unwrap();
