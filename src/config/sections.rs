@@ -49,7 +49,7 @@ pub(super) fn read_root(
     let server = read_server(root.table("server"), base_dir);
     let admin = read_admin(root.table("admin"));
     let ledger = super::ledger::read_ledger(root.table("ledger"), base_dir);
-    let (plans, limits) = read_plans(root.table("plans"));
+    let (plans, limits) = read_plans(root.table("plans"), ledger.window);
     let upstreams = read_upstreams(root.table("upstreams"));
     let (routes, declared_routes) = read_routes(&mut root, &upstreams);
     root.finish();
@@ -158,7 +158,10 @@ fn read_admin(section: Option<Section<'_>>) -> AdminConfig {
     admin
 }
 
-fn read_plans(section: Option<Section<'_>>) -> (BTreeMap<String, u64>, LimitTable) {
+fn read_plans(
+    section: Option<Section<'_>>,
+    ledger_window: Duration,
+) -> (BTreeMap<String, u64>, LimitTable) {
     let mut plans = BTreeMap::new();
     let mut limits = LimitTable::new();
     let Some(mut s) = section else {
@@ -174,7 +177,7 @@ fn read_plans(section: Option<Section<'_>>) -> (BTreeMap<String, u64>, LimitTabl
         };
         let allowance = plan.credits("monthly_allowance");
         let allowance = plan.require("monthly_allowance", allowance);
-        let windows = read_limits(&mut plan);
+        let windows = read_limits(&mut plan, ledger_window);
         plan.finish();
         if !windows.is_empty() {
             limits.insert(name.clone(), windows);
@@ -189,10 +192,11 @@ fn read_plans(section: Option<Section<'_>>) -> (BTreeMap<String, u64>, LimitTabl
 
 /// `limits = [{ window = "1d", credits = 1500 }, …]`: a plan's extra
 /// windows. Each window is positive, whole milliseconds and unique within
-/// the plan (shorter than `ledger.window`: checked in `validate.rs`);
+/// the plan and shorter than `ledger.window` (read before the plans);
 /// credits are within the ledger's bound.
-fn read_limits(plan: &mut Section<'_>) -> Vec<WindowLimit> {
+fn read_limits(plan: &mut Section<'_>, ledger_window: Duration) -> Vec<WindowLimit> {
     let mut limits: Vec<WindowLimit> = Vec::new();
+    let mut windows: Vec<u64> = Vec::new();
     let Some(value) = plan.take("limits") else {
         return limits;
     };
@@ -235,15 +239,24 @@ fn read_limits(plan: &mut Section<'_>) -> Vec<WindowLimit> {
         }
         let mut window_ms = None;
         if let Some(window) = window {
+            let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
             if window.as_nanos() % 1_000_000 != 0 {
                 entry.issue("window", "must be whole milliseconds");
-            } else if let Ok(ms) = u64::try_from(window.as_millis()) {
-                if limits.iter().any(|l| l.window_ms == ms) {
-                    entry.issue("window", "duplicates an earlier window of this plan");
-                } else {
-                    window_ms = Some(ms);
-                }
+            } else if windows.contains(&ms) {
+                entry.issue("window", "duplicates an earlier window of this plan");
+            } else if window >= ledger_window {
+                entry.issue(
+                    "window",
+                    format!(
+                        "is {} but ledger.window is {}: an extra window must be shorter than the ledger's",
+                        humantime::format_duration(window),
+                        humantime::format_duration(ledger_window)
+                    ),
+                );
+            } else {
+                window_ms = Some(ms);
             }
+            windows.push(ms);
         }
         entry.finish();
         if let (Some(name), Some(window_ms), Some(credits @ 1..)) = (name, window_ms, credits) {
