@@ -22,6 +22,7 @@ conformance! {
     expired_grants_are_not_spent_and_get_nothing_back: HOUR;
     short_windows_count_what_grants_paid: HOUR;
     grants_are_created_listed_and_voided: HOUR;
+    the_usage_report_counts_whole_costs_and_returns_the_allowance_part: HOUR;
 }
 
 fn window_of(outcome: &DebitOutcome) -> &WindowState {
@@ -439,4 +440,36 @@ async fn grants_are_created_listed_and_voided(h: Harness) {
     );
     assert_eq!(live_grants(&h, "v").await, vec![(first.clone(), 5)]);
     assert_eq!(h.used("v").await, 0);
+}
+
+async fn the_usage_report_counts_whole_costs_and_returns_the_allowance_part(h: Harness) {
+    h.account("u", "tiny").await;
+    grant(&h, "u", 100, None).await;
+    for (id, cost) in [("u1", 6), ("u2", 9), ("u3", 12)] {
+        assert!(admitted(&h.debit_as("u", id, cost).await));
+    }
+    assert_eq!(
+        h.ledger.settle("u", "u3", None, 8).await.unwrap(),
+        SettleOutcome::Settled { used: 10 }
+    );
+    let check = |usage: &creditgate::ledger::usage::Usage, used: u64, from_grants: u64| {
+        let spent: u64 = usage.spent.iter().map(|c| c.credits).sum();
+        let returning: u64 = usage.returning.iter().map(|d| d.credits).sum();
+        assert_eq!((usage.used, usage.from_grants), (used, from_grants));
+        assert_eq!(spent, used + from_grants, "by day and route: the whole costs");
+        assert_eq!(returning, used, "only the allowance part comes back");
+    };
+    let usage = h.ledger.usage("u", &h.plans).await.unwrap().unwrap();
+    // 6 + 9 + 8 spent: 10 by the allowance, 13 by the grant.
+    check(&usage, 10, 13);
+    assert_eq!(
+        h.ledger.refund("u", "u2").await.unwrap(),
+        RefundOutcome::Refunded
+    );
+    let usage = h.ledger.usage("u", &h.plans).await.unwrap().unwrap();
+    check(&usage, 6, 8);
+    // The recount rebuilds the same aggregates.
+    h.ledger.recount("u").await.unwrap().unwrap();
+    let usage = h.ledger.usage("u", &h.plans).await.unwrap().unwrap();
+    check(&usage, 6, 8);
 }

@@ -20,7 +20,8 @@ use crate::ledger::LedgerError;
 const PACKED: u8 = 2;
 /// Flag: the debit was refunded (it no longer counts; history keeps it).
 const REFUNDED: u8 = 1;
-/// Flag: grants paid part of the debit; the split follows the route.
+/// Flag: grants paid part of the debit; the split follows the route,
+/// unless the flags byte is 8 or more: then grant `flags / 8` paid it all.
 const SPLIT: u8 = 4;
 /// Bytes of a packed id after the flags byte.
 const PACKED_ID_LEN: usize = 8;
@@ -108,7 +109,9 @@ impl DebitRecord {
         };
         let cost = read_varint(member, &mut pos)?;
         let route = read_varint(member, &mut pos)?;
-        let from_allowance = if flags & SPLIT != 0 {
+        let from_allowance = if flags >= 8 {
+            0
+        } else if flags & SPLIT != 0 {
             read_varint(member, &mut pos)?.min(cost)
         } else {
             cost
@@ -768,6 +771,15 @@ mod tests {
         assert_eq!(
             (record.cost, record.from_allowance, record.refunded),
             (300, 120, true)
+        );
+        // Paid wholly by grant 5: said by the flags alone, no longer a member.
+        let mut whole = member.clone();
+        whole[0] |= SPLIT | (5 << 3);
+        assert_eq!(whole.len(), 12);
+        let record = DebitRecord::parse(&whole).unwrap();
+        assert_eq!(
+            (record.cost, record.from_allowance, record.refunded),
+            (300, 0, true)
         );
         // Upper-case or other lengths stay text, so they round-trip exactly.
         for id in ["00FF10A0B1C2D3E4", "client-req-1", "0123456789abcdef0"] {

@@ -19,12 +19,14 @@
 --             length and the id's bytes
 --   varint    cost
 --   varint    route number
---   (flag 4 only) varint the part paid from the allowance, varint the number
---             of grant parts, then per part: varint grant number, varint
---             credits — in the order they were taken (docs/ledger.md,
---             "Prepaid grants")
+--   (flag 4, flags < 8 only) varint the part paid from the allowance, varint
+--             the number of grant parts, then per part: varint grant
+--             number, varint credits — in the order they were taken
+--             (docs/ledger.md, "Prepaid grants")
 -- so a debit costs one small sorted-set entry and nothing else. The flags
--- byte is 4 * (paid partly from grants) + 2 * (the id is packed) + (refunded). Ids of any
+-- byte is 8 * g + 4 * (grants paid some of it) + 2 * (the id is packed) +
+-- (refunded), where g (1-31) says that grant g alone paid all of it: then
+-- no split follows, and the member is no longer than one the allowance paid. Ids of any
 -- other form are also kept in the hash `i` (id → at) so a reused id is
 -- caught; packed ids are the gateway's own 64 random bits.
 --
@@ -114,6 +116,7 @@ end
 -- ({number, credits, ...} in the order taken), given parse's results.
 local function split_of(m, flags, cost, rest)
   if flags < 4 then return cost, {} end
+  if flags >= 8 then return 0, { math.floor(flags / 8), cost } end
   local allowance, pos = read_varint(m, rest)
   local count
   count, pos = read_varint(m, pos)
@@ -133,6 +136,7 @@ end
 local function tail_of(cost, route, allowance, parts)
   local tail = varint(cost) .. varint(route)
   if #parts == 0 then return tail, 0 end
+  if allowance == 0 and #parts == 2 and parts[1] < 32 then return tail, 4 + 8 * parts[1] end
   tail = tail .. varint(allowance) .. varint(#parts / 2)
   for i = 1, #parts do tail = tail .. varint(parts[i]) end
   return tail, 4
@@ -160,6 +164,7 @@ local function cost_route(m)
   local cost, after = read_varint(m, pos)
   local route, rest = read_varint(m, after)
   if flags < 4 then return cost, route, cost end
+  if flags >= 8 then return cost, route, 0 end
   return cost, route, (read_varint(m, rest))
 end
 
