@@ -456,7 +456,11 @@ async fn the_usage_report_counts_whole_costs_and_returns_the_allowance_part(h: H
         let spent: u64 = usage.spent.iter().map(|c| c.credits).sum();
         let returning: u64 = usage.returning.iter().map(|d| d.credits).sum();
         assert_eq!((usage.used, usage.from_grants), (used, from_grants));
-        assert_eq!(spent, used + from_grants, "by day and route: the whole costs");
+        assert_eq!(
+            spent,
+            used + from_grants,
+            "by day and route: the whole costs"
+        );
         assert_eq!(returning, used, "only the allowance part comes back");
     };
     let usage = h.ledger.usage("u", &h.plans).await.unwrap().unwrap();

@@ -615,7 +615,12 @@ async fn grants_are_given_listed_and_voided_from_the_command_line() {
         &["grant-void", "site-7", "x1"],
     ] {
         let refused = cli(args);
-        assert_eq!(refused.status.code(), Some(2), "{args:?}: {}", stderr(&refused));
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&refused)
+        );
     }
     let listed = json_out(&cli(&["grants", "site-7"]));
     assert_eq!(listed["items"], serde_json::json!([]));

@@ -26,6 +26,7 @@
 -- Plan name → its position in ARGV's table, and its extra windows (filled below).
 local plan_numbers = {}
 local plan_limits = {}
+local plan_keys = {}
 -- Every window length any plan has, and the account hash fields that hold them.
 local limit_names = {}
 local limit_fields_read = {}
@@ -81,13 +82,8 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
   local changed = advance(k.window, state, now - window_ms)
   local values = {}
   for i, name in ipairs(limit_names) do values[name] = account[11 + i] end
-  local limits = limits_sync(k.account, k.window, plan_limits[plan], account[9], values, now)
+  local limits = limits_sync(k.account, k.window, plan_limits[plan], account[9], values, now, plan_keys[plan])
   local gstate = grants_state(k.grants, account[10], account[11], now)
-  local function save()
-    local more = limit_fields(limits, false)
-    for _, v in ipairs(grant_fields(gstate)) do more[#more + 1] = v end
-    if changed or #more > 0 then save_state(k.account, state, more) end
-  end
   -- Aggregates not kept yet (an account from before them, or a new window)
   -- start when nothing counts: then empty aggregates are exact.
   if not state.usage and state.first < 0 and state.used == 0 then
@@ -103,7 +99,11 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
   end
 
   if cost == 0 then
-    save()
+    local more = limit_fields(limits, false)
+    if gstate.changed then
+      for _, v in ipairs(grant_fields(gstate)) do more[#more + 1] = v end
+    end
+    if changed or #more > 0 then save_state(k.account, state, more) end
     return reply('A', plan_number, state, now, window_ms, 1, gstate, 0, limits)
   end
 
@@ -117,7 +117,11 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
     if cost > plan_limits[plan][i].credits - limit.used then refused = refused or i end
   end
   if refused then
-    save()
+    local more = limit_fields(limits, false)
+    if gstate.changed then
+      for _, v in ipairs(grant_fields(gstate)) do more[#more + 1] = v end
+    end
+    if changed or #more > 0 then save_state(k.account, state, more) end
     -- Per refusing window: walk its oldest counting debits until enough
     -- would have left for this cost to fit (only refused requests pay for
     -- this, and only as far as needed). The request fits once every window
@@ -189,9 +193,10 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, now, w
     limit.used = limit.used + cost
     if limit.first < 0 then limit.first = now end
   end
-  changed = true
   local more = limit_fields(limits, true)
-  for _, v in ipairs(grant_fields(gstate)) do more[#more + 1] = v end
+  if gstate.changed then
+    for _, v in ipairs(grant_fields(gstate)) do more[#more + 1] = v end
+  end
   save_state(k.account, state, more)
   return reply('A', plan_number, state, now, window_ms, recorded_as, gstate, cost - from_allowance, limits)
 end
@@ -206,6 +211,7 @@ for i = 1, plan_count do
   allowances[name] = tonumber(ARGV[2 + 3 * i])
   plan_numbers[name] = i
   plan_limits[name] = parse_limits(ARGV[3 + 3 * i])
+  plan_keys[name] = limits_key(plan_limits[name])
   for _, limit in ipairs(plan_limits[name]) do
     local ms = int(limit.ms)
     if not seen_lengths[ms] then

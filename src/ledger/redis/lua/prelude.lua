@@ -441,7 +441,7 @@ end
 local function parse_limits(spec)
   local limits = {}
   for ms, credits in string.gmatch(spec, '(%d+):(%d+)') do
-    limits[#limits + 1] = { ms = tonumber(ms), credits = tonumber(credits) }
+    limits[#limits + 1] = { ms = tonumber(ms), key = ms, credits = tonumber(credits) }
   end
   return limits
 end
@@ -483,8 +483,25 @@ end
 -- Brings the windows kept for the account (`lw`) to `limits`, the plan's:
 -- drops the others, builds the new ones, advances each to now. `values`
 -- maps '<ms>' to the stored `l:<ms>`. Returns the states in the plan's
--- order (`dirty` set on those to save).
-local function limits_sync(ka, kw, limits, lw, values, now)
+-- order (`dirty` set on those to save). `want` is `limits_key(limits)`
+-- when the caller has it.
+local function limits_sync(ka, kw, limits, lw, values, now, want)
+  want = want or limits_key(limits)
+  if (lw or '') == want then
+    -- The account keeps exactly the plan's windows (almost every call).
+    local states = {}
+    for i, limit in ipairs(limits) do
+      local state = limit_state(values[limit.key])
+      if state then
+        if advance(kw, state, now - limit.ms) then state.dirty = true end
+      else
+        state = limit_build(kw, now - limit.ms)
+      end
+      state.ms = limit.ms
+      states[i] = state
+    end
+    return states
+  end
   local kept = {}
   for ms in string.gmatch(lw or '', '%d+') do kept[ms] = true end
   local states = {}
@@ -500,7 +517,6 @@ local function limits_sync(ka, kw, limits, lw, values, now)
     states[i] = state
     kept[ms] = nil
   end
-  local want = limits_key(limits)
   if (lw or '') ~= want then
     local gone = {}
     for ms in pairs(kept) do gone[#gone + 1] = 'l:' .. ms end
