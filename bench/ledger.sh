@@ -6,6 +6,8 @@
 # accounts.
 #
 #   bash bench/ledger.sh            # DEBITS=1000000 to tune
+#   bash bench/ledger.sh limits     # every plan with two extra windows (1h, 1d),
+#                                   # the memory accounts paying from a grant
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEBITS=${DEBITS:-1000000}
@@ -18,4 +20,4 @@ REDIS_PID=$!
 trap 'kill $REDIS_PID 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 echo "redis: $(redis-server --version | cut -d' ' -f3), zset-max-listpack-entries $(redis-cli -p "$PORT" config get zset-max-listpack-entries | tail -1)"
-target/release/examples/ledger_scaling "redis://127.0.0.1:$PORT/0" "$DEBITS"
+target/release/examples/ledger_scaling "redis://127.0.0.1:$PORT/0" "$DEBITS" "${1:-}"

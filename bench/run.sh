@@ -11,6 +11,13 @@
 #                  the nginx + Lua peer makes it (the floor of the priced route)
 #   free_log       the free route on a second gateway with its access log on
 #                  (CREDITGATE_LOG=info, written to a file)
+# and, when named in TARGETS (not by default):
+#   priced_limits  the priced route for accounts whose plan has two extra
+#                  windows (1h, 1d) and that hold an active prepaid grant
+#                  (the allowance pays: the grant is live but not spent)
+#   priced_grant   the same plan with a zero allowance: every debit is paid
+#                  from the grant (the grants are read and written each time)
+#   e.g. TARGETS="priced priced_limits priced_grant" EXTRAS=0 bash bench/run.sh
 # and the best round of each is reported. Then, once:
 #   priced_512     the priced route at 512 connections (the RSS target)
 #   nginx_lua_512  the peer at 512 connections
@@ -88,6 +95,12 @@ redis_url = "redis://127.0.0.1:$REDIS_PORT/0"
 timeout = "1s"
 [plans.bench]
 monthly_allowance = 1000000000
+[plans.limits]
+monthly_allowance = 1000000000
+limits = [{ window = "1h", credits = 1000000000 }, { window = "1d", credits = 1000000000 }]
+[plans.grantpaid]
+monthly_allowance = 0
+limits = [{ window = "1h", credits = 1000000000 }, { window = "1d", credits = 1000000000 }]
 [upstreams.stub]
 url = "http://127.0.0.1:$STUB_PORT"
 [[routes]]
@@ -130,6 +143,23 @@ for i in $(seq "$ACCOUNTS"); do
   key=$(curl -fs -X POST "127.0.0.1:$ADMIN_PORT/admin/v1/accounts/bench-$i/keys" \
     -H "Authorization: Bearer $TOKEN" | sed 's/.*"key":"\([^"]*\)".*/\1/')
   printf '%s\n' "$key" >>"$WORK/keys.txt"
+done
+# Accounts for priced_limits / priced_grant: their plan, a key, an active grant.
+for plan in limits grantpaid; do
+  target=priced_$plan
+  [ "$plan" = grantpaid ] && target=priced_grant
+  case " ${TARGETS:-} " in *" $target "*) ;; *) continue ;; esac
+  echo "creating $ACCOUNTS accounts on plan $plan, each with a grant …"
+  : >"$WORK/keys-$plan.txt"
+  for i in $(seq "$ACCOUNTS"); do
+    curl -fs -X PUT "127.0.0.1:$ADMIN_PORT/admin/v1/accounts/$plan-$i" \
+      -H "Authorization: Bearer $TOKEN" -d "{\"plan\":\"$plan\"}" >/dev/null
+    curl -fs -X POST "127.0.0.1:$ADMIN_PORT/admin/v1/accounts/$plan-$i/grants" \
+      -H "Authorization: Bearer $TOKEN" -d '{"credits":1000000000,"note":"bench"}' >/dev/null
+    key=$(curl -fs -X POST "127.0.0.1:$ADMIN_PORT/admin/v1/accounts/$plan-$i/keys" \
+      -H "Authorization: Bearer $TOKEN" | sed 's/.*"key":"\([^"]*\)".*/\1/')
+    printf '%s\n' "$key" >>"$WORK/keys-$plan.txt"
+  done
 done
 
 # wrk rotates over the keys (gateway) or account ids (nginx peer).
@@ -193,11 +223,11 @@ http {
         local rid = ngx.var.request_id
         local id, fallback = packed(string.sub(rid, 1, 16)), packed(string.sub(rid, 17, 32))
         -- One debit per call (a batch of one): window, retention, plan table, then the debit.
-        local res, err = red:evalsha(DEBIT_SHA, 3, k .. "a", k .. "w", k .. "i",
-          2592000000, 7776000000, 1, "bench", 1000000000, 1, id, fallback, "", "priced", 0)
+        local res, err = red:evalsha(DEBIT_SHA, 5, k .. "a", k .. "w", k .. "i", k .. "u", k .. "g",
+          2592000000, 7776000000, 1, "bench", 1000000000, "", 1, id, fallback, "", "priced", 0)
         if not res and err and string.find(err, "NOSCRIPT", 1, true) then
-          res, err = red:eval(DEBIT, 3, k .. "a", k .. "w", k .. "i",
-            2592000000, 7776000000, 1, "bench", 1000000000, 1, id, fallback, "", "priced", 0)
+          res, err = red:eval(DEBIT, 5, k .. "a", k .. "w", k .. "i", k .. "u", k .. "g",
+            2592000000, 7776000000, 1, "bench", 1000000000, "", 1, id, fallback, "", "priced", 0)
         end
         red:set_keepalive(10000, 256)
         if not res then return ngx.exit(503) end
@@ -317,6 +347,8 @@ for round in $(seq "$ROUNDS"); do
       direct) load direct "http://127.0.0.1:$STUB_PORT/bench/direct" "$CONNECTIONS" ;;
       free) KEYS_FILE="$WORK/keys.txt" load free "http://127.0.0.1:$DATA_PORT/bench/free" "$CONNECTIONS" -s "$WORK/rotate.lua" ;;
       priced) KEYS_FILE="$WORK/keys.txt" load priced "http://127.0.0.1:$DATA_PORT/bench/priced" "$CONNECTIONS" -s "$WORK/rotate.lua" ;;
+      priced_limits) KEYS_FILE="$WORK/keys-limits.txt" load priced_limits "http://127.0.0.1:$DATA_PORT/bench/priced" "$CONNECTIONS" -s "$WORK/rotate.lua" ;;
+      priced_grant) KEYS_FILE="$WORK/keys-grantpaid.txt" load priced_grant "http://127.0.0.1:$DATA_PORT/bench/priced" "$CONNECTIONS" -s "$WORK/rotate.lua" ;;
       nginx_proxy) load nginx_proxy "http://127.0.0.1:$NGINX_PROXY_PORT/bench/direct" "$CONNECTIONS" ;;
       nginx_lua) KEYS_FILE="$WORK/accounts.txt" load nginx_lua "http://127.0.0.1:$NGINX_LUA_PORT/bench/priced" "$CONNECTIONS" -s "$WORK/rotate.lua" ;;
       floor) load floor "http://127.0.0.1:$FLOOR_PORT/bench/direct" "$CONNECTIONS" ;;

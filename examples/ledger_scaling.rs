@@ -8,19 +8,32 @@
 //! 3. Redis memory per debit over 1 M debits across 1 000 accounts, with
 //!    what one account's keys take.
 //!
+//! With `limits` as the third argument every plan has two extra windows
+//! (1 h and 1 d) and the memory part's accounts are on a small allowance
+//! with a prepaid grant each, so most of their debits are paid partly or
+//! wholly from the grant (the largest debit record).
+//!
 //! ```text
-//! cargo run --release --example ledger_scaling -- redis://127.0.0.1:6390/0 [debits]
+//! cargo run --release --example ledger_scaling -- redis://127.0.0.1:6390/0 [debits] [limits]
 //! ```
 //! Use a Redis of its own: the second part flushes it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use creditgate::ledger::bounds::MAX_CREDITS;
 use creditgate::ledger::keys::AccountKeys;
 use creditgate::ledger::redis::{RedisLedger, Target, REBUILD_LIMIT};
 use creditgate::ledger::usage::Rebuilt;
-use creditgate::ledger::{AccountRecord, Debit, DebitOutcome, Ledger, LedgerError, PlanTable};
+use creditgate::ledger::{
+    AccountRecord, Debit, DebitOutcome, GrantCreated, Ledger, LedgerError, LimitTable, NewGrant,
+    PlanTable, WindowLimit,
+};
+
+/// The plans' extra windows (empty unless `limits` was asked for).
+static LIMITS: OnceLock<LimitTable> = OnceLock::new();
+/// The plan of the memory part's accounts.
+static MEMORY_PLAN: OnceLock<&'static str> = OnceLock::new();
 
 const DAY: Duration = Duration::from_secs(86_400);
 const SAMPLES: usize = 3_000;
@@ -37,6 +50,29 @@ async fn main() {
         .next()
         .map(|n| n.parse().expect("debits: a number"))
         .unwrap_or(1_000_000);
+    let with_limits = args.next().as_deref() == Some("limits");
+    let windows = vec![
+        WindowLimit {
+            name: "1h".into(),
+            window_ms: 3_600_000,
+            credits: MAX_CREDITS,
+        },
+        WindowLimit {
+            name: "1d".into(),
+            window_ms: 86_400_000,
+            credits: MAX_CREDITS,
+        },
+    ];
+    let mut limits = LimitTable::new();
+    if with_limits {
+        limits.insert("bench".into(), windows.clone());
+        limits.insert("topup".into(), windows);
+        println!("mode: two extra windows (1h, 1d); memory accounts on a 1000-credit allowance plus a grant");
+    }
+    LIMITS.set(limits).expect("set once");
+    MEMORY_PLAN
+        .set(if with_limits { "topup" } else { "bench" })
+        .expect("set once");
     let ledger = Ledger::Redis(Arc::new(
         RedisLedger::connect(
             Target::Single(&url),
@@ -48,7 +84,13 @@ async fn main() {
         .await
         .expect("connect"),
     ));
-    let plans: Arc<PlanTable> = Arc::new([("bench".to_owned(), MAX_CREDITS)].into());
+    let plans: Arc<PlanTable> = Arc::new(
+        [
+            ("bench".to_owned(), MAX_CREDITS),
+            ("topup".to_owned(), 1000),
+        ]
+        .into(),
+    );
     // FLUSHALL of a million entries takes longer than the default reply timeout.
     let slow =
         redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(120)));
@@ -165,7 +207,16 @@ async fn main() {
     let before = used_memory(&mut redis).await;
     let accounts: Vec<String> = (0..1000).map(|i| format!("site-{i}")).collect();
     for account in &accounts {
-        put(&ledger, account).await;
+        put_on(&ledger, account, MEMORY_PLAN.get().expect("set")).await;
+        if !LIMITS.get().expect("set").is_empty() {
+            let grant = NewGrant {
+                credits: 1_000_000_000_000,
+                expires_at_ms: None,
+                note: "bench".into(),
+            };
+            let created = ledger.create_grant(account, &grant).await.expect("grant");
+            assert!(matches!(created, GrantCreated::Created(_)), "{created:?}");
+        }
     }
     let cpu_before = script_usec(&mut redis).await;
     fill(&ledger, &plans, &accounts, total).await;
@@ -198,8 +249,12 @@ async fn main() {
 }
 
 async fn put(ledger: &Ledger, account: &str) {
+    put_on(ledger, account, "bench").await;
+}
+
+async fn put_on(ledger: &Ledger, account: &str, plan: &str) {
     let record = AccountRecord {
-        plan: "bench".into(),
+        plan: plan.into(),
         suspended: false,
     };
     ledger.put_account(account, &record).await.expect("put");
@@ -218,6 +273,7 @@ async fn debit(ledger: &Ledger, plans: &PlanTable, account: &str) {
             cost: 1 + (id.as_bytes()[0] % 8) as u64,
             plans,
             alert_thresholds: &[],
+            limits: LIMITS.get().expect("set"),
         })
         .await
         .expect("debit");

@@ -155,6 +155,8 @@ pub enum Extra {
         cost: u64,
         available: u64,
         retry_after_secs: Option<u64>,
+        /// The extra window that refused, as the config writes it (`"1d"`).
+        limit: Option<String>,
     },
     Allow(String),
     RetryAfter(u64),
@@ -254,9 +256,13 @@ impl GatewayError {
                 cost,
                 available,
                 retry_after_secs,
+                limit,
             } => {
                 problem["cost"] = (*cost).into();
                 problem["available"] = (*available).into();
+                if let Some(limit) = limit {
+                    problem["limit"] = limit.as_str().into();
+                }
                 if let Some(secs) = retry_after_secs {
                     problem["retry_after"] = (*secs).into();
                     response = response.header(header::RETRY_AFTER, *secs);
@@ -315,6 +321,7 @@ mod tests {
                 cost: 10,
                 available: 3,
                 retry_after_secs: Some(42),
+                limit: None,
             },
         );
         let response = error.to_response();

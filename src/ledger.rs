@@ -32,6 +32,36 @@ use crate::metrics::Metrics;
 /// Plan name → monthly allowance, as configured.
 pub type PlanTable = BTreeMap<String, u64>;
 
+/// One extra (shorter) sliding window of a plan: at most `credits` spent
+/// within any `window_ms` (docs/ledger.md, "Extra windows").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowLimit {
+    /// The window as the config writes it (`"1d"`): the 429's `limit` and
+    /// the `RateLimit` entry's name (`credits-1d`).
+    pub name: String,
+    pub window_ms: u64,
+    pub credits: u64,
+}
+
+/// Plan name → its extra windows, in config order (plans without any may be
+/// absent).
+pub type LimitTable = BTreeMap<String, Vec<WindowLimit>>;
+
+/// No plan has extra windows.
+pub static NO_LIMITS: LimitTable = BTreeMap::new();
+
+/// The extra windows as the scripts take them: `<ms>:<credits>,…`.
+pub fn limits_spec(limits: Option<&Vec<WindowLimit>>) -> String {
+    let mut spec = String::new();
+    for limit in limits.into_iter().flatten() {
+        if !spec.is_empty() {
+            spec.push(',');
+        }
+        spec.push_str(&format!("{}:{}", limit.window_ms, limit.credits));
+    }
+    spec
+}
+
 /// An account as stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccountRecord {
@@ -69,6 +99,8 @@ pub struct Debit<'a> {
     /// (`alerts.thresholds`; empty: none). A debit that takes `used` across
     /// one queues an alert in the same atomic step (docs/alerts.md).
     pub alert_thresholds: &'a [u32],
+    /// The plans' extra windows.
+    pub limits: &'a LimitTable,
 }
 
 /// The window as seen right after an operation.
@@ -81,11 +113,59 @@ pub struct WindowState {
     /// Milliseconds until the oldest counted debit leaves the window; `None`
     /// when nothing is in the window.
     pub next_release_in_ms: Option<u64>,
+    /// Credits left in the account's live prepaid grants.
+    pub grants: u64,
+    /// The plan's extra windows, in config order.
+    pub limits: Vec<LimitUse>,
+}
+
+/// One extra window as seen right after an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitUse {
+    /// As the config writes it (`"1d"`).
+    pub name: String,
+    pub window_ms: u64,
+    pub credits: u64,
+    /// Credits counted in this window (every debit's whole cost).
+    pub used: u64,
+    /// Milliseconds until its oldest counted debit leaves it.
+    pub next_release_in_ms: Option<u64>,
+}
+
+impl LimitUse {
+    pub fn available(&self) -> u64 {
+        self.credits.saturating_sub(self.used)
+    }
 }
 
 impl WindowState {
+    /// What the next request could spend now: the 30-day window's share
+    /// with the grants added, and no more than any extra window leaves.
     pub fn available(&self) -> u64 {
-        self.allowance.saturating_sub(self.used)
+        let mut available = self.allowance.saturating_sub(self.used) + self.grants;
+        for limit in &self.limits {
+            available = available.min(limit.available());
+        }
+        available
+    }
+
+    /// Pairs the script's per-window figures with the plan's windows.
+    pub fn limit_uses(
+        limits: Option<&Vec<WindowLimit>>,
+        figures: impl IntoIterator<Item = (u64, Option<u64>)>,
+    ) -> Vec<LimitUse> {
+        limits
+            .into_iter()
+            .flatten()
+            .zip(figures)
+            .map(|(limit, (used, next_release_in_ms))| LimitUse {
+                name: limit.name.clone(),
+                window_ms: limit.window_ms,
+                credits: limit.credits,
+                used,
+                next_release_in_ms,
+            })
+            .collect()
     }
 }
 
@@ -102,9 +182,13 @@ pub enum DebitOutcome {
     /// Not enough credits; nothing recorded.
     Rejected {
         window: WindowState,
-        /// Milliseconds until enough debits have left the window for this
-        /// cost to fit; `None` when the cost exceeds the whole allowance.
+        /// Milliseconds until enough debits have left every window for this
+        /// cost to fit; `None` when the cost exceeds a whole window.
         retry_after_ms: Option<u64>,
+        /// The window that decides: `None` for the 30-day one, else the
+        /// position in `window.limits` of the extra window that refused
+        /// (the one that frees last).
+        limit: Option<usize>,
     },
     NoAccount,
     Suspended,
@@ -156,7 +240,98 @@ pub struct Balance {
     /// The ledger clock's "now", unix milliseconds.
     pub now_ms: i64,
     pub window_ms: u64,
+    /// When the oldest counting debit leaves, and the allowance credits
+    /// that come back then.
     pub next_release: Option<Release>,
+    /// The plan's extra windows (`next_release_in_ms` relative to `now_ms`).
+    pub limits: Vec<LimitUse>,
+    /// The live grants with credits left, in spending order.
+    pub grants: Vec<GrantBalance>,
+}
+
+impl Balance {
+    /// What the next request could spend now (see [`WindowState::available`]).
+    pub fn available(&self) -> Option<u64> {
+        let allowance = self.allowance?;
+        let mut available = allowance.saturating_sub(self.used)
+            + self.grants.iter().map(|g| g.remaining).sum::<u64>();
+        for limit in &self.limits {
+            available = available.min(limit.available());
+        }
+        Some(available)
+    }
+}
+
+/// A live grant as `/v1/credits` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantBalance {
+    pub grant_id: String,
+    pub remaining: u64,
+    /// Unix ms; `None` = never.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// A prepaid grant as stored (docs/ledger.md, "Prepaid grants").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// `g<number>`: numbered per account, never reused.
+    pub grant_id: String,
+    pub credits: u64,
+    /// What is left to spend (as of its expiry or void, for those).
+    pub remaining: u64,
+    pub expires_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub note: String,
+    pub voided: bool,
+}
+
+/// An account's grants as of the ledger's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantList {
+    pub now_ms: i64,
+    /// In spending order (soonest expiry first, never-expiring last, then oldest).
+    pub grants: Vec<Grant>,
+}
+
+/// A grant to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewGrant {
+    pub credits: u64,
+    pub expires_at_ms: Option<i64>,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantCreated {
+    Created(Grant),
+    NoAccount,
+    /// `expires_at` is not after the ledger's now.
+    AlreadyExpired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantVoided {
+    /// The credits it still held (0 when expired or voided before).
+    Voided(u64),
+    Unknown,
+    NoAccount,
+}
+
+/// The grant id for a grant number, and back.
+pub fn grant_id(number: u64) -> String {
+    format!("g{number}")
+}
+
+/// The number of a grant id (`g17` → 17); `None` when it is not one.
+pub fn grant_number(grant_id: &str) -> Option<u64> {
+    let digits = grant_id.strip_prefix('g')?;
+    if digits.is_empty() || digits.len() > 15 || digits.starts_with('0') {
+        return None;
+    }
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +341,9 @@ pub struct HistoryItem {
     pub cost: u64,
     pub request_id: String,
     pub refunded: bool,
+    /// What the allowance paid of `cost`, and what grants paid.
+    pub from_allowance: u64,
+    pub from_grants: u64,
 }
 
 /// Position after which (older than) the next page starts. Opaque to clients.
@@ -379,8 +557,31 @@ impl Ledger {
         &self,
         account: &str,
         plans: &PlanTable,
+        limits: &LimitTable,
     ) -> Result<Option<Balance>, LedgerError> {
-        dispatch!(self, l => l.balance(account, plans).await)
+        dispatch!(self, l => l.balance(account, plans, limits).await)
+    }
+
+    /// Adds a prepaid grant to an account; refused with
+    /// [`LedgerError::OutOfRange`] when the live grants would hold more
+    /// than [`bounds::MAX_CREDITS`].
+    pub async fn create_grant(
+        &self,
+        account: &str,
+        grant: &NewGrant,
+    ) -> Result<GrantCreated, LedgerError> {
+        dispatch!(self, l => l.create_grant(account, grant).await)
+    }
+
+    /// Every grant of the account (spent, expired and voided ones too), in
+    /// spending order; `Ok(None)` when the account does not exist.
+    pub async fn grants(&self, account: &str) -> Result<Option<GrantList>, LedgerError> {
+        dispatch!(self, l => l.grants(account).await)
+    }
+
+    /// Voids what remains of a grant.
+    pub async fn void_grant(&self, account: &str, number: u64) -> Result<GrantVoided, LedgerError> {
+        dispatch!(self, l => l.void_grant(account, number).await)
     }
 
     pub async fn history(
@@ -543,6 +744,7 @@ pub enum LedgerOp {
     Usage,
     ListAccounts,
     Reindex,
+    Grants,
     Ping,
 }
 
@@ -559,7 +761,7 @@ const _: () = {
 impl LedgerOp {
     /// Every operation, in declaration order (`Ping` stays last: the
     /// metrics index operations by position).
-    pub const ALL: [LedgerOp; 15] = [
+    pub const ALL: [LedgerOp; 16] = [
         LedgerOp::Debit,
         LedgerOp::Refund,
         LedgerOp::Settle,
@@ -574,6 +776,7 @@ impl LedgerOp {
         LedgerOp::Usage,
         LedgerOp::ListAccounts,
         LedgerOp::Reindex,
+        LedgerOp::Grants,
         LedgerOp::Ping,
     ];
 
@@ -598,6 +801,7 @@ impl LedgerOp {
             LedgerOp::Usage => "usage",
             LedgerOp::ListAccounts => "list_accounts",
             LedgerOp::Reindex => "reindex",
+            LedgerOp::Grants => "grants",
             LedgerOp::Ping => "ping",
         }
     }
@@ -696,8 +900,34 @@ impl MeteredLedger {
         &self,
         account: &str,
         plans: &PlanTable,
+        limits: &LimitTable,
     ) -> Result<Option<Balance>, LedgerError> {
-        self.timed(LedgerOp::Balance, self.backend.balance(account, plans))
+        self.timed(
+            LedgerOp::Balance,
+            self.backend.balance(account, plans, limits),
+        )
+        .await
+    }
+
+    /// See [`Ledger::create_grant`].
+    pub async fn create_grant(
+        &self,
+        account: &str,
+        grant: &NewGrant,
+    ) -> Result<GrantCreated, LedgerError> {
+        self.timed(LedgerOp::Grants, self.backend.create_grant(account, grant))
+            .await
+    }
+
+    /// See [`Ledger::grants`].
+    pub async fn grants(&self, account: &str) -> Result<Option<GrantList>, LedgerError> {
+        self.timed(LedgerOp::Grants, self.backend.grants(account))
+            .await
+    }
+
+    /// See [`Ledger::void_grant`].
+    pub async fn void_grant(&self, account: &str, number: u64) -> Result<GrantVoided, LedgerError> {
+        self.timed(LedgerOp::Grants, self.backend.void_grant(account, number))
             .await
     }
 

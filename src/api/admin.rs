@@ -131,6 +131,15 @@ async fn serve(
         }
         (AdminOp::Refund, [id]) => refund(gateway, id, request).await,
         (AdminOp::Recount, [id]) => recount(gateway, id).await,
+        (AdminOp::CreateGrant, [id]) => {
+            let id = valid_account_id(id)?;
+            let body = read_json(gateway, request).await?;
+            super::grants::create(gateway, id, &body).await
+        }
+        (AdminOp::ListGrants, [id]) => super::grants::list(gateway, valid_account_id(id)?).await,
+        (AdminOp::VoidGrant, [id, grant_id]) => {
+            super::grants::void(gateway, valid_account_id(id)?, grant_id).await
+        }
         // A table entry whose template does not give its handler the
         // values it takes (a unit test keeps this from happening).
         (op, _) => Err(GatewayError::new(
@@ -245,7 +254,7 @@ async fn account_view(gateway: &Gateway, id: &str) -> Result<Value, GatewayError
     let snapshot = gateway.snapshot();
     let balance = gateway
         .ledger
-        .balance(id, &snapshot.config.plans)
+        .balance(id, &snapshot.config.plans, &snapshot.config.limits)
         .await
         .map_err(GatewayError::from_ledger)?
         .ok_or_else(|| GatewayError::new(ErrorKind::NotFound, format!("no account `{id}`")))?;

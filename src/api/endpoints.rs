@@ -66,6 +66,9 @@ pub enum AdminOp {
     Usage,
     Refund,
     Recount,
+    CreateGrant,
+    ListGrants,
+    VoidGrant,
 }
 
 pub const ADMIN: &[Endpoint<AdminOp>] = &[
@@ -115,6 +118,21 @@ pub const ADMIN: &[Endpoint<AdminOp>] = &[
         Method::POST,
         "/admin/v1/accounts/{id}/recount",
         AdminOp::Recount,
+    ),
+    at(
+        Method::POST,
+        "/admin/v1/accounts/{id}/grants",
+        AdminOp::CreateGrant,
+    ),
+    at(
+        Method::GET,
+        "/admin/v1/accounts/{id}/grants",
+        AdminOp::ListGrants,
+    ),
+    at(
+        Method::DELETE,
+        "/admin/v1/accounts/{id}/grants/{grant_id}",
+        AdminOp::VoidGrant,
     ),
 ];
 

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod alerts_list;
 pub mod console;
 pub mod endpoints;
+pub mod grants;
 pub mod json;
 pub mod prices;
 pub mod usage;
@@ -24,7 +25,9 @@ pub fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-/// The `/v1/credits` body.
+/// The `/v1/credits` body. `available` is what the next request could
+/// spend: the 30-day window's share plus the live grants, and no more than
+/// any extra window leaves.
 pub fn balance_json(account: &str, balance: &Balance) -> Value {
     let allowance = balance.allowance.unwrap_or(0);
     json!({
@@ -32,7 +35,19 @@ pub fn balance_json(account: &str, balance: &Balance) -> Value {
         "plan": balance.account.plan,
         "monthly_allowance": allowance,
         "used": balance.used,
-        "available": allowance.saturating_sub(balance.used),
+        "available": balance.available().unwrap_or(0),
+        "limits": balance.limits.iter().map(|limit| json!({
+            "window": limit.name,
+            "window_seconds": limit.window_ms / 1000,
+            "credits": limit.credits,
+            "used": limit.used,
+            "available": limit.available(),
+        })).collect::<Vec<_>>(),
+        "grants": balance.grants.iter().map(|grant| json!({
+            "grant_id": grant.grant_id,
+            "remaining": grant.remaining,
+            "expires_at": grant.expires_at_ms.map(rfc3339),
+        })).collect::<Vec<_>>(),
         "window_seconds": balance.window_ms / 1000,
         "as_of": rfc3339(balance.now_ms),
         "next_release": balance.next_release.as_ref().map(|release| json!({
@@ -82,6 +97,8 @@ pub fn history_json(page: &HistoryPage) -> Value {
             "cost": item.cost,
             "request_id": item.request_id,
             "refunded": item.refunded,
+            "from_allowance": item.from_allowance,
+            "from_grants": item.from_grants,
         })).collect::<Vec<_>>(),
         "next": page.next.as_ref().map(encode_cursor),
     })

@@ -63,7 +63,7 @@ pub async fn handle(
         UsageOp::Balance => {
             let balance = gateway
                 .ledger
-                .balance(account, &snapshot.config.plans)
+                .balance(account, &snapshot.config.plans, &snapshot.config.limits)
                 .await
                 .map_err(GatewayError::from_ledger)?
                 .ok_or_else(gone)?;

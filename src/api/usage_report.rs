@@ -80,6 +80,7 @@ pub fn usage_json(account: &str, usage: &Usage) -> Value {
         "plan": usage.account.plan,
         "monthly_allowance": allowance,
         "used": usage.used,
+        "from_grants": usage.from_grants,
         "available": allowance.saturating_sub(usage.used),
         "window_seconds": usage.window_ms / 1000,
         "as_of": super::rfc3339(usage.now_ms),
@@ -125,6 +126,7 @@ mod tests {
             },
             allowance: Some(10_000),
             used: 1234,
+            from_grants: 0,
             now_ms: now,
             window_ms: 30 * DAY_MS as u64,
             spent: vec![

@@ -41,6 +41,7 @@ pub async fn debit(
         cost,
         plans: &snapshot.config.plans,
         alert_thresholds: alert_thresholds(snapshot),
+        limits: &snapshot.config.limits,
     };
     let window_secs = snapshot.window_secs;
     match gateway.ledger.debit(&debit).await {
@@ -102,7 +103,8 @@ pub async fn debit(
         Ok(DebitOutcome::Rejected {
             window,
             retry_after_ms,
-        }) => Err(credits_exhausted(&window, cost, retry_after_ms)
+            limit,
+        }) => Err(credits_exhausted(&window, cost, retry_after_ms, limit)
             .with_credit_headers(&CreditHeaders::new(&window, cost, window_secs))),
         Ok(DebitOutcome::NoAccount) => Err(GatewayError::new(
             ErrorKind::Unauthenticated,
@@ -132,21 +134,40 @@ pub fn suspended() -> GatewayError {
     GatewayError::new(ErrorKind::AccountSuspended, "this account is suspended")
 }
 
-fn credits_exhausted(window: &WindowState, cost: u64, retry_after_ms: Option<u64>) -> GatewayError {
+/// The 429. `limit` names the extra window that refused (the one that
+/// frees last), `None` for the 30-day window.
+fn credits_exhausted(
+    window: &WindowState,
+    cost: u64,
+    retry_after_ms: Option<u64>,
+    limit: Option<usize>,
+) -> GatewayError {
     let available = window.available();
     let retry_after_secs = retry_after_ms.map(|ms| ms.div_ceil(1000).max(1));
-    let detail = match retry_after_secs {
-        Some(secs) => format!(
+    let refusing = limit.and_then(|index| window.limits.get(index));
+    let detail = match (retry_after_secs, refusing) {
+        (Some(secs), None) => format!(
             "this request costs {cost} credits and {available} are available; enough credits return in {secs} s"
         ),
-        None => format!(
-            "this request costs {cost} credits, more than the plan's whole allowance of {}",
+        (Some(secs), Some(limit)) => format!(
+            "this request costs {cost} credits and the plan's {} limit of {} credits leaves {}; enough credits return in {secs} s",
+            limit.name,
+            limit.credits,
+            limit.available()
+        ),
+        (None, None) => format!(
+            "this request costs {cost} credits, more than the plan's whole allowance of {} and the account's grants",
             window.allowance
+        ),
+        (None, Some(limit)) => format!(
+            "this request costs {cost} credits, more than the plan's whole {} limit of {}",
+            limit.name, limit.credits
         ),
     };
     GatewayError::new(ErrorKind::CreditsExhausted, detail).with_extra(Extra::Credits {
         cost,
         available,
         retry_after_secs,
+        limit: refusing.map(|limit| limit.name.clone()),
     })
 }

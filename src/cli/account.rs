@@ -136,6 +136,51 @@ enum Action {
         #[arg(value_parser = request_id, value_name = "REQUEST_ID")]
         request_id: String,
     },
+    /// Give the account a prepaid grant (a top-up, apart from the plan), spent after the allowance; prints the grant.
+    #[command(after_help = "Examples:\n  \
+        creditgate account grant site-42 --credits 500\n  \
+        creditgate account grant site-42 --credits 500 --expires-at 2027-03-01T00:00:00Z --note 'top-up #123'")]
+    Grant {
+        #[arg(value_parser = account_id, value_name = "ACCOUNT", help = ACCOUNT_HELP)]
+        account: String,
+        /// Credits granted, 1 to 10^15.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000_000_000), value_name = "N")]
+        credits: u64,
+        /// When what remains of it expires (RFC 3339); omitted: never.
+        #[arg(long, value_parser = rfc3339, value_name = "RFC3339")]
+        expires_at: Option<String>,
+        /// A note for people (at most 200 characters), e.g. an invoice number.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// List the account's grants in spending order: {"account","items":[{grant_id, credits, remaining, expires_at, created_at, note, status, voided_credits}]}.
+    #[command(after_help = "Example:\n  creditgate account grants site-42")]
+    Grants {
+        #[arg(value_parser = account_id, value_name = "ACCOUNT", help = ACCOUNT_HELP)]
+        account: String,
+    },
+    /// Void what remains of a grant; prints {"account","grant_id","voided":true,"voided_credits"}.
+    #[command(after_help = "Example:\n  creditgate account grant-void site-42 g3")]
+    GrantVoid {
+        #[arg(value_parser = account_id, value_name = "ACCOUNT", help = ACCOUNT_HELP)]
+        account: String,
+        /// Grant id, as `grant` or `grants` printed it (g and a number).
+        #[arg(value_parser = grant_id, value_name = "GRANT_ID")]
+        grant_id: String,
+    },
+}
+
+fn rfc3339(text: &str) -> Result<String, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|_| text.to_owned())
+        .map_err(|_| "expected an RFC 3339 time, e.g. 2027-03-01T00:00:00Z".to_owned())
+}
+
+fn grant_id(text: &str) -> Result<String, String> {
+    match creditgate::ledger::grant_number(text) {
+        Some(_) => Ok(text.to_owned()),
+        None => Err("grant ids are `g` and a number, as `grant` printed them".to_owned()),
+    }
 }
 
 fn account_id(text: &str) -> Result<String, String> {
@@ -280,6 +325,28 @@ fn call_for(action: &Action) -> Call {
             call.body = Some(json!({ "request_id": request_id }));
             call
         }
+        Action::Grant {
+            account,
+            credits,
+            expires_at,
+            note,
+        } => {
+            let mut body = serde_json::Map::new();
+            body.insert("credits".into(), (*credits).into());
+            if let Some(expires_at) = expires_at {
+                body.insert("expires_at".into(), expires_at.clone().into());
+            }
+            if let Some(note) = note {
+                body.insert("note".into(), note.clone().into());
+            }
+            let mut call = Call::new(Method::POST, &accounts(account, &["grants"]));
+            call.body = Some(Value::Object(body));
+            call
+        }
+        Action::Grants { account } => Call::new(Method::GET, &accounts(account, &["grants"])),
+        Action::GrantVoid { account, grant_id } => {
+            Call::new(Method::DELETE, &accounts(account, &["grants", grant_id]))
+        }
     }
 }
 
@@ -327,6 +394,12 @@ mod tests {
             assert!(request_id(bad).is_err(), "{bad:?}");
         }
         assert!(cursor("zz").is_err());
+        for bad in ["", "g", "g0", "g01", "x1", "g1/..", "g-1"] {
+            assert!(grant_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(grant_id("g17").is_ok());
+        assert!(rfc3339("2027-03-01T00:00:00Z").is_ok());
+        assert!(rfc3339("tomorrow").is_err());
     }
 
     #[test]
@@ -372,5 +445,30 @@ mod tests {
             suspended: Some(true),
         });
         assert_eq!(put.body, Some(json!({"suspended": true})));
+        let grant = call_for(&Action::Grant {
+            account: "site-42".into(),
+            credits: 500,
+            expires_at: None,
+            note: Some("top-up #1".into()),
+        });
+        assert_eq!(
+            (grant.method.clone(), grant.target()),
+            (Method::POST, "/admin/v1/accounts/site-42/grants".to_owned())
+        );
+        assert_eq!(
+            grant.body,
+            Some(json!({"credits": 500, "note": "top-up #1"}))
+        );
+        let void = call_for(&Action::GrantVoid {
+            account: "site-42".into(),
+            grant_id: "g3".into(),
+        });
+        assert_eq!(
+            (void.method.clone(), void.target()),
+            (
+                Method::DELETE,
+                "/admin/v1/accounts/site-42/grants/g3".to_owned()
+            )
+        );
     }
 }

@@ -44,6 +44,9 @@ pub struct Config {
     pub ledger: LedgerConfig,
     /// Plan name → monthly allowance in credits.
     pub plans: BTreeMap<String, u64>,
+    /// Plan name → its extra (shorter) windows, in file order; plans
+    /// without `limits` are absent.
+    pub limits: crate::ledger::LimitTable,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// In file order.
     pub routes: Vec<RouteConfig>,

@@ -8,11 +8,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::env::Env;
-use super::reader::Section;
+use super::reader::{join, Section};
 use super::routes::read_routes;
 use super::{
     AdminConfig, Config, ConfigIssue, ServerConfig, TlsConfig, UpstreamConfig, UpstreamScheme,
 };
+use crate::ledger::{LimitTable, WindowLimit};
 
 /// What the walk read, before the rules across sections.
 pub(super) struct Draft {
@@ -48,7 +49,7 @@ pub(super) fn read_root(
     let server = read_server(root.table("server"), base_dir);
     let admin = read_admin(root.table("admin"));
     let ledger = super::ledger::read_ledger(root.table("ledger"), base_dir);
-    let plans = read_plans(root.table("plans"));
+    let (plans, limits) = read_plans(root.table("plans"), ledger.window);
     let upstreams = read_upstreams(root.table("upstreams"));
     let (routes, declared_routes) = read_routes(&mut root, &upstreams);
     let alerts = super::alerts::read_alerts(root.table("alerts"));
@@ -60,6 +61,7 @@ pub(super) fn read_root(
             admin,
             ledger,
             plans,
+            limits,
             upstreams,
             routes,
             alerts,
@@ -158,10 +160,14 @@ fn read_admin(section: Option<Section<'_>>) -> AdminConfig {
     admin
 }
 
-fn read_plans(section: Option<Section<'_>>) -> BTreeMap<String, u64> {
+fn read_plans(
+    section: Option<Section<'_>>,
+    ledger_window: Duration,
+) -> (BTreeMap<String, u64>, LimitTable) {
     let mut plans = BTreeMap::new();
+    let mut limits = LimitTable::new();
     let Some(mut s) = section else {
-        return plans;
+        return (plans, limits);
     };
     let names: Vec<String> = s.table.keys().cloned().collect();
     for name in names {
@@ -173,13 +179,97 @@ fn read_plans(section: Option<Section<'_>>) -> BTreeMap<String, u64> {
         };
         let allowance = plan.credits("monthly_allowance");
         let allowance = plan.require("monthly_allowance", allowance);
+        let windows = read_limits(&mut plan, ledger_window);
         plan.finish();
+        if !windows.is_empty() {
+            limits.insert(name.clone(), windows);
+        }
         if let Some(allowance) = allowance {
             plans.insert(name, allowance);
         }
     }
     s.finish();
-    plans
+    (plans, limits)
+}
+
+/// `limits = [{ window = "1d", credits = 1500 }, …]`: a plan's extra
+/// windows. Each window is positive, whole milliseconds and unique within
+/// the plan and shorter than `ledger.window` (read before the plans);
+/// credits are within the ledger's bound.
+fn read_limits(plan: &mut Section<'_>, ledger_window: Duration) -> Vec<WindowLimit> {
+    let mut limits: Vec<WindowLimit> = Vec::new();
+    let mut windows: Vec<u64> = Vec::new();
+    let Some(value) = plan.take("limits") else {
+        return limits;
+    };
+    let toml::Value::Array(items) = value else {
+        let found = value.type_str();
+        plan.issue(
+            "limits",
+            format!("expected an array of {{ window, credits }} tables, found {found}"),
+        );
+        return limits;
+    };
+    let path = join(&plan.path, "limits");
+    for (index, item) in items.into_iter().enumerate() {
+        let toml::Value::Table(table) = item else {
+            plan.issues.push(ConfigIssue {
+                key: format!("{path}[{index}]"),
+                message: format!(
+                    "expected a {{ window, credits }} table, found {}",
+                    item.type_str()
+                ),
+            });
+            continue;
+        };
+        let mut entry = Section {
+            path: format!("{path}[{index}]"),
+            table,
+            issues: plan.issues,
+            env: plan.env,
+        };
+        let name = match entry.table.get("window") {
+            Some(toml::Value::String(text)) => Some(text.clone()),
+            _ => None,
+        };
+        let window = entry.duration("window");
+        let window = entry.require("window", window);
+        let credits = entry.credits("credits");
+        let credits = entry.require("credits", credits);
+        if credits == Some(0) {
+            entry.issue("credits", "must be greater than zero");
+        }
+        let mut window_ms = None;
+        if let Some(window) = window {
+            let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+            if window.as_nanos() % 1_000_000 != 0 {
+                entry.issue("window", "must be whole milliseconds");
+            } else if windows.contains(&ms) {
+                entry.issue("window", "duplicates an earlier window of this plan");
+            } else if window >= ledger_window {
+                entry.issue(
+                    "window",
+                    format!(
+                        "is {} but ledger.window is {}: an extra window must be shorter than the ledger's",
+                        humantime::format_duration(window),
+                        humantime::format_duration(ledger_window)
+                    ),
+                );
+            } else {
+                window_ms = Some(ms);
+            }
+            windows.push(ms);
+        }
+        entry.finish();
+        if let (Some(name), Some(window_ms), Some(credits @ 1..)) = (name, window_ms, credits) {
+            limits.push(WindowLimit {
+                name,
+                window_ms,
+                credits,
+            });
+        }
+    }
+    limits
 }
 
 /// Headers an upstream config may not inject: they are the connection's own.

@@ -516,3 +516,68 @@ fn bad_alerts_are_refused_with_their_key_paths_all_at_once() {
     .unwrap_err();
     assert_eq!(keys(&unset), ["alerts.secret"], "{unset}");
 }
+
+#[test]
+fn plan_limits_parse_in_order_and_every_mistake_names_its_key() {
+    let config = parse(&with_route(
+        r#"
+[plans.pro]
+monthly_allowance = 10000
+limits = [{ window = "1d", credits = 1500 }, { window = "1h", credits = 300 }]
+[plans.free]
+monthly_allowance = 100
+"#,
+    ))
+    .unwrap();
+    let pro = &config.limits["pro"];
+    assert_eq!(
+        pro.iter()
+            .map(|l| (l.name.as_str(), l.window_ms, l.credits))
+            .collect::<Vec<_>>(),
+        [("1d", 86_400_000, 1500), ("1h", 3_600_000, 300)]
+    );
+    assert!(!config.limits.contains_key("free"));
+
+    let error = parse(&with_route(
+        r#"
+[ledger]
+window = "7d"
+[plans.pro]
+monthly_allowance = 10000
+limits = [
+  { window = "1d", credits = 0 },
+  { window = "1d", credits = 5 },
+  { window = "30d", credits = 5 },
+  { window = "soon", credits = 5 },
+  { window = "1h", credits = 1000000000000001 },
+  { window = "2h" },
+  { window = "3h", credits = 5, extra = 1 },
+  "1h",
+]
+[plans.bad]
+monthly_allowance = 1
+limits = { window = "1h", credits = 5 }
+"#,
+    ))
+    .unwrap_err();
+    assert_eq!(
+        keys(&error),
+        [
+            "plans.bad.limits",
+            "plans.pro.limits[0].credits",
+            "plans.pro.limits[1].window",
+            "plans.pro.limits[2].window",
+            "plans.pro.limits[3].window",
+            "plans.pro.limits[4].credits",
+            "plans.pro.limits[5].credits",
+            "plans.pro.limits[6].extra",
+            "plans.pro.limits[7]",
+        ],
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("shorter than the ledger's"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("duplicates"), "{error}");
+}

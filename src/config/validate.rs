@@ -99,6 +99,20 @@ pub(super) fn whole(draft: &Draft) -> Vec<ConfigIssue> {
         );
     }
     let ledger = &config.ledger;
+    for (plan, limits) in &config.limits {
+        for (index, limit) in limits.iter().enumerate() {
+            if u128::from(limit.window_ms) >= ledger.window.as_millis() {
+                issue(
+                    &format!("plans.{plan}.limits[{index}].window"),
+                    format!(
+                        "is {} but ledger.window is {}: an extra window must be shorter than the ledger's",
+                        limit.name,
+                        humantime::format_duration(ledger.window)
+                    ),
+                );
+            }
+        }
+    }
     if ledger.history_retention < ledger.window {
         issue(
             "ledger.history_retention",

@@ -38,6 +38,23 @@ pub fn check_settled_cost(cost: u64) -> Result<(), LedgerError> {
     Ok(())
 }
 
+/// Refuses a grant the ledger cannot hold (zero credits is no grant).
+pub fn check_grant(credits: u64) -> Result<(), LedgerError> {
+    if credits == 0 || credits > MAX_CREDITS {
+        return Err(LedgerError::OutOfRange(format!(
+            "a grant of {credits} credits is not within 1..={MAX_CREDITS}"
+        )));
+    }
+    Ok(())
+}
+
+/// Live grants that a new grant would take past [`MAX_CREDITS`].
+pub fn grants_too_large(account: &str, total: &str) -> LedgerError {
+    LedgerError::OutOfRange(format!(
+        "account `{account}`'s live grants would hold {total} credits, above {MAX_CREDITS}; nothing was written"
+    ))
+}
+
 /// An account total that an operation would take past [`MAX_CREDITS`].
 pub fn total_too_large(account: &str, total: &str) -> LedgerError {
     LedgerError::OutOfRange(format!(

@@ -27,6 +27,9 @@ pub struct AccountKeys {
     /// Hash: the account's queued threshold alerts, alert number → its
     /// record (docs/alerts.md); written by the debit in the same step.
     pub alerts: String,
+    /// Hash: the account's prepaid grants — `<number>` → "credits remaining
+    /// expires created voided", `<number>:note` (see `prelude.lua`).
+    pub grants: String,
 }
 
 impl AccountKeys {
@@ -51,6 +54,7 @@ impl AccountKeys {
             api_keys: key("k"),
             usage: key("u"),
             alerts: key("q"),
+            grants: key("g"),
         }
     }
 }
@@ -111,6 +115,18 @@ mod tests {
         assert_eq!(ALERT_QUEUE_PATTERN, "cg:{*}:q");
         assert_eq!(account_of_alert_queue(&keys.alerts), Some("site-42"));
         assert_eq!(account_of_alert_queue(&keys.account), None);
+        assert_eq!(keys.grants, "cg:{site-42}:g");
+        // Every key of an account shares its hash tag: one Cluster slot.
+        for key in [
+            &keys.window,
+            &keys.ids,
+            &keys.api_keys,
+            &keys.usage,
+            &keys.grants,
+            &keys.alerts,
+        ] {
+            assert!(key.starts_with("cg:{site-42}:"), "{key}");
+        }
         assert_eq!(ACCOUNT_INDEX, "cg:accounts");
         assert_eq!(account_of_hash_key(&keys.account), Some("site-42"));
         assert_eq!(account_of_hash_key(&keys.window), None);

@@ -47,13 +47,16 @@ pub enum Rebuilt {
 }
 
 /// An account's window and where its credits went, as of one instant.
-/// `Σ spent.credits == Σ returning.credits == used`.
+/// `Σ spent.credits == used + from_grants` (the debits' whole costs) and
+/// `Σ returning.credits == used` (only the allowance part comes back).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Usage {
     pub account: AccountRecord,
     /// `None` when the plan is not in the plan table.
     pub allowance: Option<u64>,
     pub used: u64,
+    /// What prepaid grants paid of the debits counting in the window.
+    pub from_grants: u64,
     /// The ledger clock's "now", unix milliseconds.
     pub now_ms: i64,
     pub window_ms: u64,

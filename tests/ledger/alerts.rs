@@ -25,6 +25,7 @@ async fn debit(h: &Harness, id: &str, cost: u64) -> DebitOutcome {
             cost,
             plans: &h.plans,
             alert_thresholds: &THRESHOLDS,
+            limits: &h.limits,
         })
         .await
         .expect("debit")

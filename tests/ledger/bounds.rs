@@ -57,6 +57,7 @@ async fn a_cost_beyond_the_bound_is_rejected_and_never_stored(mut h: Harness) {
         DebitOutcome::Rejected {
             window,
             retry_after_ms,
+            ..
         } => {
             assert_eq!((window.used, window.available()), (MAX_CREDITS, 0));
             assert!(retry_after_ms.is_some(), "credits come back in a month");
@@ -82,6 +83,7 @@ async fn an_allowance_beyond_the_bound_is_refused_before_anything_is_written(h: 
             cost: 1,
             plans: &plans,
             alert_thresholds: &[],
+            limits: &creditgate::ledger::NO_LIMITS,
         })
         .await;
     match outcome {
@@ -144,7 +146,12 @@ async fn a_settlement_above_the_reservation_may_overdraw_but_available_stays_zer
         h.ledger.settle("t", "reserved", None, 15).await.unwrap(),
         SettleOutcome::Settled { used: 17 }
     );
-    let balance = h.ledger.balance("t", &h.plans).await.unwrap().unwrap();
+    let balance = h
+        .ledger
+        .balance("t", &h.plans, &h.limits)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((balance.used, balance.allowance), (17, Some(10)));
     // What GET /v1/credits answers for it.
     let body = creditgate::api::balance_json("t", &balance);
@@ -155,6 +162,7 @@ async fn a_settlement_above_the_reservation_may_overdraw_but_available_stays_zer
         DebitOutcome::Rejected {
             window,
             retry_after_ms,
+            ..
         } => {
             assert_eq!((window.used, window.available()), (17, 0));
             // Once "reserved" leaves, 2 + 1 fits: there is a time.
@@ -311,7 +319,10 @@ async fn a_damaged_total_is_reported_and_a_recount_repairs_it(h: Harness) {
     // Every path that computes with the total says what is wrong, instead
     // of failing on a reply it cannot read.
     damaged_field(
-        h.ledger.balance("acct", &h.plans).await.unwrap_err(),
+        h.ledger
+            .balance("acct", &h.plans, &h.limits)
+            .await
+            .unwrap_err(),
         "used",
     );
     let fallback = "c-fallback";
@@ -326,6 +337,7 @@ async fn a_damaged_total_is_reported_and_a_recount_repairs_it(h: Harness) {
             cost: 1,
             plans: &h.plans,
             alert_thresholds: &[],
+            limits: &h.limits,
         })
         .await;
     damaged_field(debit.unwrap_err(), "used");
@@ -373,7 +385,10 @@ async fn a_damaged_total_is_reported_and_a_recount_repairs_it(h: Harness) {
     // Any field of the bookkeeping: named, then repaired the same way.
     node.cli(&["HSET", &keys.account, "first", "not-a-time"]);
     damaged_field(
-        h.ledger.balance("acct", &h.plans).await.unwrap_err(),
+        h.ledger
+            .balance("acct", &h.plans, &h.limits)
+            .await
+            .unwrap_err(),
         "first",
     );
     assert!(h.ledger.recount("acct").await.unwrap().unwrap().changed);

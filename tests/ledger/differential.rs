@@ -1,7 +1,9 @@
 //! Property test: the Redis ledger (packed records, batched calls) against
 //! the memory ledger, operation by operation, within one window: outcomes,
 //! totals and history must agree. Ids mix the gateway's packed form, client
-//! text ids and reused ids; time-driven behaviour is covered by the
+//! text ids and reused ids; the plan has two extra windows, and prepaid
+//! grants (with and without expiry) are created, spent, given back and
+//! voided along the way. Time-driven behaviour is covered by the
 //! conformance suite. Threshold alerts too: both queue the same alerts,
 //! and exactly those a model derives from the debits' outcomes.
 
@@ -13,7 +15,8 @@ use creditgate::ledger::{
     alerts::{crossed, AlertState},
     memory::MemoryLedger,
     redis::{RedisLedger, Target},
-    AccountRecord, Debit, DebitOutcome, Ledger, PlanTable, SettleAlerts, SettleOutcome,
+    AccountRecord, Debit, DebitOutcome, GrantCreated, Ledger, LimitTable, NewGrant, PlanTable,
+    SettleAlerts, SettleOutcome,
 };
 use proptest::prelude::*;
 
@@ -25,6 +28,10 @@ enum Op {
     Debit(u64, usize, usize),
     Refund(usize),
     Settle(usize, u64),
+    /// Credits, expiry (0: never, else in that many days).
+    Grant(u64, i64),
+    /// The n-th grant (by number, modulo those made).
+    Void(u64),
 }
 
 /// Packed (16 hex), text, upper-case hex (text) and a few reused ids.
@@ -45,6 +52,8 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (0u64..=300, 0usize..IDS.len() + 3, 0usize..3).prop_map(|(c, i, r)| Op::Debit(c, i, r)),
         1 => (0usize..64).prop_map(Op::Refund),
         1 => (0usize..64, 0u64..=500).prop_map(|(i, c)| Op::Settle(i, c)),
+        1 => (1u64..=300, 0i64..4).prop_map(|(c, d)| Op::Grant(c, d)),
+        1 => (0u64..8).prop_map(Op::Void),
     ]
 }
 
@@ -97,10 +106,21 @@ fn redis_ledger_matches_the_memory_ledger() {
 
 async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
     let (memory, redis, account) = both(redis, case).await;
-    let plans: PlanTable = [("p".to_owned(), 1000)].into_iter().collect();
+    let plans: PlanTable = [("p".to_owned(), 400)].into_iter().collect();
+    let limits: LimitTable = [(
+        "p".to_owned(),
+        vec![
+            crate::ledger::window_limit("1h", 3_600_000, 900),
+            crate::ledger::window_limit("1d", 86_400_000, 1_500),
+        ],
+    )]
+    .into_iter()
+    .collect();
+    let memory_now = 1_795_521_600_000i64;
+    let mut grants_made = 0u64;
     let routes = ["image-generate", "video", "agents"];
     let mut ids: Vec<String> = IDS.iter().map(|id| id.to_string()).collect();
-    // Thresholds at 250, 500, 800 and 1000 credits: refunds re-arm them.
+    // Thresholds at 100, 200, 320 and 400 credits: refunds re-arm them.
     let thresholds = [250_000, 500_000, 800_000, 1_000_000];
     let mut expected_alerts: Vec<(u32, u64)> = Vec::new();
     let mut used_before = 0;
@@ -125,6 +145,7 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
                     cost,
                     plans: &plans,
                     alert_thresholds: &thresholds,
+                    limits: &limits,
                 };
                 let (a, b) = (
                     memory.debit(&debit).await.unwrap(),
@@ -144,8 +165,14 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
                         },
                     ) => {
                         assert_eq!(x, y, "step {step} {op:?}");
-                        assert_eq!(wx.used, wy.used, "step {step} {op:?}");
-                        for ppm in crossed(&thresholds, 1000, wx.used - cost, wx.used) {
+                        // Release times follow each ledger's own clock.
+                        let figures = |w: &creditgate::ledger::WindowState| {
+                            let limits: Vec<u64> = w.limits.iter().map(|l| l.used).collect();
+                            (w.used, w.grants, limits, w.available())
+                        };
+                        assert_eq!(figures(wx), figures(wy), "step {step} {op:?}");
+                        // Only the allowance part counts in `used`.
+                        for ppm in crossed(&thresholds, 400, used_before, wx.used) {
                             expected_alerts.push((ppm, wx.used));
                         }
                     }
@@ -153,13 +180,21 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
                         DebitOutcome::Rejected {
                             window: wx,
                             retry_after_ms: rx,
+                            limit: lx,
                         },
                         DebitOutcome::Rejected {
                             window: wy,
                             retry_after_ms: ry,
+                            limit: ly,
                         },
                     ) => {
                         assert_eq!(wx.used, wy.used, "step {step} {op:?}");
+                        assert_eq!(wx.grants, wy.grants, "step {step} {op:?}");
+                        let used = |w: &creditgate::ledger::WindowState| {
+                            w.limits.iter().map(|l| l.used).collect::<Vec<_>>()
+                        };
+                        assert_eq!(used(wx), used(wy), "step {step} {op:?}");
+                        assert_eq!(lx, ly, "step {step} {op:?}");
                         assert_eq!(rx.is_some(), ry.is_some(), "step {step} {op:?}");
                     }
                     _ => panic!("step {step} {op:?}: memory {a:?}, redis {b:?}"),
@@ -191,20 +226,70 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
                 match (a, b) {
                     (SettleOutcome::Settled { used: x }, SettleOutcome::Settled { used: y }) => {
                         assert_eq!(x, y, "step {step} {op:?}");
-                        for ppm in crossed(&thresholds, 1000, used_before, x) {
+                        for ppm in crossed(&thresholds, 400, used_before, x) {
                             expected_alerts.push((ppm, x));
                         }
                     }
                     (a, b) => assert_eq!(a, b, "step {step} {op:?}"),
                 }
             }
+            Op::Grant(credits, days) => {
+                let expiry = (days > 0).then_some(days * 86_400_000);
+                let redis_now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as i64;
+                let mut made = Vec::new();
+                for (ledger, now) in [(&memory, memory_now), (&redis, redis_now)] {
+                    let grant = NewGrant {
+                        credits,
+                        expires_at_ms: expiry.map(|e| now + e),
+                        note: String::new(),
+                    };
+                    match ledger.create_grant(&account, &grant).await.unwrap() {
+                        GrantCreated::Created(grant) => made.push(grant.grant_id),
+                        other => panic!("step {step}: {other:?}"),
+                    }
+                }
+                assert_eq!(made[0], made[1], "step {step}");
+                grants_made += 1;
+            }
+            Op::Void(n) => {
+                if grants_made > 0 {
+                    let number = 1 + n % grants_made;
+                    assert_eq!(
+                        memory.void_grant(&account, number).await.unwrap(),
+                        redis.void_grant(&account, number).await.unwrap(),
+                        "step {step} {op:?}"
+                    );
+                }
+            }
         }
         let (a, b) = (
-            memory.balance(&account, &plans).await.unwrap().unwrap(),
-            redis.balance(&account, &plans).await.unwrap().unwrap(),
+            memory
+                .balance(&account, &plans, &limits)
+                .await
+                .unwrap()
+                .unwrap(),
+            redis
+                .balance(&account, &plans, &limits)
+                .await
+                .unwrap()
+                .unwrap(),
         );
         assert_eq!(a.used, b.used, "step {step} {op:?}");
         used_before = a.used;
+        let remaining = |b: &creditgate::ledger::Balance| {
+            b.grants
+                .iter()
+                .map(|g| (g.grant_id.clone(), g.remaining))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(remaining(&a), remaining(&b), "step {step} {op:?}");
+        let used =
+            |b: &creditgate::ledger::Balance| b.limits.iter().map(|l| l.used).collect::<Vec<_>>();
+        assert_eq!(used(&a), used(&b), "step {step} {op:?}");
+        assert_eq!(a.available(), b.available(), "step {step} {op:?}");
         assert_eq!(
             a.next_release.is_some(),
             b.next_release.is_some(),
@@ -219,6 +304,8 @@ async fn check(redis: &RedisServer, case: u64, ops: Vec<Op>) {
             item.cost,
             item.route.clone(),
             item.refunded,
+            item.from_allowance,
+            item.from_grants,
         )
     };
     let mut pages = Vec::new();

@@ -13,8 +13,8 @@ use creditgate::clock::ManualClock;
 use creditgate::ledger::{
     memory::MemoryLedger,
     redis::{RedisLedger, Target},
-    AccountRecord, Debit, DebitOutcome, HistoryCursor, Ledger, PlanTable, RefundOutcome,
-    UnconfirmedDebit, VoidOutcome,
+    AccountRecord, Debit, DebitOutcome, HistoryCursor, Ledger, LimitTable, PlanTable,
+    RefundOutcome, UnconfirmedDebit, VoidOutcome, WindowLimit,
 };
 
 use crate::support::cluster::RedisCluster;
@@ -26,6 +26,7 @@ pub struct Harness {
     redis: Option<RedisServer>,
     cluster: Option<RedisCluster>,
     pub plans: PlanTable,
+    pub limits: LimitTable,
 }
 
 const T0: i64 = 1_795_521_600_000;
@@ -83,6 +84,8 @@ impl Harness {
             ("small", 1000),
             ("pro", 10_000),
             ("tiny", 10),
+            ("capped", 100),
+            ("boosted", 5),
         ]
         .into_iter()
         .map(|(n, a)| (n.to_owned(), a))
@@ -93,6 +96,19 @@ impl Harness {
             redis,
             cluster: None,
             plans,
+            limits: [
+                ("capped", vec![window_limit("2s", 2_000, 10)]),
+                (
+                    "boosted",
+                    vec![
+                        window_limit("2s", 2_000, 10),
+                        window_limit("1h", 3_600_000, 12),
+                    ],
+                ),
+            ]
+            .into_iter()
+            .map(|(plan, limits)| (plan.to_owned(), limits))
+            .collect(),
         };
         harness.account("acct", "small").await;
         harness
@@ -195,6 +211,7 @@ impl Harness {
                 cost,
                 plans: &self.plans,
                 alert_thresholds: &[],
+                limits: &self.limits,
             })
             .await
             .expect("debit")
@@ -206,11 +223,19 @@ impl Harness {
 
     pub async fn used(&self, account: &str) -> u64 {
         self.ledger
-            .balance(account, &self.plans)
+            .balance(account, &self.plans, &self.limits)
             .await
             .expect("balance")
             .expect("account")
             .used
+    }
+}
+
+pub fn window_limit(name: &str, window_ms: u64, credits: u64) -> WindowLimit {
+    WindowLimit {
+        name: name.to_owned(),
+        window_ms,
+        credits,
     }
 }
 
@@ -252,6 +277,8 @@ macro_rules! conformance {
     };
 }
 
+mod limits;
+
 const MONTH: u64 = 30 * 86_400_000;
 const TWO_SECONDS: u64 = 2_000;
 const THREE_SECONDS: u64 = 3_000;
@@ -281,6 +308,7 @@ async fn admits_up_to_the_allowance_and_rejected_debits_record_nothing(h: Harnes
         DebitOutcome::Rejected {
             window,
             retry_after_ms,
+            ..
         } => {
             assert_eq!(window.allowance, 10);
             assert_eq!(window.used, 9);
@@ -332,7 +360,12 @@ async fn credits_return_when_debits_leave_the_window(h: Harness) {
                 .sum()
         }
     };
-    let balance = h.ledger.balance("t", &h.plans).await.unwrap().unwrap();
+    let balance = h
+        .ledger
+        .balance("t", &h.plans, &h.limits)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         balance.used,
         model(vec![(a, 4), (b, 6)])(balance.now_ms),
@@ -349,7 +382,12 @@ async fn credits_return_when_debits_leave_the_window(h: Harness) {
     h.assert_used("t", model(vec![(a, 4), (b, 6)])).await;
     let c = at_ms(&h.debit_as("t", "c", 4).await);
     h.advance_to(b.max(c) + WINDOW).await;
-    let balance = h.ledger.balance("t", &h.plans).await.unwrap().unwrap();
+    let balance = h
+        .ledger
+        .balance("t", &h.plans, &h.limits)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(balance.used, 0);
     assert!(balance.next_release.is_none());
     // History outlives the window.
@@ -378,6 +416,7 @@ async fn retry_after_points_at_the_first_moment_the_cost_fits(h: Harness) {
         DebitOutcome::Rejected {
             retry_after_ms,
             window,
+            ..
         } => {
             assert_eq!(window.used, 7);
             retry_after_ms.expect("a retry time") as i64
@@ -432,6 +471,7 @@ async fn cost_above_the_whole_allowance_has_no_retry_after(h: Harness) {
         DebitOutcome::Rejected {
             retry_after_ms,
             window,
+            ..
         } => {
             assert_eq!(retry_after_ms, None);
             assert_eq!(window.used, 0);
@@ -473,11 +513,16 @@ async fn plan_changes_and_suspension_apply_at_once(h: Harness) {
     );
     assert_eq!(h.debit_as("nobody", "f", 1).await, DebitOutcome::NoAccount);
     assert_eq!(h.used("t").await, 20, "no counter was reset");
-    let balance = h.ledger.balance("t", &h.plans).await.unwrap().unwrap();
+    let balance = h
+        .ledger
+        .balance("t", &h.plans, &h.limits)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(balance.allowance, None);
     assert!(h
         .ledger
-        .balance("nobody", &h.plans)
+        .balance("nobody", &h.plans, &h.limits)
         .await
         .unwrap()
         .is_none());
@@ -508,7 +553,12 @@ async fn refunds_remove_one_debit_once(h: Harness) {
     let a = history.items.iter().find(|i| i.request_id == "a").unwrap();
     assert!(a.refunded);
     assert_eq!(a.cost, 7);
-    let balance = h.ledger.balance("acct", &h.plans).await.unwrap().unwrap();
+    let balance = h
+        .ledger
+        .balance("acct", &h.plans, &h.limits)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(balance.next_release.unwrap().credits, 5);
 }
 
@@ -708,6 +758,7 @@ async fn redis_calls_fail_fast_while_down_and_recover_after_restart() {
                 cost: 1,
                 plans: &h.plans,
                 alert_thresholds: &[],
+                limits: &h.limits,
             })
             .await;
         assert!(result.is_err(), "{result:?}");
@@ -819,6 +870,7 @@ async fn a_broken_account_fails_alone_in_its_batch() {
                     cost: 1,
                     plans: &h.plans,
                     alert_thresholds: &[],
+                    limits: &h.limits,
                 })
                 .await;
             (account, result)

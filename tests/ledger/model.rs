@@ -87,7 +87,7 @@ proptest! {
                         let used: u64 = counted(&model, now).map(|d| d.cost).sum();
                         let outcome = ledger.debit(&Debit {
                             account: "a", request_id: &id, request_id_generated: false, fallback_request_id: "unused",
-                            route: "r", cost, plans: &plans, alert_thresholds: &[],
+                            route: "r", cost, plans: &plans, alert_thresholds: &[], limits: &creditgate::ledger::NO_LIMITS,
                         }).await.unwrap();
                         if used + cost <= ALLOWANCE {
                             let DebitOutcome::Admitted { window, .. } = outcome else {
@@ -98,7 +98,7 @@ proptest! {
                             }
                             prop_assert_eq!(window.used, used + cost);
                         } else {
-                            let DebitOutcome::Rejected { window, retry_after_ms } = outcome else {
+                            let DebitOutcome::Rejected { window, retry_after_ms, .. } = outcome else {
                                 return Err(TestCaseError::fail(format!("step {step}: expected rejection, got {outcome:?}")));
                             };
                             prop_assert_eq!(window.used, used);
@@ -107,7 +107,7 @@ proptest! {
                     }
                 }
                 let now = clock.now_ms_for_test();
-                let balance = ledger.balance("a", &plans).await.unwrap().unwrap();
+                let balance = ledger.balance("a", &plans, &creditgate::ledger::NO_LIMITS).await.unwrap().unwrap();
                 let used: u64 = counted(&model, now).map(|d| d.cost).sum();
                 prop_assert_eq!(balance.used, used);
                 let oldest = counted(&model, now).map(|d| d.at).min();

@@ -114,6 +114,7 @@ pub async fn debit_on(h: &Harness, account: &str, id: &str, route: &str, cost: u
             cost,
             plans: &h.plans,
             alert_thresholds: &[],
+            limits: &h.limits,
         })
         .await
         .expect("debit");
@@ -161,6 +162,7 @@ async fn the_report_splits_credits_by_route_day_and_return_day(h: Harness) {
             cost: 0,
             plans: &h.plans,
             alert_thresholds: &[],
+            limits: &h.limits,
         })
         .await
         .unwrap();
@@ -188,7 +190,12 @@ async fn the_report_splits_credits_by_route_day_and_return_day(h: Harness) {
     let report = usage(&h, "u").await;
     let expected = brute_force(&known, report.now_ms, MONTH);
     assert_eq!(observed(&report), expected);
-    let balance = h.ledger.balance("u", &h.plans).await.unwrap().unwrap();
+    let balance = h
+        .ledger
+        .balance("u", &h.plans, &h.limits)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(report.used, balance.used);
     assert_eq!(report.allowance, Some(10_000));
     assert_eq!(report.window_ms, MONTH);

@@ -592,3 +592,71 @@ fn help_describes_every_command_with_examples_and_exit_codes() {
         );
     }
 }
+
+#[tokio::test]
+async fn grants_are_given_listed_and_voided_from_the_command_line() {
+    let upstream = RecordingUpstream::start().await;
+    let dir = TempDir::new("cli-grants");
+    let gateway = GatewayProcess::start(&dir, &config(&upstream.url(), 1), &[]);
+    let config_path = gateway.config_path.to_str().unwrap().to_owned();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["account", "--config", &config_path];
+        all.extend_from_slice(args);
+        creditgate(&all, &[], dir.path())
+    };
+    json_out(&cli(&["put", "site-7", "--plan", "pro"]));
+
+    // Bad input is refused before anything is sent: exit 2.
+    for args in [
+        &["grant", "site-7", "--credits", "0"][..],
+        &["grant", "site-7", "--credits", "5", "--expires-at", "soon"],
+        &["grant", "site#7", "--credits", "5"],
+        &["grant-void", "site-7", "x1"],
+    ] {
+        let refused = cli(args);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&refused)
+        );
+    }
+    let listed = json_out(&cli(&["grants", "site-7"]));
+    assert_eq!(listed["items"], serde_json::json!([]));
+
+    let grant = json_out(&cli(&[
+        "grant",
+        "site-7",
+        "--credits",
+        "500",
+        "--expires-at",
+        "2099-01-01T00:00:00Z",
+        "--note",
+        "top-up #1",
+    ]));
+    assert_eq!(
+        (
+            &grant["credits"],
+            &grant["remaining"],
+            &grant["note"],
+            &grant["expires_at"]
+        ),
+        (
+            &serde_json::json!(500),
+            &serde_json::json!(500),
+            &serde_json::json!("top-up #1"),
+            &serde_json::json!("2099-01-01T00:00:00Z")
+        )
+    );
+    let grant_id = grant["grant_id"].as_str().expect("grant_id").to_owned();
+    let listed = json_out(&cli(&["grants", "site-7"]));
+    assert_eq!(listed["items"][0]["grant_id"], grant_id.as_str());
+    assert_eq!(json_out(&cli(&["show", "site-7"]))["available"], 1500);
+
+    let voided = json_out(&cli(&["grant-void", "site-7", &grant_id]));
+    assert_eq!(voided["voided_credits"], 500);
+    assert_eq!(json_out(&cli(&["show", "site-7"]))["available"], 1000);
+    // An unknown grant: the API refuses, exit 1.
+    let unknown = cli(&["grant-void", "site-7", "g99"]);
+    assert_eq!(unknown.status.code(), Some(1), "{}", stderr(&unknown));
+}

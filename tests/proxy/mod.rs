@@ -8,6 +8,7 @@ mod concurrency;
 mod errors;
 mod faults;
 mod forwarding;
+mod grants;
 mod limits;
 mod outage;
 mod pricing;

@@ -15,6 +15,17 @@ pub struct Debit {
     pub route: String,
     pub cost: u64,
     pub refunded: bool,
+    /// What prepaid grants paid of `cost`.
+    pub from_grants: u64,
+}
+
+/// One prepaid grant of an account, as the admin API lists it.
+#[derive(Debug, Clone)]
+pub struct GrantView {
+    pub account: String,
+    pub grant_id: String,
+    pub credits: u64,
+    pub remaining: u64,
 }
 
 /// What the ledger holds for some accounts: `used` summed over them and
@@ -23,6 +34,7 @@ pub struct Debit {
 pub struct LedgerView {
     pub used: u64,
     pub debits: Vec<Debit>,
+    pub grants: Vec<GrantView>,
 }
 
 impl LedgerView {
@@ -39,6 +51,7 @@ impl LedgerView {
         let mut view = LedgerView {
             used: 0,
             debits: Vec::new(),
+            grants: Vec::new(),
         };
         for account in accounts {
             let shown = client
@@ -65,6 +78,7 @@ impl LedgerView {
                         route: item["route"].as_str().expect("route").into(),
                         cost: item["cost"].as_u64().expect("cost"),
                         refunded: item["refunded"].as_bool().expect("refunded"),
+                        from_grants: item["from_grants"].as_u64().expect("from_grants"),
                     });
                 }
                 match page["next"].as_str() {
@@ -72,8 +86,29 @@ impl LedgerView {
                     None => break,
                 }
             }
+            let grants = client
+                .get(
+                    &format!("{admin_base}/admin/v1/accounts/{account}/grants"),
+                    &headers,
+                )
+                .await;
+            assert_eq!(grants.status, 200, "grants of {account}: {}", grants.text());
+            for grant in grants.json()["items"].as_array().expect("items") {
+                view.grants.push(GrantView {
+                    account: account.to_string(),
+                    grant_id: grant["grant_id"].as_str().expect("grant_id").into(),
+                    credits: grant["credits"].as_u64().expect("credits"),
+                    // Not below zero: an unsigned integer or the test fails here.
+                    remaining: grant["remaining"].as_u64().expect("remaining >= 0"),
+                });
+            }
         }
         view
+    }
+
+    /// What grants have paid for, as the grants show it.
+    pub fn grant_spend(&self) -> u64 {
+        self.grants.iter().map(|g| g.credits - g.remaining).sum()
     }
 
     /// Debits that stand (not refunded).
@@ -102,6 +137,32 @@ pub fn assert_ledger_matches_vendors(
         "used != Σ price of the requests vendors received; vendors: {}",
         vendors.join("; ")
     );
+}
+
+/// The money invariant with prepaid grants (none expired or voided): the
+/// allowance spend (`used`, every debit in the window) plus what grants
+/// paid equals what the vendors received; grants paid exactly the standing
+/// debits' grant parts, and none holds more than it was given.
+pub fn assert_ledger_with_grants_matches_vendors(
+    view: &LedgerView,
+    vendors: &[&RecordingUpstream],
+    price: impl Fn(&RecordedRequest) -> u64,
+) {
+    let expected = assert_debits_match_vendors(view, vendors, price);
+    let vendors: Vec<String> = vendors.iter().map(|v| v.summary()).collect();
+    let report = format!(
+        "used {}, grant spend {}, grants {:?}; vendors: {}",
+        view.used,
+        view.grant_spend(),
+        view.grants,
+        vendors.join("; ")
+    );
+    for grant in &view.grants {
+        assert!(grant.remaining <= grant.credits, "{report}");
+    }
+    assert_eq!(view.used + view.grant_spend(), expected, "{report}");
+    let from_grants: u64 = view.standing().map(|d| d.from_grants).sum();
+    assert_eq!(from_grants, view.grant_spend(), "{report}");
 }
 
 /// The per-debit half of [`assert_ledger_matches_vendors`], for a test whose

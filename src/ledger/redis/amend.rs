@@ -134,6 +134,7 @@ impl RedisLedger {
             .key(keys.window)
             .key(keys.ids)
             .key(keys.usage)
+            .key(keys.grants)
             .arg(self.core.window_ms)
             .arg(packed_id(request_id).unwrap_or_default())
             .arg(text_id(request_id))

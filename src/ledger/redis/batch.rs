@@ -12,16 +12,23 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::debit::{DebitArgs, Failure};
 use super::Core;
-use crate::ledger::{DebitOutcome, LedgerError, PlanTable};
+use crate::ledger::{DebitOutcome, LedgerError, LimitTable, PlanTable};
 
 /// Debits per script call, at most.
 const MAX_BATCH: usize = 64;
 /// Batches in flight at once; further debits queue and form the next batch.
 const MAX_IN_FLIGHT: usize = 4;
 
+/// The plan table and the plans' extra windows a debit was checked against.
+#[derive(Default, PartialEq)]
+pub(super) struct Tables {
+    pub plans: PlanTable,
+    pub limits: LimitTable,
+}
+
 struct PendingDebit {
     args: DebitArgs,
-    plans: Arc<PlanTable>,
+    plans: Arc<Tables>,
     reply: oneshot::Sender<Result<DebitOutcome, Failure>>,
 }
 
@@ -29,7 +36,7 @@ pub(super) struct Batcher {
     queue: mpsc::UnboundedSender<PendingDebit>,
     /// The plan table of recent debits, shared by queued debits so a batch
     /// can check they agree without comparing tables.
-    plans: Mutex<Arc<PlanTable>>,
+    plans: Mutex<Arc<Tables>>,
 }
 
 impl Batcher {
@@ -51,9 +58,10 @@ impl Batcher {
         &self,
         args: DebitArgs,
         plans: &PlanTable,
+        limits: &LimitTable,
         timeout: Duration,
     ) -> Result<DebitOutcome, Failure> {
-        let plans = self.shared_plans(plans);
+        let plans = self.shared_plans(plans, limits);
         let (reply, replied) = oneshot::channel();
         self.queue
             .send(PendingDebit { args, plans, reply })
@@ -70,10 +78,13 @@ impl Batcher {
     }
 
     /// The table behind an `Arc` shared with other debits that used an equal one.
-    fn shared_plans(&self, plans: &PlanTable) -> Arc<PlanTable> {
+    fn shared_plans(&self, plans: &PlanTable, limits: &LimitTable) -> Arc<Tables> {
         let mut current = self.plans.lock().unwrap_or_else(|e| e.into_inner());
-        if **current != *plans {
-            *current = Arc::new(plans.clone());
+        if current.plans != *plans || current.limits != *limits {
+            *current = Arc::new(Tables {
+                plans: plans.clone(),
+                limits: limits.clone(),
+            });
         }
         current.clone()
     }
@@ -114,7 +125,8 @@ async fn run_batch(core: &Core, mut batch: Vec<PendingDebit>) {
         let rest = batch.split_off(same_table);
         let group = std::mem::replace(&mut batch, rest);
         let args: Vec<&DebitArgs> = group.iter().map(|p| &p.args).collect();
-        match core.run_debits(&args, &group[0].plans).await {
+        let tables = &group[0].plans;
+        match core.run_debits(&args, &tables.plans, &tables.limits).await {
             Ok(outcomes) => {
                 for (pending, outcome) in group.into_iter().zip(outcomes) {
                     let _ = pending.reply.send(outcome.map_err(Failure::Answer));

@@ -20,6 +20,9 @@ use crate::ledger::LedgerError;
 const PACKED: u8 = 2;
 /// Flag: the debit was refunded (it no longer counts; history keeps it).
 const REFUNDED: u8 = 1;
+/// Flag: grants paid part of the debit; the split follows the route,
+/// unless the flags byte is 8 or more: then grant `flags / 8` paid it all.
+const SPLIT: u8 = 4;
 /// Bytes of a packed id after the flags byte.
 const PACKED_ID_LEN: usize = 8;
 
@@ -88,6 +91,8 @@ pub(super) struct DebitRecord {
     pub cost: u64,
     /// The route's number in the account hash (`n:<number>` → name).
     pub route: u64,
+    /// What the allowance paid of `cost` (the rest came from grants).
+    pub from_allowance: u64,
 }
 
 impl DebitRecord {
@@ -104,11 +109,19 @@ impl DebitRecord {
         };
         let cost = read_varint(member, &mut pos)?;
         let route = read_varint(member, &mut pos)?;
+        let from_allowance = if flags >= 8 {
+            0
+        } else if flags & SPLIT != 0 {
+            read_varint(member, &mut pos)?.min(cost)
+        } else {
+            cost
+        };
         Some(DebitRecord {
             request_id,
             refunded: flags & REFUNDED != 0,
             cost,
             route,
+            from_allowance,
         })
     }
 }
@@ -124,28 +137,38 @@ pub(super) enum RecordedAs {
 }
 
 /// The window fields an `A` or `R` line carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct WindowFields {
     /// The plan's position in the table the call sent, from 1.
     pub plan_number: usize,
     pub used: u64,
     /// -1 when nothing is in the window.
     pub next_release_in_ms: i64,
+    /// Credits left in live grants.
+    pub grants: u64,
+    /// Per extra window of the plan, in config order: used, and the next
+    /// release in ms (-1 when nothing is in it).
+    pub limits: Vec<(u64, i64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum DebitLine {
-    /// `A <plan number> <used> <next release in ms> <1|2: id or fallback> <now>`
+    /// `A <plan number> <used> <next release in ms> <1|2: id or fallback> <now>
+    /// <grants left> <paid from grants> (<used> <next release in ms>)*`
     Admitted {
         window: WindowFields,
         recorded_as: RecordedAs,
         now_ms: i64,
+        from_grants: u64,
     },
-    /// `R <plan number> <used> <next release in ms> <retry after ms or -1> <now>`
+    /// `R <plan number> <used> <next release in ms> <retry after ms or -1> <now>
+    /// <grants left> <refusing window: 0 or i> (<used> <next release in ms>)*`
     Rejected {
         window: WindowFields,
         retry_after_ms: Option<u64>,
         now_ms: i64,
+        /// 0: the 30-day window; i: the plan's i-th extra window.
+        refused_by: usize,
     },
     /// `N`
     NoAccount,
@@ -187,13 +210,27 @@ impl DebitLine {
         let mut next = || fields.next().and_then(Result::ok).ok_or_else(bad);
         let plan_number = usize::try_from(next()?).map_err(|_| bad())?;
         let used = u64::try_from(next()?).map_err(|_| bad())?;
+        let next_release_in_ms = next()?;
+        let extra = next()?;
+        let now_ms = next()?;
+        let grants = u64::try_from(next()?).map_err(|_| bad())?;
+        let extra2 = u64::try_from(next()?).map_err(|_| bad())?;
+        let mut limits = Vec::new();
+        while let Some(used) = fields.next() {
+            let used = used
+                .ok()
+                .and_then(|u| u64::try_from(u).ok())
+                .ok_or_else(bad)?;
+            let next_release = fields.next().and_then(Result::ok).ok_or_else(bad)?;
+            limits.push((used, next_release));
+        }
         let window = WindowFields {
             plan_number,
             used,
-            next_release_in_ms: next()?,
+            next_release_in_ms,
+            grants,
+            limits,
         };
-        let extra = next()?;
-        let now_ms = next()?;
         Ok(if status == "A" {
             DebitLine::Admitted {
                 window,
@@ -203,12 +240,14 @@ impl DebitLine {
                     _ => return Err(bad()),
                 },
                 now_ms,
+                from_grants: extra2,
             }
         } else {
             DebitLine::Rejected {
                 window,
                 retry_after_ms: u64::try_from(extra).ok(),
                 now_ms,
+                refused_by: usize::try_from(extra2).map_err(|_| bad())?,
             }
         })
     }
@@ -237,7 +276,13 @@ mod balance_at {
     /// Unix ms at which the oldest counting debit leaves; -1 when none.
     pub const RELEASE_AT: usize = 4;
     pub const RELEASE_CREDITS: usize = 5;
-    pub const LEN: usize = 6;
+    /// Credits left in live grants.
+    pub const GRANTS: usize = 6;
+    /// `{ms, used, next release at or -1, …}` per extra window of the plan.
+    pub const LIMITS: usize = 7;
+    /// `{grant number, remaining, expires or -1, …}` per live grant with credits.
+    pub const GRANT_LIST: usize = 8;
+    pub const LEN: usize = 9;
 }
 
 /// Status word of the replies that report damaged totals, and its field.
@@ -261,7 +306,25 @@ pub(super) enum BalanceReply {
         now_ms: i64,
         /// When the oldest counting debit leaves, and the credits leaving then.
         release: Option<(i64, u64)>,
+        grants: u64,
+        /// (window ms, used, next release at or -1) per extra window.
+        limits: Vec<(u64, u64, i64)>,
+        /// (grant number, remaining, expires or -1) per live grant.
+        grant_list: Vec<(u64, u64, i64)>,
     },
+}
+
+/// Triples of integers from a flat array reply.
+fn triples(reply: &[Value], index: usize) -> Result<Vec<(u64, u64, i64)>, LedgerError> {
+    let Some(Value::Array(items)) = reply.get(index) else {
+        return Err(LedgerError::Protocol(format!(
+            "expected an array at {index}"
+        )));
+    };
+    items
+        .chunks_exact(3)
+        .map(|t| Ok((unsigned(t, 0)?, unsigned(t, 1)?, int(t, 2)?)))
+        .collect()
 }
 
 impl BalanceReply {
@@ -291,6 +354,9 @@ impl BalanceReply {
             } else {
                 None
             },
+            grants: unsigned(reply, balance_at::GRANTS)?,
+            limits: triples(reply, balance_at::LIMITS)?,
+            grant_list: triples(reply, balance_at::GRANT_LIST)?,
         })
     }
 }
@@ -465,6 +531,8 @@ pub(super) enum UsageField {
     Requests { day: i64, route: u64, value: u64 },
     /// `r:<day>`
     Leaving { day: i64, value: u64 },
+    /// `g:<day>`: what grants paid of the credits spent that day.
+    FromGrants { day: i64, value: u64 },
 }
 
 impl UsageField {
@@ -479,6 +547,10 @@ impl UsageField {
             "c" => cell(rest).map(|(day, route)| UsageField::Credits { day, route, value }),
             "n" => cell(rest).map(|(day, route)| UsageField::Requests { day, route, value }),
             "r" => Some(UsageField::Leaving {
+                day: rest.parse().ok()?,
+                value,
+            }),
+            "g" => Some(UsageField::FromGrants {
                 day: rest.parse().ok()?,
                 value,
             }),
@@ -601,6 +673,75 @@ fn unsigned(reply: &[Value], index: usize) -> Result<u64, LedgerError> {
         .map_err(|_| LedgerError::Protocol(format!("negative value at {index}")))
 }
 
+/// `grants.lua`'s replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum GrantsReply {
+    NoAccount,
+    /// `{'created', number, created_at}`
+    Created {
+        number: u64,
+        created_at_ms: i64,
+    },
+    /// `{'past', now}`: the expiry is not after the ledger's now.
+    Past,
+    /// `{'too_large', total}`
+    TooLarge {
+        total: String,
+    },
+    /// `{'grants', now, {number, credits, remaining, expires, created, voided, note, …}}`
+    List(crate::ledger::GrantList),
+    /// `{'voided', credits}`
+    Voided {
+        credits: u64,
+    },
+    /// `{'unknown'}`
+    Unknown,
+}
+
+impl GrantsReply {
+    pub(super) fn parse(reply: &[Value]) -> Result<GrantsReply, LedgerError> {
+        Ok(match text(reply, 0)?.as_str() {
+            "no_account" => GrantsReply::NoAccount,
+            "created" => GrantsReply::Created {
+                number: unsigned(reply, 1)?,
+                created_at_ms: int(reply, 2)?,
+            },
+            "past" => GrantsReply::Past,
+            TOO_LARGE => GrantsReply::TooLarge {
+                total: text(reply, TOO_LARGE_TOTAL)?,
+            },
+            "voided" => GrantsReply::Voided {
+                credits: unsigned(reply, 1)?,
+            },
+            "unknown" => GrantsReply::Unknown,
+            "grants" => {
+                let Some(Value::Array(items)) = reply.get(2) else {
+                    return Err(LedgerError::Protocol("grants: no list".into()));
+                };
+                let mut grants = Vec::with_capacity(items.len() / 7);
+                for g in items.chunks_exact(7) {
+                    let expires = int(g, 3)?;
+                    let voided = int(g, 5)? == 1;
+                    grants.push(crate::ledger::Grant {
+                        grant_id: crate::ledger::grant_id(unsigned(g, 0)?),
+                        credits: unsigned(g, 1)?,
+                        remaining: unsigned(g, 2)?,
+                        expires_at_ms: (expires >= 0).then_some(expires),
+                        created_at_ms: int(g, 4)?,
+                        voided,
+                        note: text(g, 6)?,
+                    });
+                }
+                GrantsReply::List(crate::ledger::GrantList {
+                    now_ms: int(reply, 1)?,
+                    grants,
+                })
+            }
+            other => return Err(LedgerError::Protocol(format!("grants replied {other:?}"))),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,7 +763,28 @@ mod tests {
                 refunded: true,
                 cost: 300,
                 route: 2,
+                from_allowance: 300,
             })
+        );
+        // Paid partly from grants: the split follows the route.
+        let mut split = member.clone();
+        split[0] |= SPLIT;
+        for n in [120, 2, 3, 100, 9, 80] {
+            push_varint(&mut split, n);
+        }
+        let record = DebitRecord::parse(&split).unwrap();
+        assert_eq!(
+            (record.cost, record.from_allowance, record.refunded),
+            (300, 120, true)
+        );
+        // Paid wholly by grant 5: said by the flags alone, no longer a member.
+        let mut whole = member.clone();
+        whole[0] |= SPLIT | (5 << 3);
+        assert_eq!(whole.len(), 12);
+        let record = DebitRecord::parse(&whole).unwrap();
+        assert_eq!(
+            (record.cost, record.from_allowance, record.refunded),
+            (300, 0, true)
         );
         // Upper-case or other lengths stay text, so they round-trip exactly.
         for id in ["00FF10A0B1C2D3E4", "client-req-1", "0123456789abcdef0"] {
@@ -641,27 +803,48 @@ mod tests {
     #[test]
     fn debit_lines_decode_every_status() {
         assert_eq!(
-            DebitLine::parse("A 2 40 1500 2 1795521600000").unwrap(),
+            DebitLine::parse("A 2 40 1500 2 1795521600000 0 0").unwrap(),
             DebitLine::Admitted {
                 window: WindowFields {
                     plan_number: 2,
                     used: 40,
-                    next_release_in_ms: 1500
+                    next_release_in_ms: 1500,
+                    grants: 0,
+                    limits: vec![],
                 },
                 recorded_as: RecordedAs::Fallback,
                 now_ms: 1_795_521_600_000,
+                from_grants: 0,
             }
         );
         assert_eq!(
-            DebitLine::parse("R 1 10 -1 -1 7").unwrap(),
+            DebitLine::parse("A 1 40 1500 1 9 460 12 55 100 70 -1").unwrap(),
+            DebitLine::Admitted {
+                window: WindowFields {
+                    plan_number: 1,
+                    used: 40,
+                    next_release_in_ms: 1500,
+                    grants: 460,
+                    limits: vec![(55, 100), (70, -1)],
+                },
+                recorded_as: RecordedAs::RequestId,
+                now_ms: 9,
+                from_grants: 12,
+            }
+        );
+        assert_eq!(
+            DebitLine::parse("R 1 10 -1 -1 7 0 1 30 2000").unwrap(),
             DebitLine::Rejected {
                 window: WindowFields {
                     plan_number: 1,
                     used: 10,
-                    next_release_in_ms: -1
+                    next_release_in_ms: -1,
+                    grants: 0,
+                    limits: vec![(30, 2000)],
                 },
                 retry_after_ms: None,
                 now_ms: 7,
+                refused_by: 1,
             }
         );
         assert_eq!(
@@ -677,7 +860,9 @@ mod tests {
         for bad in [
             "A 1 9223372036854775808 0 1 5",
             "A 1 -3 0 1 5",
-            "A 1 3 0 7 5",
+            "A 1 3 0 7 5 0 0",
+            "A 1 3 0 1 5 0 0 7",
+            "A 1 3 0 1 5",
             "Q",
             "X soon",
         ] {
@@ -702,7 +887,10 @@ mod tests {
                 Value::Int(12),
                 Value::Int(1000),
                 Value::Int(-1),
-                Value::Int(0)
+                Value::Int(0),
+                Value::Int(30),
+                Value::Array(vec![Value::Int(3_600_000), Value::Int(5), Value::Int(-1)]),
+                Value::Array(vec![Value::Int(2), Value::Int(30), Value::Int(-1)]),
             ])
             .unwrap(),
             BalanceReply::Found {
@@ -711,6 +899,9 @@ mod tests {
                 used: 12,
                 now_ms: 1000,
                 release: None,
+                grants: 30,
+                limits: vec![(3_600_000, 5, -1)],
+                grant_list: vec![(2, 30, -1)],
             }
         );
     }

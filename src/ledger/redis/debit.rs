@@ -5,7 +5,8 @@ use super::{Core, RedisLedger};
 use crate::ledger::alerts;
 use crate::ledger::keys::AccountKeys;
 use crate::ledger::{
-    bounds, Debit, DebitOutcome, LedgerError, PlanTable, UnconfirmedDebit, WindowState,
+    bounds, limits_spec, Debit, DebitOutcome, LedgerError, LimitTable, PlanTable, UnconfirmedDebit,
+    WindowState,
 };
 
 /// One debit's script arguments, owned so it can wait in a queue.
@@ -48,10 +49,19 @@ impl RedisLedger {
         let result = match &self.batcher {
             Some(batcher) => {
                 batcher
-                    .submit(args, debit.plans, self.core.transport.timeout())
+                    .submit(
+                        args,
+                        debit.plans,
+                        debit.limits,
+                        self.core.transport.timeout(),
+                    )
                     .await
             }
-            None => match self.core.run_debits(&[&args], debit.plans).await {
+            None => match self
+                .core
+                .run_debits(&[&args], debit.plans, debit.limits)
+                .await
+            {
                 Ok(mut outcomes) => outcomes
                     .pop()
                     .unwrap_or_else(|| Err(LedgerError::Protocol("no reply".into())))
@@ -100,6 +110,7 @@ impl Core {
         &self,
         debits: &[&DebitArgs],
         plans: &PlanTable,
+        limits: &LimitTable,
     ) -> Result<Vec<Result<DebitOutcome, LedgerError>>, LedgerError> {
         let mut invocation = self.scripts.debit.prepare_invoke();
         invocation
@@ -107,7 +118,10 @@ impl Core {
             .arg(self.retention_ms)
             .arg(plans.len());
         for (plan, allowance) in plans {
-            invocation.arg(plan).arg(*allowance);
+            invocation
+                .arg(plan)
+                .arg(*allowance)
+                .arg(limits_spec(limits.get(plan)));
         }
         for debit in debits {
             let keys = AccountKeys::new(&debit.account);
@@ -126,6 +140,7 @@ impl Core {
                 .key(keys.window)
                 .key(keys.ids)
                 .key(keys.usage)
+                .key(keys.grants)
                 .key(keys.alerts)
                 .arg(debit.cost)
                 .arg(id)
@@ -153,7 +168,7 @@ impl Core {
                 if let Some(now) = line.now_ms() {
                     self.deadline.observe(sent, now);
                 }
-                outcome(line, debit, plans)
+                outcome(line, debit, plans, limits)
             })
             .collect();
         Ok(outcomes)
@@ -164,6 +179,7 @@ fn outcome(
     line: DebitLine,
     debit: &DebitArgs,
     plans: &PlanTable,
+    limits: &LimitTable,
 ) -> Result<DebitOutcome, LedgerError> {
     let window = |fields: WindowFields| -> Result<WindowState, LedgerError> {
         let (plan, allowance) = fields
@@ -173,11 +189,26 @@ fn outcome(
             .ok_or_else(|| {
                 LedgerError::Protocol(format!("debit replied plan number {}", fields.plan_number))
             })?;
+        let plan_limits = limits.get(plan);
+        if fields.limits.len() != plan_limits.map_or(0, Vec::len) {
+            return Err(LedgerError::Protocol(format!(
+                "debit replied {} extra windows for plan {plan}",
+                fields.limits.len()
+            )));
+        }
         Ok(WindowState {
             plan: plan.clone(),
             allowance: *allowance,
             used: fields.used,
             next_release_in_ms: u64::try_from(fields.next_release_in_ms).ok(),
+            grants: fields.grants,
+            limits: WindowState::limit_uses(
+                plan_limits,
+                fields
+                    .limits
+                    .iter()
+                    .map(|&(used, next)| (used, u64::try_from(next).ok())),
+            ),
         })
     };
     match line {
@@ -185,6 +216,7 @@ fn outcome(
             window: fields,
             recorded_as,
             now_ms,
+            ..
         } => Ok(DebitOutcome::Admitted {
             request_id: match recorded_as {
                 RecordedAs::RequestId => debit.request_id.clone(),
@@ -196,10 +228,12 @@ fn outcome(
         DebitLine::Rejected {
             window: fields,
             retry_after_ms,
+            refused_by,
             ..
         } => Ok(DebitOutcome::Rejected {
             window: window(fields)?,
             retry_after_ms,
+            limit: refused_by.checked_sub(1),
         }),
         DebitLine::NoAccount => Ok(DebitOutcome::NoAccount),
         DebitLine::Suspended => Ok(DebitOutcome::Suspended),

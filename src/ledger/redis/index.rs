@@ -85,7 +85,7 @@ impl RedisLedger {
         id: &str,
         plans: &PlanTable,
     ) -> Result<Option<AccountSummary>, LedgerError> {
-        match self.balance(id, plans).await {
+        match self.balance_with(id, plans, None).await {
             Ok(Some(balance)) => Ok(Some(AccountSummary {
                 id: id.to_owned(),
                 allowance: balance.allowance,

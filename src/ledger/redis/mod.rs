@@ -28,6 +28,7 @@ mod batch;
 mod codec;
 mod deadline;
 mod debit;
+mod grants;
 mod health;
 mod index;
 mod read;

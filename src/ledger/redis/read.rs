@@ -6,8 +6,8 @@ use super::codec::{BalanceReply, DebitRecord, HistoryReply};
 use super::RedisLedger;
 use crate::ledger::keys::AccountKeys;
 use crate::ledger::{
-    bounds, AccountRecord, Balance, HistoryCursor, HistoryItem, HistoryPage, LedgerError,
-    PlanTable, Release,
+    bounds, grant_id, limits_spec, AccountRecord, Balance, GrantBalance, HistoryCursor,
+    HistoryItem, HistoryPage, LedgerError, LimitTable, LimitUse, PlanTable, Release,
 };
 
 impl RedisLedger {
@@ -17,6 +17,18 @@ impl RedisLedger {
         &self,
         account: &str,
         plans: &PlanTable,
+        limits: &LimitTable,
+    ) -> Result<Option<Balance>, LedgerError> {
+        self.balance_with(account, plans, Some(limits)).await
+    }
+
+    /// The balance; with `limits` `None` the account's extra windows are
+    /// neither synced to its plan nor reported (the account list).
+    pub(super) async fn balance_with(
+        &self,
+        account: &str,
+        plans: &PlanTable,
+        limits: Option<&LimitTable>,
     ) -> Result<Option<Balance>, LedgerError> {
         let keys = AccountKeys::new(account);
         let mut invocation = self.core.scripts.balance.prepare_invoke();
@@ -24,7 +36,15 @@ impl RedisLedger {
             .key(&keys.account)
             .key(&keys.window)
             .key(&keys.usage)
-            .arg(self.core.window_ms);
+            .key(&keys.grants)
+            .arg(self.core.window_ms)
+            .arg(limits.map_or(0, |_| plans.len()));
+        if let Some(limits) = limits {
+            for plan in plans.keys() {
+                invocation.arg(plan).arg(limits_spec(limits.get(plan)));
+            }
+        }
+        let limits = limits.unwrap_or(&crate::ledger::NO_LIMITS);
         let reply: Vec<Value> = self.core.transport.invoke(&invocation).await?;
         match BalanceReply::parse(&reply)? {
             BalanceReply::NoAccount => Ok(None),
@@ -35,14 +55,42 @@ impl RedisLedger {
                 used,
                 now_ms,
                 release,
-            } => Ok(Some(Balance {
-                allowance: plans.get(&plan).copied(),
-                account: AccountRecord { plan, suspended },
-                used,
-                now_ms,
-                window_ms: self.core.window_ms,
-                next_release: release.map(|(at_ms, credits)| Release { at_ms, credits }),
-            })),
+                grants: _,
+                limits: windows,
+                grant_list,
+            } => {
+                // The windows are the plan's (the script kept them in its order).
+                let limits = limits
+                    .get(&plan)
+                    .into_iter()
+                    .flatten()
+                    .zip(windows)
+                    .map(|(limit, (_, used, release_at))| LimitUse {
+                        name: limit.name.clone(),
+                        window_ms: limit.window_ms,
+                        credits: limit.credits,
+                        used,
+                        next_release_in_ms: u64::try_from(release_at - now_ms).ok(),
+                    })
+                    .collect();
+                Ok(Some(Balance {
+                    allowance: plans.get(&plan).copied(),
+                    account: AccountRecord { plan, suspended },
+                    used,
+                    now_ms,
+                    window_ms: self.core.window_ms,
+                    next_release: release.map(|(at_ms, credits)| Release { at_ms, credits }),
+                    limits,
+                    grants: grant_list
+                        .into_iter()
+                        .map(|(number, remaining, expires)| GrantBalance {
+                            grant_id: grant_id(number),
+                            remaining,
+                            expires_at_ms: (expires >= 0).then_some(expires),
+                        })
+                        .collect(),
+                }))
+            }
         }
     }
 
@@ -81,6 +129,8 @@ impl RedisLedger {
                 cost: record.cost,
                 request_id: record.request_id,
                 refunded: record.refunded,
+                from_allowance: record.from_allowance,
+                from_grants: record.cost - record.from_allowance,
             });
             last_member = member;
         }

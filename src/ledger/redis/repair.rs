@@ -18,6 +18,7 @@ impl RedisLedger {
             .key(&keys.account)
             .key(&keys.window)
             .key(&keys.usage)
+            .key(&keys.grants)
             .arg(self.core.window_ms);
         let reply: Vec<Value> = self.core.transport.invoke(&invocation).await?;
         match RecountReply::parse(&reply)? {

@@ -16,6 +16,7 @@ pub(super) struct Scripts {
     pub put_account: Script,
     pub usage: Script,
     pub alerts: Script,
+    pub grants: Script,
 }
 
 impl Scripts {
@@ -31,6 +32,7 @@ impl Scripts {
             put_account: Script::new(include_str!("lua/put_account.lua")),
             usage: with_prelude(include_str!("lua/usage.lua")),
             alerts: Script::new(include_str!("lua/alerts.lua")),
+            grants: with_prelude(include_str!("lua/grants.lua")),
         }
     }
 }

@@ -68,6 +68,7 @@ impl RedisLedger {
             .then(|| i64::try_from(self.core.window_ms / DAY_MS as u64).unwrap_or(i64::MAX));
         let mut cells: BTreeMap<(i64, String), (u64, u64)> = BTreeMap::new();
         let mut returning: BTreeMap<i64, u64> = BTreeMap::new();
+        let mut from_grants = 0u64;
         for field in fields {
             match field {
                 UsageField::Credits { day, route, value } => {
@@ -84,12 +85,22 @@ impl RedisLedger {
                         *returning.entry(day).or_default() += value;
                     }
                 }
+                UsageField::FromGrants { day, value } => {
+                    from_grants += value;
+                    // Only the allowance part comes back.
+                    if let Some(days) = whole_days {
+                        let leaving = returning.entry(day.saturating_add(days)).or_default();
+                        *leaving = leaving.saturating_sub(value);
+                    }
+                }
             }
         }
+        returning.retain(|_, credits| *credits > 0);
         Ok(Some(Usage {
             allowance: plans.get(&plan).copied(),
             account: AccountRecord { plan, suspended },
             used,
+            from_grants,
             now_ms,
             window_ms: self.core.window_ms,
             spent: cells

@@ -64,7 +64,7 @@ proptest! {
                         let id = format!("d{step}");
                         let outcome = ledger.debit(&Debit {
                             account: "a", request_id: &id, request_id_generated: false,
-                            fallback_request_id: "unused", route: ROUTES[route], cost, plans: &plans, alert_thresholds: &[],
+                            fallback_request_id: "unused", route: ROUTES[route], cost, plans: &plans, alert_thresholds: &[], limits: &creditgate::ledger::NO_LIMITS,
                         }).await.unwrap();
                         if let DebitOutcome::Admitted { at_ms, .. } = outcome {
                             if cost > 0 {

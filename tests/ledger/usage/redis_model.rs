@@ -91,6 +91,7 @@ async fn check(ledger: &Ledger, account: &str, ops: &[Op]) {
                         cost,
                         plans: &plans,
                         alert_thresholds: &[],
+                        limits: &creditgate::ledger::NO_LIMITS,
                     })
                     .await
                     .unwrap();

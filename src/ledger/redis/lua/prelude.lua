@@ -19,22 +19,45 @@
 --             length and the id's bytes
 --   varint    cost
 --   varint    route number
--- so a debit costs one small sorted-set entry and nothing else. Ids of any
+--   (flag 4, flags < 8 only) varint the part paid from the allowance, varint
+--             the number of grant parts, then per part: varint grant
+--             number, varint credits — in the order they were taken
+--             (docs/ledger.md, "Prepaid grants")
+-- so a debit costs one small sorted-set entry and nothing else. The flags
+-- byte is 8 * g + 4 * (grants paid some of it) + 2 * (the id is packed) +
+-- (refunded), where g (1-31) says that grant g alone paid all of it: then
+-- no split follows, and the member is no longer than one the allowance paid. Ids of any
 -- other form are also kept in the hash `i` (id → at) so a reused id is
 -- caught; packed ids are the gateway's own 64 random bits.
 --
 -- Usage aggregates (the hash `u`): for the debits that count (not refunded,
--- at > seen), their credits and number by UTC day of the debit and route
--- number, and their credits by the UTC day on which they leave the window:
---   c:<day>:<route>  credits    n:<day>:<route>  debits    r:<day>  credits leaving
+-- at > seen), their credits (the full cost) and number by UTC day of the
+-- debit and route number, what of those credits grants paid by day, and the
+-- allowance credits by the UTC day on which they leave the window:
+--   c:<day>:<route>  credits    n:<day>:<route>  debits    g:<day>  from grants
+--   r:<day>  allowance credits leaving
 -- (<day> = UTC days since 1970-01-01; a field at zero is deleted). With a
 -- window of whole days the leave day is the debit's day plus the window, so
--- `r:` fields are not written: the report derives them from `c:` (one call
--- less per debit). They are
+-- `r:` fields are not written: the report derives them from `c:` less `g:`
+-- (one call less per debit). They are
 -- kept by the same steps that keep `used`, so they always add up to it. The
 -- account hash field `uw` holds the window (ms) they were built for; without
 -- it (an account from before the aggregates, or a changed window) they are
 -- not kept until the window is empty, or until the usage read rebuilds them.
+--
+-- Extra windows (a plan's `limits`): the account hash field `lw` lists the
+-- window lengths (ms, comma-separated) whose running totals are kept, and
+-- `l:<ms>` holds each one's "used seen first" over the same sorted set (the
+-- full cost of every debit not refunded). A debit or a balance read brings
+-- `lw` to its plan's windows, building a new window's total once from the
+-- debits inside it; refunds and settlements keep every window `lw` lists.
+--
+-- Prepaid grants (the hash `g`): `<n>` → "credits remaining expires created
+-- voided" (unix ms, expires -1 = never) and `<n>:note`; the account hash
+-- keeps `gn` (the last grant number), `gs` (the credits remaining in grants
+-- unexpired at the last look) and `ge` (the soonest expiry among those with
+-- credits left, -1 when none): grants are read only when `ge` has passed or
+-- a debit needs them.
 
 local MAX_CREDITS = 1000000000000000
 local MAX_EXACT = 9007199254740991
@@ -79,14 +102,44 @@ end
 local function parse(m)
   local flags = string.byte(m, 1)
   local pos = 10
-  if flags < 2 then
+  if flags % 4 < 2 then
     local len
     len, pos = read_varint(m, 2)
     pos = pos + len
   end
   local cost, after = read_varint(m, pos)
-  local route = read_varint(m, after)
-  return flags, string.sub(m, 2, pos - 1), cost, route
+  local route, rest = read_varint(m, after)
+  return flags, string.sub(m, 2, pos - 1), cost, route, rest
+end
+
+-- The part of a record paid from the allowance and its grant parts
+-- ({number, credits, ...} in the order taken), given parse's results.
+local function split_of(m, flags, cost, rest)
+  if flags < 4 then return cost, {} end
+  if flags >= 8 then return 0, { math.floor(flags / 8), cost } end
+  local allowance, pos = read_varint(m, rest)
+  local count
+  count, pos = read_varint(m, pos)
+  local parts = {}
+  for _ = 1, count do
+    local number, credits
+    number, pos = read_varint(m, pos)
+    credits, pos = read_varint(m, pos)
+    parts[#parts + 1] = number
+    parts[#parts + 1] = credits
+  end
+  return allowance, parts
+end
+
+-- The record's tail after the id: cost, route and, when grants paid part of
+-- it, the split. Its flags then carry 4.
+local function tail_of(cost, route, allowance, parts)
+  local tail = varint(cost) .. varint(route)
+  if #parts == 0 then return tail, 0 end
+  if allowance == 0 and #parts == 2 and parts[1] < 32 then return tail, 4 + 8 * parts[1] end
+  tail = tail .. varint(allowance) .. varint(#parts / 2)
+  for i = 1, #parts do tail = tail .. varint(parts[i]) end
+  return tail, 4
 end
 
 local function counts(m)
@@ -98,16 +151,27 @@ local function cost_of(m)
   return cost
 end
 
--- The cost and route number of a record, without copying its id.
+-- The cost, route number and allowance part of a record, without copying
+-- its id.
 local function cost_route(m)
+  local flags = string.byte(m, 1)
   local pos = 10
-  if string.byte(m, 1) < 2 then
+  if flags % 4 < 2 then
     local len
     len, pos = read_varint(m, 2)
     pos = pos + len
   end
   local cost, after = read_varint(m, pos)
-  return cost, read_varint(m, after)
+  local route, rest = read_varint(m, after)
+  if flags < 4 then return cost, route, cost end
+  if flags >= 8 then return cost, route, 0 end
+  return cost, route, (read_varint(m, rest))
+end
+
+-- The part of a record paid from the allowance.
+local function allowance_of(m)
+  local _, _, allowance = cost_route(m)
+  return allowance
 end
 
 local DAY_MS = 86400000
@@ -124,14 +188,19 @@ local function leave_days_kept(window_ms)
   return window_ms % DAY_MS ~= 0
 end
 
--- Adds one debit's share (credits may be negative) to `deltas` (field → change).
-local function usage_add(deltas, at, route, credits, requests, window_ms)
-  local spent = int(math.floor(at / DAY_MS)) .. ':' .. int(route)
+-- Adds one debit's share (credits may be negative; `from_grants` of them
+-- paid by grants) to `deltas` (field → change).
+local function usage_add(deltas, at, route, credits, requests, window_ms, from_grants)
+  local day = int(math.floor(at / DAY_MS))
+  local spent = day .. ':' .. int(route)
   deltas['c:' .. spent] = (deltas['c:' .. spent] or 0) + credits
   deltas['n:' .. spent] = (deltas['n:' .. spent] or 0) + requests
+  if from_grants ~= 0 then
+    deltas['g:' .. day] = (deltas['g:' .. day] or 0) + from_grants
+  end
   if leave_days_kept(window_ms) then
     local leaves = 'r:' .. int(math.floor((at + window_ms) / DAY_MS))
-    deltas[leaves] = (deltas[leaves] or 0) + credits
+    deltas[leaves] = (deltas[leaves] or 0) + credits - from_grants
   end
 end
 
@@ -139,10 +208,10 @@ end
 -- lookup per debit, the field names built once at the end (a rebuild may
 -- visit a million debits).
 local function new_totals()
-  return { spent = {}, count = {}, leaving = {} }
+  return { spent = {}, count = {}, leaving = {}, grants = {} }
 end
 
-local function total_add(totals, at, route, cost, window_ms)
+local function total_add(totals, at, route, cost, window_ms, allowance)
   local day = math.floor(at / DAY_MS)
   local spent, count = totals.spent[day], totals.count[day]
   if not spent then
@@ -151,8 +220,9 @@ local function total_add(totals, at, route, cost, window_ms)
   end
   spent[route] = (spent[route] or 0) + cost
   count[route] = (count[route] or 0) + 1
+  if allowance < cost then totals.grants[day] = (totals.grants[day] or 0) + cost - allowance end
   local leaves = math.floor((at + window_ms) / DAY_MS)
-  totals.leaving[leaves] = (totals.leaving[leaves] or 0) + cost
+  totals.leaving[leaves] = (totals.leaving[leaves] or 0) + allowance
 end
 
 -- Replaces the aggregates by `totals` and marks them kept for this window;
@@ -175,6 +245,7 @@ local function usage_write(ka, ku, totals, window_ms)
       put('n:' .. int(day) .. ':' .. int(route), totals.count[day][route])
     end
   end
+  for day, credits in pairs(totals.grants) do put('g:' .. int(day), credits) end
   if leave_days_kept(window_ms) then
     for day, credits in pairs(totals.leaving) do put('r:' .. int(day), credits) end
   end
@@ -200,13 +271,14 @@ local function window_state(used, seen, first, usage)
 end
 
 -- A debit's share into the aggregates, when they are kept.
-local function count_usage(state, at, route, credits, requests)
-  if state.usage then usage_add(state.deltas, at, route, credits, requests, state.usage.window) end
+local function count_usage(state, at, route, credits, requests, from_grants)
+  if state.usage then usage_add(state.deltas, at, route, credits, requests, state.usage.window, from_grants or 0) end
 end
 
 -- Subtracts the debits that left the window since `seen` (at <= cutoff)
 -- from `used` and the aggregates, and moves `seen` to the cutoff. Work is
--- proportional to what left, never to the window's size.
+-- proportional to what left, never to the window's size. The 30-day window
+-- counts a debit's allowance part; an extra window (`state.full`) its cost.
 local function expire(kw, state, cutoff)
   if cutoff <= state.seen then return end
   local offset = 0
@@ -214,9 +286,13 @@ local function expire(kw, state, cutoff)
     local left = redis.call('ZRANGEBYSCORE', kw, '(' .. int(state.seen), int(cutoff), 'WITHSCORES', 'LIMIT', offset, 512)
     for i = 1, #left, 2 do
       if counts(left[i]) then
-        local _, _, cost, route = parse(left[i])
-        state.used = state.used - cost
-        count_usage(state, tonumber(left[i + 1]), route, -cost, -1)
+        local cost, route, allowance = cost_route(left[i])
+        if state.full then
+          state.used = state.used - cost
+        else
+          state.used = state.used - allowance
+          count_usage(state, tonumber(left[i + 1]), route, -cost, -1, allowance - cost)
+        end
       end
     end
     if #left < 1024 then break end
@@ -261,8 +337,8 @@ end
 local function usage_rebuild(ka, kw, ku, cutoff, window_ms)
   local totals = new_totals()
   each_counting(kw, cutoff, function(m, at)
-    local cost, route = cost_route(m)
-    total_add(totals, at, route, cost, window_ms)
+    local cost, route, allowance = cost_route(m)
+    total_add(totals, at, route, cost, window_ms, allowance)
   end)
   return usage_write(ka, ku, totals, window_ms)
 end
@@ -277,10 +353,15 @@ local function advance(kw, state, cutoff)
   return true
 end
 
--- Every field of the state back into the account hash, and the pending
--- changes into the aggregates (a field that reaches zero goes).
-local function save_state(ka, state)
-  redis.call('HSET', ka, 'used', int(state.used), 'seen', int(state.seen), 'first', int(state.first))
+-- Every field of the state back into the account hash (with `more`, other
+-- field/value pairs to write in the same call), and the pending changes into
+-- the aggregates (a field that reaches zero goes).
+local function save_state(ka, state, more)
+  if more and #more > 0 then
+    redis.call('HSET', ka, 'used', int(state.used), 'seen', int(state.seen), 'first', int(state.first), unpack(more))
+  else
+    redis.call('HSET', ka, 'used', int(state.used), 'seen', int(state.seen), 'first', int(state.first))
+  end
   if not state.usage then return end
   for field, delta in pairs(state.deltas) do
     if delta ~= 0 and redis.call('HINCRBY', state.usage.key, field, int(delta)) <= 0 then
@@ -304,7 +385,7 @@ local function sweep(kw, ki, before)
   if #old == 0 then return false end
   for i = 1, #old do
     local flags, id = parse(old[i])
-    if flags < 2 then
+    if flags % 4 < 2 then
       local _, start = read_varint(id, 1)
       redis.call('HDEL', ki, string.sub(id, start))
     end
@@ -319,12 +400,13 @@ end
 -- and `text` are the id's two possible encodings (flags byte + id part, as
 -- the gateway builds them; `packed` is '' when the id cannot be packed). It is
 -- looked for at `at` when known (the gateway's own refunds and settlements;
--- between `at` and `till` for a debit whose call failed), else through the index of text ids, else — a packed id without its time,
--- admin refunds only — by a scan of the account's history.
+-- between `at` and `till` for a debit whose call failed), else through the
+-- index of text ids, else — a packed id without its time, admin refunds
+-- only — by a scan of the account's history.
 local function find_debit(kw, ki, packed, text, request_id, at, till)
   local function same(m)
     local want = text
-    if string.byte(m, 1) >= 2 then want = packed end
+    if string.byte(m, 1) % 4 >= 2 then want = packed end
     -- Text ids carry their length, so a prefix match is the whole id.
     return want ~= '' and string.sub(m, 2, #want) == string.sub(want, 2)
   end
@@ -400,4 +482,270 @@ local function queue_crossed_alerts(ka, kq, list, before, after, allowance, now)
     end
   end
   return queued
+end
+
+-- Extra windows ----------------------------------------------------------
+
+-- A plan's extra windows from their ARGV form ("<ms>:<credits>,…", '' for
+-- none): {{ms, credits}, …} in the config's order.
+local function parse_limits(spec)
+  local limits = {}
+  for ms, credits in string.gmatch(spec, '(%d+):(%d+)') do
+    limits[#limits + 1] = { ms = tonumber(ms), key = ms, credits = tonumber(credits) }
+  end
+  return limits
+end
+
+-- The `lw` value for these windows.
+local function limits_key(limits)
+  local names = {}
+  for i = 1, #limits do names[i] = int(limits[i].ms) end
+  return table.concat(names, ',')
+end
+
+-- An extra window's state from its `l:<ms>` value; nil when missing or
+-- not valid (it is derived data: the caller rebuilds or drops it).
+local function limit_state(value)
+  if not value then return nil end
+  local used, seen, first = string.match(value, '^(%d+) (%d+) (%-?%d+)$')
+  if not used then return nil end
+  local state = { used = tonumber(used), seen = tonumber(seen), first = tonumber(first), full = true, deltas = {} }
+  if not whole(state.used, 0, MAX_EXACT) or not whole(state.seen, 0, MAX_EXACT)
+    or not whole(state.first, -1, MAX_EXACT) then return nil end
+  return state
+end
+
+local function limit_value(state)
+  return int(state.used) .. ' ' .. int(state.seen) .. ' ' .. int(state.first)
+end
+
+-- An extra window's state built from the debits inside it (once, when the
+-- window is new to the account: a scan of that window only).
+local function limit_build(kw, cutoff)
+  local state = { used = 0, seen = cutoff, first = -1, full = true, deltas = {}, dirty = true }
+  each_counting(kw, cutoff, function(m, at)
+    state.used = state.used + cost_of(m)
+    if state.first < 0 then state.first = at end
+  end)
+  return state
+end
+
+-- Brings the windows kept for the account (`lw`) to `limits`, the plan's:
+-- drops the others, builds the new ones, advances each to now. `values`
+-- maps '<ms>' to the stored `l:<ms>`. Returns the states in the plan's
+-- order (`dirty` set on those to save). `want` is `limits_key(limits)`
+-- when the caller has it.
+local function limits_sync(ka, kw, limits, lw, values, now, want)
+  want = want or limits_key(limits)
+  if (lw or '') == want then
+    -- The account keeps exactly the plan's windows (almost every call).
+    local states = {}
+    for i, limit in ipairs(limits) do
+      local state = limit_state(values[limit.key])
+      if state then
+        if advance(kw, state, now - limit.ms) then state.dirty = true end
+      else
+        state = limit_build(kw, now - limit.ms)
+      end
+      state.ms = limit.ms
+      states[i] = state
+    end
+    return states
+  end
+  local kept = {}
+  for ms in string.gmatch(lw or '', '%d+') do kept[ms] = true end
+  local states = {}
+  for i, limit in ipairs(limits) do
+    local ms = int(limit.ms)
+    local state = kept[ms] and limit_state(values[ms])
+    if state then
+      if advance(kw, state, now - limit.ms) then state.dirty = true end
+    else
+      state = limit_build(kw, now - limit.ms)
+    end
+    state.ms = limit.ms
+    states[i] = state
+    kept[ms] = nil
+  end
+  if (lw or '') ~= want then
+    local gone = {}
+    for ms in pairs(kept) do gone[#gone + 1] = 'l:' .. ms end
+    if #gone > 0 then redis.call('HDEL', ka, unpack(gone)) end
+    if want == '' then redis.call('HDEL', ka, 'lw') else redis.call('HSET', ka, 'lw', want) end
+  end
+  return states
+end
+
+-- The windows the account keeps (for refunds and settlements, which do not
+-- know the plan), advanced to now; one whose total is unreadable is
+-- dropped from `lw` (the next debit rebuilds it).
+local function limits_kept(ka, kw, now)
+  local lw = redis.call('HGET', ka, 'lw')
+  if not lw or lw == '' then return {} end
+  local names, fields = {}, {}
+  for ms in string.gmatch(lw, '%d+') do
+    names[#names + 1] = ms
+    fields[#fields + 1] = 'l:' .. ms
+  end
+  local values = redis.call('HMGET', ka, unpack(fields))
+  local states, keep = {}, {}
+  for i, ms in ipairs(names) do
+    local state = limit_state(values[i])
+    if state then
+      state.ms = tonumber(ms)
+      advance(kw, state, now - state.ms)
+      states[#states + 1] = state
+      keep[#keep + 1] = ms
+    end
+  end
+  if #keep < #names then redis.call('HSET', ka, 'lw', table.concat(keep, ',')) end
+  return states
+end
+
+-- field/value pairs for the extra windows to save (all, or the dirty ones).
+local function limit_fields(states, all)
+  local out = {}
+  for _, state in ipairs(states) do
+    if all or state.dirty then
+      out[#out + 1] = 'l:' .. int(state.ms)
+      out[#out + 1] = limit_value(state)
+    end
+  end
+  return out
+end
+
+-- Prepaid grants ---------------------------------------------------------
+
+local function grant_parse(value)
+  local credits, remaining, expires, created, voided =
+    string.match(value or '', '^(%d+) (%d+) (%-?%d+) (%d+) ([01])$')
+  if not credits then return nil end
+  return { credits = tonumber(credits), remaining = tonumber(remaining), expires = tonumber(expires),
+    created = tonumber(created), voided = voided == '1' }
+end
+
+local function grant_value(g)
+  local voided = '0'
+  if g.voided then voided = '1' end
+  return int(g.credits) .. ' ' .. int(g.remaining) .. ' ' .. int(g.expires) .. ' ' .. int(g.created) .. ' ' .. voided
+end
+
+-- Whether a grant can be spent from (or given back to) at `now`.
+local function grant_live(g, now)
+  return not g.voided and (g.expires < 0 or g.expires > now)
+end
+
+-- Every grant of the account, in the order debits spend them: soonest
+-- expiry first, never-expiring last, then oldest (lowest number) first.
+local function grants_all(kg)
+  local all = redis.call('HGETALL', kg)
+  local list = {}
+  for i = 1, #all, 2 do
+    local number = tonumber(all[i])
+    if number then
+      local g = grant_parse(all[i + 1])
+      if g then
+        g.number = number
+        list[#list + 1] = g
+      end
+    end
+  end
+  table.sort(list, function(a, b)
+    local ea, eb = a.expires, b.expires
+    if ea < 0 then ea = math.huge end
+    if eb < 0 then eb = math.huge end
+    if ea ~= eb then return ea < eb end
+    return a.number < b.number
+  end)
+  return list
+end
+
+-- The credits left in live grants and the soonest expiry among those with
+-- credits left (-1: none).
+local function grants_totals(list, now)
+  local sum, soonest = 0, -1
+  for _, g in ipairs(list) do
+    if grant_live(g, now) and g.remaining > 0 then
+      sum = sum + g.remaining
+      if g.expires >= 0 and (soonest < 0 or g.expires < soonest) then soonest = g.expires end
+    end
+  end
+  return sum, soonest
+end
+
+-- The grants' running totals from the account fields gs, ge, brought to
+-- `now`: read again from the grants only when an expiry has passed (or the
+-- fields are not valid).
+local function grants_state(kg, gs, ge, now)
+  local state = { sum = tonumber(gs or '0'), soonest = tonumber(ge or '-1'), changed = false }
+  if not whole(state.sum, 0, MAX_CREDITS) or not whole(state.soonest, -1, MAX_EXACT)
+    or (state.soonest >= 0 and state.soonest <= now) then
+    state.sum, state.soonest = grants_totals(grants_all(kg), now)
+    state.changed = true
+  end
+  return state
+end
+
+local function grant_fields(gstate)
+  if not gstate.changed then return {} end
+  return { 'gs', int(gstate.sum), 'ge', int(gstate.soonest) }
+end
+
+-- Takes `need` credits (at most what live grants hold) from the grants in
+-- spending order; returns the parts {number, credits, …} in the order taken.
+local function grants_take(kg, gstate, need, now)
+  local list = grants_all(kg)
+  local parts, writes = {}, {}
+  for _, g in ipairs(list) do
+    if need <= 0 then break end
+    if grant_live(g, now) and g.remaining > 0 then
+      local take = math.min(need, g.remaining)
+      g.remaining = g.remaining - take
+      need = need - take
+      parts[#parts + 1] = g.number
+      parts[#parts + 1] = take
+      writes[#writes + 1] = int(g.number)
+      writes[#writes + 1] = grant_value(g)
+    end
+  end
+  if #writes > 0 then redis.call('HSET', kg, unpack(writes)) end
+  gstate.sum, gstate.soonest = grants_totals(list, now)
+  gstate.changed = true
+  return parts
+end
+
+-- Gives `credits` back to grant `number`, unless it has expired or was
+-- voided (then they are gone).
+local function grant_give_back(kg, gstate, number, credits, now)
+  local g = grant_parse(redis.call('HGET', kg, int(number)))
+  if not g or not grant_live(g, now) then return end
+  g.remaining = g.remaining + credits
+  redis.call('HSET', kg, int(number), grant_value(g))
+  gstate.sum = gstate.sum + credits
+  if g.expires >= 0 and (gstate.soonest < 0 or g.expires < gstate.soonest) then gstate.soonest = g.expires end
+  gstate.changed = true
+end
+
+-- Gives back `amount` of a debit's charge, last taken first: grant parts
+-- from the last, then the allowance. Returns the new allowance part and
+-- grant parts.
+local function give_back(kg, gstate, allowance, parts, amount, now)
+  local kept = {}
+  for i = 1, #parts do kept[i] = parts[i] end
+  local i = #kept - 1
+  while amount > 0 and i >= 1 do
+    local back = math.min(amount, kept[i + 1])
+    grant_give_back(kg, gstate, kept[i], back, now)
+    kept[i + 1] = kept[i + 1] - back
+    amount = amount - back
+    i = i - 2
+  end
+  local shrunk = {}
+  for j = 1, #kept, 2 do
+    if kept[j + 1] > 0 then
+      shrunk[#shrunk + 1] = kept[j]
+      shrunk[#shrunk + 1] = kept[j + 1]
+    end
+  end
+  return allowance - math.min(amount, allowance), shrunk
 end

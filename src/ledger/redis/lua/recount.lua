@@ -4,7 +4,9 @@
 -- admin only, never on the request path. A counting debit whose own cost is
 -- above MAX_CREDITS cannot be counted exactly; it is voided (marked
 -- refunded, kept in the history).
--- KEYS: account hash, window zset, usage aggregates.   ARGV: window_ms.
+-- The extra windows' totals are dropped (the next debit or balance read
+-- builds them from the debits) and the grants' totals recomputed.
+-- KEYS: account hash, window zset, usage aggregates, grants.   ARGV: window_ms.
 -- Returns {} when there is no account,
 -- {'too_large', total} when the debits add up to more than MAX_CREDITS
 -- (nothing written), else
@@ -27,12 +29,12 @@ local used, counted, first = 0, 0, -1
 local totals = new_totals()
 local void = {}
 each_counting(KEYS[2], cutoff, function(m, at)
-  local cost, route = cost_route(m)
-  if whole(cost, 0, MAX_CREDITS) then
-    used = used + cost
+  local cost, route, allowance = cost_route(m)
+  if whole(cost, 0, MAX_CREDITS) and whole(allowance, 0, cost) then
+    used = used + allowance
     counted = counted + 1
     if first < 0 then first = at end
-    total_add(totals, at, route, cost, window_ms)
+    total_add(totals, at, route, cost, window_ms, allowance)
   else
     void[#void + 1] = m
     void[#void + 1] = at
@@ -40,12 +42,18 @@ each_counting(KEYS[2], cutoff, function(m, at)
 end)
 if used > MAX_CREDITS then return {'too_large', int(used)} end
 for i = 1, #void, 2 do
-  local flags, id, cost, route = parse(void[i])
   redis.call('ZREM', KEYS[2], void[i])
-  redis.call('ZADD', KEYS[2], void[i + 1], string.char(flags + 1) .. id .. varint(cost) .. varint(route))
+  redis.call('ZADD', KEYS[2], void[i + 1], string.char(string.byte(void[i], 1) + 1) .. string.sub(void[i], 2))
 end
+local lw = redis.call('HGET', KEYS[1], 'lw')
+if lw then
+  local gone = { 'lw' }
+  for ms in string.gmatch(lw, '%d+') do gone[#gone + 1] = 'l:' .. ms end
+  redis.call('HDEL', KEYS[1], unpack(gone))
+end
+local grants, soonest = grants_totals(grants_all(KEYS[4]), cutoff + window_ms)
 local state = { used = used, seen = cutoff, first = first }
-save_state(KEYS[1], state)
+save_state(KEYS[1], state, { 'gs', int(grants), 'ge', int(soonest) })
 usage_write(KEYS[1], KEYS[3], totals, window_ms)
 local changed = 1
 if previous and previous.used == used and previous.first == first and #void == 0 then changed = 0 end

@@ -26,16 +26,18 @@ if not state.usage and state.first < 0 and state.used == 0 then
   state.usage = usage_write(KEYS[1], KEYS[3], new_totals(), window_ms)
 end
 
--- Whether the aggregates add up to `used`, as they must.
+-- Whether the aggregates add up to `used`, as they must: the credits spent
+-- less what grants paid, and the credits leaving.
 local function agree(fields)
-  local spent, leaving = 0, 0
+  local spent, grants, leaving = 0, 0, 0
   for i = 1, #fields, 2 do
     local kind = string.sub(fields[i], 1, 2)
     if kind == 'c:' then spent = spent + tonumber(fields[i + 1]) end
+    if kind == 'g:' then grants = grants + tonumber(fields[i + 1]) end
     if kind == 'r:' then leaving = leaving + tonumber(fields[i + 1]) end
   end
-  if not leave_days_kept(window_ms) then leaving = spent end
-  return spent == state.used and leaving == state.used
+  if not leave_days_kept(window_ms) then leaving = spent - grants end
+  return spent - grants == state.used and leaving == state.used
 end
 
 local rebuilt = 0
