@@ -64,6 +64,8 @@ fn concrete(template: &str, account: &str, key_id: &str) -> String {
     template
         .replace("{id}", account)
         .replace("{key_id}", key_id)
+        // The grant the documented POST before it creates.
+        .replace("{grant_id}", "g1")
 }
 
 #[tokio::test]
@@ -101,6 +103,9 @@ async fn a_running_gateway_answers_every_documented_operation_and_nothing_else()
         let body = match (method.as_str(), path) {
             ("PUT", _) => json!({"plan": "pro"}).to_string(),
             ("POST", p) if p.ends_with("/refunds") => json!({"request_id": "probe-1"}).to_string(),
+            ("POST", p) if p.ends_with("/grants") => {
+                json!({"credits": 5, "note": "probe"}).to_string()
+            }
             _ => String::new(),
         };
         http::Request::builder()
@@ -345,7 +350,8 @@ fn the_schemas_refuse_wrong_bodies() {
     let problem = json!({"type": "urn:creditgate:problem:not_found", "title": "Not found",
         "status": 404, "detail": "no account `x`", "code": "not_found"});
     let history = json!({"items": [{"at": "2026-11-24T11:59:58Z", "route": "image",
-        "cost": 10, "request_id": "3f2a9c0d4b1e7a55", "refunded": false}], "next": null});
+        "cost": 10, "request_id": "3f2a9c0d4b1e7a55", "refunded": false,
+        "from_allowance": 10, "from_grants": 0}], "next": null});
     // (schema, a body it accepts, changes (pointer, value) it must refuse)
     type Mutations = Vec<(&'static str, Value)>;
     let cases: Vec<(&str, Value, Mutations)> = vec![

@@ -225,14 +225,13 @@ for i = 1, plan_count do
 end
 local first_debit_arg = 4 + 3 * plan_count
 local now = ledger_now()
-local count = #KEYS / 5
+local count = #KEYS / 6
 local replies = {}
 -- One pcall for the whole batch (each costs a setjmp); after an error the
 -- debits not yet run carry on in a fresh one.
 local done = 0
 local function run_from_done()
   for n = done, count - 1 do
-    local k = { account = KEYS[5 * n + 1], window = KEYS[5 * n + 2], ids = KEYS[5 * n + 3], usage = KEYS[5 * n + 4],
     local k = { account = KEYS[6 * n + 1], window = KEYS[6 * n + 2], ids = KEYS[6 * n + 3], usage = KEYS[6 * n + 4],
       grants = KEYS[6 * n + 5], alerts = KEYS[6 * n + 6] }
     local a = first_debit_arg + 7 * n
