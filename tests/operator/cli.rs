@@ -89,6 +89,24 @@ fn admin_calls(gateway: &GatewayProcess) -> usize {
         .count()
 }
 
+/// [`admin_calls`] once a `method` call on account tmp1 has been logged.
+async fn admin_calls_after(gateway: &GatewayProcess, method: &str) -> usize {
+    let needle = format!("\"method\":\"{method}\"");
+    crate::support::wait::wait_until("the admin call's log line", async || {
+        let logged = gateway.logs().lines().any(|line| {
+            line.contains("\"target\":\"creditgate::admin\"")
+                && line.contains(&needle)
+                && line.contains("/admin/v1/accounts/tmp1")
+        });
+        if logged {
+            Ok(admin_calls(gateway))
+        } else {
+            Err(format!("no {method} line yet"))
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_that_break_the_rule_are_refused_before_any_request() {
     let upstream = RecordingUpstream::start().await;
@@ -101,7 +119,8 @@ async fn ids_that_break_the_rule_are_refused_before_any_request() {
         creditgate(&all, &[], dir.path())
     };
     json_out(&cli(&["put", "tmp1", "--plan", "pro"]));
-    let calls_before = admin_calls(&gateway);
+    // The log is written off the request path: count once the put's line is in.
+    let calls_before = admin_calls_after(&gateway, "PUT").await;
 
     let refused: &[&[&str]] = &[
         &["put", "tmp1#oops", "--plan", "free"],
@@ -137,13 +156,15 @@ async fn ids_that_break_the_rule_are_refused_before_any_request() {
             );
         }
     }
+    let tmp1 = json_out(&cli(&["show", "tmp1"]));
+    // Lines are written in order: once the show's line is in, so is any
+    // line a refused call would have left.
     assert_eq!(
-        admin_calls(&gateway),
-        calls_before,
+        admin_calls_after(&gateway, "GET").await,
+        calls_before + 1,
         "the admin API saw a request:\n{}",
         gateway.logs()
     );
-    let tmp1 = json_out(&cli(&["show", "tmp1"]));
     assert_eq!(tmp1["plan"], "pro", "account tmp1 was changed: {tmp1}");
     assert_eq!(tmp1["suspended"], false);
 }
