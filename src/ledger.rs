@@ -178,6 +178,9 @@ pub enum DebitOutcome {
         /// settlement find the debit without a search.
         at_ms: i64,
         window: WindowState,
+        /// The part of the cost prepaid grants paid; the rest counts in
+        /// `window.used`.
+        from_grants: u64,
     },
     /// Not enough credits; nothing recorded.
     Rejected {

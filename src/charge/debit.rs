@@ -68,11 +68,13 @@ pub async fn debit(
             request_id,
             at_ms,
             window,
+            from_grants,
         }) => {
+            // Only the allowance part of the cost counts in `used`.
             let crossed = alerts::crossed(
                 debit.alert_thresholds,
                 window.allowance,
-                window.used.saturating_sub(cost),
+                window.used.saturating_sub(cost - from_grants),
                 window.used,
             )
             .count();

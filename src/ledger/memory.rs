@@ -402,6 +402,7 @@ impl MemoryLedger {
                 request_id: debit.request_id.to_owned(),
                 at_ms: now,
                 window,
+                from_grants: 0,
             });
         }
         // The cost alone first: it may be beyond the bound, where a sum could overflow.
@@ -531,6 +532,7 @@ impl MemoryLedger {
             request_id: id.to_owned(),
             at_ms: now,
             window,
+            from_grants: debit.cost - from_allowance,
         })
     }
 

@@ -216,8 +216,9 @@ fn outcome(
             window: fields,
             recorded_as,
             now_ms,
-            ..
+            from_grants,
         } => Ok(DebitOutcome::Admitted {
+            from_grants,
             request_id: match recorded_as {
                 RecordedAs::RequestId => debit.request_id.clone(),
                 RecordedAs::Fallback => debit.fallback_request_id.clone(),
