@@ -128,6 +128,20 @@ impl AccountState {
         }
     }
 
+    /// A debit recorded at `at` leaves the window (expiry or refund): its
+    /// allowance part leaves `used`, its figures the aggregates.
+    fn uncount(&mut self, at: i64, debit: &Counted, window_ms: i64) {
+        self.used -= debit.from_allowance;
+        self.uncount_usage(
+            at,
+            &debit.route,
+            debit.cost,
+            debit.from_allowance,
+            1,
+            window_ms,
+        );
+    }
+
     /// Takes them out again; an entry at zero goes.
     fn uncount_usage(
         &mut self,
@@ -335,15 +349,7 @@ impl MemoryLedger {
                 break;
             }
             let ((at, _), debit) = entry.remove_entry();
-            account.used -= debit.from_allowance;
-            account.uncount_usage(
-                at,
-                &debit.route,
-                debit.cost,
-                debit.from_allowance,
-                1,
-                self.window_ms,
-            );
+            account.uncount(at, &debit, self.window_ms);
         }
         let history_cutoff = now.saturating_sub(self.retention_ms);
         while let Some(entry) = account.history.first_entry() {
@@ -561,15 +567,7 @@ impl MemoryLedger {
             (record.cost, record.from_allowance, record.parts.clone());
         account.give_back(from_allowance, &parts, cost - from_allowance, now);
         if let Some(debit) = account.window.remove(&(at, request_id.to_owned())) {
-            account.used -= debit.from_allowance;
-            account.uncount_usage(
-                at,
-                &debit.route,
-                debit.cost,
-                debit.from_allowance,
-                1,
-                self.window_ms,
-            );
+            account.uncount(at, &debit, self.window_ms);
             for total in account.limits.values_mut() {
                 if at > total.seen {
                     total.used = total.used.saturating_sub(debit.cost);
