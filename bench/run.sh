@@ -223,11 +223,11 @@ http {
         local rid = ngx.var.request_id
         local id, fallback = packed(string.sub(rid, 1, 16)), packed(string.sub(rid, 17, 32))
         -- One debit per call (a batch of one): window, retention, plan table, then the debit.
-        local res, err = red:evalsha(DEBIT_SHA, 5, k .. "a", k .. "w", k .. "i", k .. "u", k .. "g",
-          2592000000, 7776000000, 1, "bench", 1000000000, "", 1, id, fallback, "", "priced", 0)
+        local res, err = red:evalsha(DEBIT_SHA, 6, k .. "a", k .. "w", k .. "i", k .. "u", k .. "g", k .. "q",
+          2592000000, 7776000000, 1, "bench", 1000000000, "", 1, id, fallback, "", "priced", 0, "")
         if not res and err and string.find(err, "NOSCRIPT", 1, true) then
-          res, err = red:eval(DEBIT, 5, k .. "a", k .. "w", k .. "i", k .. "u", k .. "g",
-            2592000000, 7776000000, 1, "bench", 1000000000, "", 1, id, fallback, "", "priced", 0)
+          res, err = red:eval(DEBIT, 6, k .. "a", k .. "w", k .. "i", k .. "u", k .. "g", k .. "q",
+            2592000000, 7776000000, 1, "bench", 1000000000, "", 1, id, fallback, "", "priced", 0, "")
         end
         red:set_keepalive(10000, 256)
         if not res then return ngx.exit(503) end

@@ -161,6 +161,7 @@ async fn debit_one(
         .key(format!("{prefix}i"))
         .key(format!("{prefix}u"))
         .key(format!("{prefix}g"))
+        .key(format!("{prefix}q"))
         .arg(2_592_000_000u64)
         .arg(7_776_000_000u64)
         .arg(1)
@@ -173,6 +174,7 @@ async fn debit_one(
         .arg("")
         .arg("priced")
         .arg(0)
+        .arg("")
         .invoke_async(&mut connection.clone())
         .await;
     reply.is_ok_and(|reply| reply.starts_with('A'))

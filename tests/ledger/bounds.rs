@@ -490,3 +490,55 @@ async fn a_recount_voids_debits_it_cannot_count_and_refuses_totals_beyond_the_bo
     assert_eq!((recount.used, recount.counted), (600_000_000_000_003, 2));
     assert_eq!(h.used("acct").await, 600_000_000_000_003);
 }
+
+/// A debit script call whose keys and arguments do not make whole debits
+/// (a caller built for another layout, one key short) is refused at once
+/// with an error naming the counts, and Redis stays responsive: the batch
+/// loop would otherwise never finish and hold Redis busy for every client.
+#[test]
+fn a_debit_call_that_is_not_whole_debits_is_refused_at_once() {
+    let node = RedisServer::start();
+    let script = format!(
+        "{}\n{}",
+        include_str!("../../src/ledger/redis/lua/prelude.lua"),
+        include_str!("../../src/ledger/redis/lua/debit.lua")
+    );
+    let keys = AccountKeys::new("acct");
+    let client = ::redis::Client::open(node.url()).expect("client");
+    let mut connection = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .expect("connect");
+    connection
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let packed = |byte: u8| [&[2u8][..], &[byte; 8][..]].concat();
+    // Five keys and six debit arguments: the layout before alert queues.
+    let reply: ::redis::RedisResult<String> = ::redis::cmd("EVAL")
+        .arg(&script)
+        .arg(5)
+        .arg(&keys.account)
+        .arg(&keys.window)
+        .arg(&keys.ids)
+        .arg(&keys.usage)
+        .arg(&keys.grants)
+        .arg(2_592_000_000u64)
+        .arg(7_776_000_000u64)
+        .arg(1)
+        .arg("free")
+        .arg(100)
+        .arg("")
+        .arg(1)
+        .arg(packed(1))
+        .arg(packed(2))
+        .arg("")
+        .arg("priced")
+        .arg(0)
+        .query(&mut connection);
+    let error = reply.expect_err("a call that is not whole debits is refused");
+    assert!(
+        error.to_string().contains("are not whole debits"),
+        "{error}"
+    );
+    assert_eq!(node.try_cli(&["PING"]).as_deref(), Ok("PONG"));
+    assert_eq!(node.cli(&["EXISTS", &keys.window]), "0");
+}

@@ -477,3 +477,32 @@ async fn the_usage_report_counts_whole_costs_and_returns_the_allowance_part(h: H
     let usage = h.ledger.usage("u", &h.plans).await.unwrap().unwrap();
     check(&usage, 6, 8);
 }
+
+/// An account written by a version that kept each extra window as one
+/// `"used seen first"` string in `l:<ms>` (and no `lf:`/`ls:`) has that
+/// window rebuilt from its debits by the next debit, which then keeps it in
+/// the current layout: the stale string is never read as a total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_rebuilds_a_window_kept_in_the_earlier_layout() {
+    use creditgate::ledger::keys::AccountKeys;
+
+    let h = Harness::redis(Duration::from_millis(HOUR)).await;
+    let node = h.redis.as_ref().expect("a Redis harness");
+    h.account("old", "capped").await;
+    assert!(admitted(&h.debit_as("old", "o1", 3).await));
+    assert!(admitted(&h.debit_as("old", "o2", 4).await));
+    let keys = AccountKeys::new("old");
+    node.cli(&["HSET", &keys.account, "l:2000", "1 0 -1"]);
+    node.cli(&["HDEL", &keys.account, "lf:2000", "ls:2000"]);
+    let next = h.debit_as("old", "o3", 3).await;
+    assert!(admitted(&next), "{next:?}");
+    assert_eq!(window_of(&next).limits[0].used, 10, "rebuilt: 3 + 4 + 3");
+    assert_eq!(node.cli(&["HGET", &keys.account, "l:2000"]), "10");
+    let first = node.cli(&["HGET", &keys.account, "lf:2000"]);
+    assert!(first.parse::<i64>().is_ok_and(|at| at > 0), "lf: {first}");
+    let refused = h.debit_as("old", "o4", 1).await;
+    assert!(
+        matches!(refused, DebitOutcome::Rejected { limit: Some(0), .. }),
+        "{refused:?}"
+    );
+}

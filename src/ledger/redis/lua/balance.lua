@@ -24,17 +24,19 @@ for i = 1, tonumber(ARGV[2]) do
 end
 if spec then
   local wanted = parse_limits(spec)
-  local values = {}
+  local stored, at = {}, {}
   if #wanted > 0 then
     local fields = {}
-    for i, limit in ipairs(wanted) do fields[i] = 'l:' .. int(limit.ms) end
-    local stored = redis.call('HMGET', KEYS[1], unpack(fields))
-    for i, limit in ipairs(wanted) do values[int(limit.ms)] = stored[i] end
+    for _, limit in ipairs(wanted) do
+      at[limit.key] = #fields + 1
+      for _, field in ipairs(limit.fields) do fields[#fields + 1] = field end
+    end
+    stored = redis.call('HMGET', KEYS[1], unpack(fields))
   end
-  limits = limits_sync(KEYS[1], KEYS[2], wanted, account[7], values, now)
+  limits = limits_sync(KEYS[1], KEYS[2], wanted, account[7], stored, at, true, now)
 end
 local gstate = grants_state(KEYS[4], account[8], account[9], now)
-local more = limit_fields(limits, false)
+local more = limit_fields(limits, false, false)
 for _, v in ipairs(grant_fields(gstate)) do more[#more + 1] = v end
 if changed or #more > 0 then save_state(KEYS[1], state, more) end
 local release_at, credits = -1, 0

@@ -28,18 +28,44 @@
 local plan_numbers = {}
 local plan_limits = {}
 local plan_keys = {}
--- Every window length any plan has, and the account hash fields that hold them.
-local limit_names = {}
+-- The account hash fields read for every window length any plan has, and
+-- where each length's `l:` value is in the HMGET reply ('<ms>' → position).
 local limit_fields_read = {}
+local limit_at = {}
+-- (debit_one reads 11 fields before them)
+local ACCOUNT_FIELDS = 11
 
+-- The reply line, formatted in one call (per-number formatting and
+-- concatenation cost several times more).
+local reply_formats = {}
 local function reply(status, plan_number, state, now, window_ms, extra, gstate, extra2, limits)
-  local line = status .. ' ' .. plan_number .. ' ' .. int(state.used) .. ' '
-    .. int(next_release_in(state, now, window_ms)) .. ' ' .. int(extra) .. ' ' .. int(now)
-    .. ' ' .. int(gstate.sum) .. ' ' .. int(extra2)
-  for _, limit in ipairs(limits) do
-    line = line .. ' ' .. int(limit.used) .. ' ' .. int(next_release_in(limit, now, limit.ms))
+  local release = next_release_in(state, now, window_ms)
+  local n = #limits
+  if n == 0 then
+    return string.format('%s %d %d %d %d %d %d %d', status, plan_number, state.used, release, extra, now,
+      gstate.sum, extra2)
   end
-  return line
+  local a = limits[1]
+  if n == 1 then
+    return string.format('%s %d %d %d %d %d %d %d %d %d', status, plan_number, state.used, release, extra, now,
+      gstate.sum, extra2, a.used, next_release_in(a, now, a.ms))
+  end
+  local b = limits[2]
+  if n == 2 then
+    return string.format('%s %d %d %d %d %d %d %d %d %d %d %d', status, plan_number, state.used, release, extra,
+      now, gstate.sum, extra2, a.used, next_release_in(a, now, a.ms), b.used, next_release_in(b, now, b.ms))
+  end
+  local format = reply_formats[n]
+  if not format then
+    format = '%s %d %d %d %d %d %d %d' .. string.rep(' %d %d', n)
+    reply_formats[n] = format
+  end
+  local values = { status, plan_number, state.used, release, extra, now, gstate.sum, extra2 }
+  for i = 1, n do
+    values[#values + 1] = limits[i].used
+    values[#values + 1] = next_release_in(limits[i], now, limits[i].ms)
+  end
+  return string.format(format, unpack(values))
 end
 
 -- Milliseconds until enough of the window's debits (weighed by `weigh`)
@@ -81,9 +107,8 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, thresh
     usage_keeper(k.usage, account[8], window_ms))
   if not state then return 'D ' .. damaged end
   local changed = advance(k.window, state, now - window_ms)
-  local values = {}
-  for i, name in ipairs(limit_names) do values[name] = account[11 + i] end
-  local limits = limits_sync(k.account, k.window, plan_limits[plan], account[9], values, now, plan_keys[plan])
+  local limits = limits_sync(k.account, k.window, plan_limits[plan], account[9], account, limit_at, false, now,
+    plan_keys[plan])
   local gstate = grants_state(k.grants, account[10], account[11], now)
   -- Aggregates not kept yet (an account from before them, or a new window)
   -- start when nothing counts: then empty aggregates are exact.
@@ -100,7 +125,7 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, thresh
   end
 
   if cost == 0 then
-    local more = limit_fields(limits, false)
+    local more = limit_fields(limits, false, false)
     if gstate.changed then
       for _, v in ipairs(grant_fields(gstate)) do more[#more + 1] = v end
     end
@@ -118,7 +143,7 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, thresh
     if cost > plan_limits[plan][i].credits - limit.used then refused = refused or i end
   end
   if refused then
-    local more = limit_fields(limits, false)
+    local more = limit_fields(limits, false, false)
     if gstate.changed then
       for _, v in ipairs(grant_fields(gstate)) do more[#more + 1] = v end
     end
@@ -191,11 +216,15 @@ local function debit_one(k, cost, id, fallback, text_id, route, deadline, thresh
   queue_crossed_alerts(k.account, k.alerts, thresholds, state.used - from_allowance, state.used, allowance, now)
   if state.first < 0 then state.first = now end
   count_usage(state, now, tonumber(route_number), cost, 1, cost - from_allowance)
-  for _, limit in ipairs(limits) do
+  for i = 1, #limits do
+    local limit = limits[i]
     limit.used = limit.used + cost
-    if limit.first < 0 then limit.first = now end
+    if limit.first < 0 then
+      limit.first = now
+      limit.dirty = true
+    end
   end
-  local more = limit_fields(limits, true)
+  local more = limit_fields(limits, true, false)
   if gstate.changed then
     for _, v in ipairs(grant_fields(gstate)) do more[#more + 1] = v end
   end
@@ -207,7 +236,6 @@ local window_ms = tonumber(ARGV[1])
 local retention_ms = tonumber(ARGV[2])
 local plan_count = tonumber(ARGV[3])
 local allowances = {}
-local seen_lengths = {}
 for i = 1, plan_count do
   local name = ARGV[1 + 3 * i]
   allowances[name] = tonumber(ARGV[2 + 3 * i])
@@ -215,16 +243,21 @@ for i = 1, plan_count do
   plan_limits[name] = parse_limits(ARGV[3 + 3 * i])
   plan_keys[name] = limits_key(plan_limits[name])
   for _, limit in ipairs(plan_limits[name]) do
-    local ms = int(limit.ms)
-    if not seen_lengths[ms] then
-      seen_lengths[ms] = true
-      limit_names[#limit_names + 1] = ms
-      limit_fields_read[#limit_fields_read + 1] = 'l:' .. ms
+    if not limit_at[limit.key] then
+      limit_at[limit.key] = ACCOUNT_FIELDS + #limit_fields_read + 1
+      -- `l:` and `lf:` (the debit reads `ls:` only when debits leave).
+      limit_fields_read[#limit_fields_read + 1] = limit.fields[1]
+      limit_fields_read[#limit_fields_read + 1] = limit.fields[2]
     end
   end
 end
 local first_debit_arg = 4 + 3 * plan_count
 local now = ledger_now()
+-- A call whose keys or arguments do not come in whole debits is refused
+-- before anything runs (the loop below would never end on a fraction).
+if #KEYS % 6 ~= 0 or #ARGV - first_debit_arg + 1 ~= 7 * (#KEYS / 6) then
+  return redis.error_reply('debit.lua: ' .. #KEYS .. ' keys and ' .. #ARGV .. ' arguments are not whole debits')
+end
 local count = #KEYS / 6
 local replies = {}
 -- One pcall for the whole batch (each costs a setjmp); after an error the

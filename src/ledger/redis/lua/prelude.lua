@@ -47,8 +47,10 @@
 --
 -- Extra windows (a plan's `limits`): the account hash field `lw` lists the
 -- window lengths (ms, comma-separated) whose running totals are kept, and
--- `l:<ms>` holds each one's "used seen first" over the same sorted set (the
--- full cost of every debit not refunded). A debit or a balance read brings
+-- `l:<ms>`, `lf:<ms>`, `ls:<ms>` hold each one's used, first and seen over
+-- the same sorted set (the full cost of every debit not refunded). Plain
+-- numbers, so that a debit whose window has nothing leaving reads only
+-- `l:` and `lf:` and rewrites only `l:`. A debit or a balance read brings
 -- `lw` to its plan's windows, building a new window's total once from the
 -- debits inside it; refunds and settlements keep every window `lw` lists.
 --
@@ -72,8 +74,10 @@ local function ledger_now()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- An integer as text (string.format's %d: one sprintf, far cheaper than
+-- %.0f; every value formatted here is a whole number below 2^53).
 local function int(n)
-  return string.format('%.0f', n)
+  return string.format('%d', n)
 end
 
 local function varint(n)
@@ -487,11 +491,13 @@ end
 -- Extra windows ----------------------------------------------------------
 
 -- A plan's extra windows from their ARGV form ("<ms>:<credits>,…", '' for
--- none): {{ms, credits}, …} in the config's order.
+-- none): {{ms, credits, the names of their fields `l:`, `lf:`, `ls:`}, …}
+-- in the config's order.
 local function parse_limits(spec)
   local limits = {}
   for ms, credits in string.gmatch(spec, '(%d+):(%d+)') do
-    limits[#limits + 1] = { ms = tonumber(ms), key = ms, credits = tonumber(credits) }
+    limits[#limits + 1] = { ms = tonumber(ms), key = ms, credits = tonumber(credits),
+      fields = { 'l:' .. ms, 'lf:' .. ms, 'ls:' .. ms } }
   end
   return limits
 end
@@ -499,30 +505,50 @@ end
 -- The `lw` value for these windows.
 local function limits_key(limits)
   local names = {}
-  for i = 1, #limits do names[i] = int(limits[i].ms) end
+  for i = 1, #limits do names[i] = limits[i].key end
   return table.concat(names, ',')
 end
 
--- An extra window's state from its `l:<ms>` value; nil when missing or
--- not valid (it is derived data: the caller rebuilds or drops it).
-local function limit_state(value)
-  if not value then return nil end
-  local used, seen, first = string.match(value, '^(%d+) (%d+) (%-?%d+)$')
-  if not used then return nil end
-  local state = { used = tonumber(used), seen = tonumber(seen), first = tonumber(first), full = true, deltas = {} }
-  if not whole(state.used, 0, MAX_EXACT) or not whole(state.seen, 0, MAX_EXACT)
-    or not whole(state.first, -1, MAX_EXACT) then return nil end
-  return state
+-- Whether x (a number or nil) is an integer in [low, MAX_EXACT]; inline
+-- arithmetic, as this runs for every window of every debit (`x % 1 == 0`
+-- is false for NaN and the infinities too).
+local function whole_from(x, low)
+  return x ~= nil and x % 1 == 0 and x >= low and x <= MAX_EXACT
 end
 
-local function limit_value(state)
-  return int(state.used) .. ' ' .. int(state.seen) .. ' ' .. int(state.first)
+-- An extra window's state from its fields `l:`, `lf:` and `ls:` (used,
+-- first, seen); nil when one is missing or not valid (it is derived data:
+-- the caller rebuilds or drops it). `seen` is only needed when debits
+-- leave the window (and by refunds): the debit passes `false` for it, and
+-- `window_seen` reads it when it is. A value in the layout of earlier
+-- versions ("used seen first" in `l:` alone) is not a number, so such a
+-- window is rebuilt once. The table is built whole (a field added later
+-- would grow it).
+local function limit_state(used, first, seen, ms, fields)
+  used, first = tonumber(used), tonumber(first)
+  if not whole_from(used, 0) or not whole_from(first, -1) then return nil end
+  if seen ~= false then
+    seen = tonumber(seen)
+    if not whole_from(seen, 0) then return nil end
+  end
+  return { used = used, first = first, seen = seen, full = true, ms = ms, fields = fields, dirty = false }
+end
+
+-- Reads a window's `seen` when the debit did not (false: missing or not
+-- valid).
+local function window_seen(ka, state)
+  if state.seen == false then
+    local seen = tonumber(redis.call('HGET', ka, state.fields[3]))
+    if not whole_from(seen, 0) then return false end
+    state.seen = seen
+  end
+  return true
 end
 
 -- An extra window's state built from the debits inside it (once, when the
 -- window is new to the account: a scan of that window only).
-local function limit_build(kw, cutoff)
-  local state = { used = 0, seen = cutoff, first = -1, full = true, deltas = {}, dirty = true }
+local function limit_build(kw, cutoff, ms, fields)
+  local state = { used = 0, first = -1, seen = cutoff, full = true, ms = ms, fields = fields, dirty = true }
   each_counting(kw, cutoff, function(m, at)
     state.used = state.used + cost_of(m)
     if state.first < 0 then state.first = at end
@@ -531,45 +557,49 @@ local function limit_build(kw, cutoff)
 end
 
 -- Brings the windows kept for the account (`lw`) to `limits`, the plan's:
--- drops the others, builds the new ones, advances each to now. `values`
--- maps '<ms>' to the stored `l:<ms>`. Returns the states in the plan's
--- order (`dirty` set on those to save). `want` is `limits_key(limits)`
--- when the caller has it.
-local function limits_sync(ka, kw, limits, lw, values, now, want)
+-- drops the others, builds the new ones, advances each to now. `stored`
+-- holds the windows' fields as read (HMGET), `at` maps '<ms>' to the
+-- position of its `l:` value there, `lf:` next and, when `with_seen`,
+-- `ls:`. Returns the states in the plan's order (`dirty` set on those
+-- whose `seen` or `first` changed). `want` is `limits_key(limits)` when
+-- the caller has it.
+local function limits_sync(ka, kw, limits, lw, stored, at, with_seen, now, want)
   want = want or limits_key(limits)
-  if (lw or '') == want then
-    -- The account keeps exactly the plan's windows (almost every call).
-    local states = {}
-    for i, limit in ipairs(limits) do
-      local state = limit_state(values[limit.key])
-      if state then
-        if advance(kw, state, now - limit.ms) then state.dirty = true end
-      else
-        state = limit_build(kw, now - limit.ms)
-      end
-      state.ms = limit.ms
-      states[i] = state
-    end
-    return states
-  end
+  local same = (lw or '') == want
   local kept = {}
-  for ms in string.gmatch(lw or '', '%d+') do kept[ms] = true end
-  local states = {}
-  for i, limit in ipairs(limits) do
-    local ms = int(limit.ms)
-    local state = kept[ms] and limit_state(values[ms])
-    if state then
-      if advance(kw, state, now - limit.ms) then state.dirty = true end
-    else
-      state = limit_build(kw, now - limit.ms)
-    end
-    state.ms = limit.ms
-    states[i] = state
-    kept[ms] = nil
+  if not same then
+    for ms in string.gmatch(lw or '', '%d+') do kept[ms] = true end
   end
-  if (lw or '') ~= want then
+  local states = {}
+  for i = 1, #limits do
+    local limit = limits[i]
+    local state = nil
+    local from = at[limit.key]
+    if from and (same or kept[limit.key]) then
+      local seen = false
+      if with_seen then seen = stored[from + 2] end
+      state = limit_state(stored[from], stored[from + 1], seen, limit.ms, limit.fields)
+    end
+    if state and state.first >= 0 and state.first <= now - limit.ms then
+      -- Debits leave the window: its `seen` is needed now.
+      if window_seen(ka, state) then
+        advance(kw, state, now - limit.ms)
+        state.dirty = true
+      else
+        state = nil
+      end
+    end
+    if not state then state = limit_build(kw, now - limit.ms, limit.ms, limit.fields) end
+    states[i] = state
+    kept[limit.key] = nil
+  end
+  if not same then
     local gone = {}
-    for ms in pairs(kept) do gone[#gone + 1] = 'l:' .. ms end
+    for ms in pairs(kept) do
+      gone[#gone + 1] = 'l:' .. ms
+      gone[#gone + 1] = 'lf:' .. ms
+      gone[#gone + 1] = 'ls:' .. ms
+    end
     if #gone > 0 then redis.call('HDEL', ka, unpack(gone)) end
     if want == '' then redis.call('HDEL', ka, 'lw') else redis.call('HSET', ka, 'lw', want) end
   end
@@ -586,13 +616,15 @@ local function limits_kept(ka, kw, now)
   for ms in string.gmatch(lw, '%d+') do
     names[#names + 1] = ms
     fields[#fields + 1] = 'l:' .. ms
+    fields[#fields + 1] = 'lf:' .. ms
+    fields[#fields + 1] = 'ls:' .. ms
   end
   local values = redis.call('HMGET', ka, unpack(fields))
   local states, keep = {}, {}
   for i, ms in ipairs(names) do
-    local state = limit_state(values[i])
+    local state = limit_state(values[3 * i - 2], values[3 * i - 1], values[3 * i], tonumber(ms),
+      { 'l:' .. ms, 'lf:' .. ms, 'ls:' .. ms })
     if state then
-      state.ms = tonumber(ms)
       advance(kw, state, now - state.ms)
       states[#states + 1] = state
       keep[#keep + 1] = ms
@@ -602,13 +634,26 @@ local function limits_kept(ka, kw, now)
   return states
 end
 
--- field/value pairs for the extra windows to save (all, or the dirty ones).
-local function limit_fields(states, all)
+-- field/value pairs for the extra windows to save: `used` of every window
+-- when `used_changed`; `used` and `first` of a window whose `first` or
+-- `seen` changed (`dirty`), or of every window when `all`, with `seen`
+-- when it was read (a debit that did not read it did not change it).
+local function limit_fields(states, used_changed, all)
   local out = {}
-  for _, state in ipairs(states) do
+  for i = 1, #states do
+    local state = states[i]
     if all or state.dirty then
-      out[#out + 1] = 'l:' .. int(state.ms)
-      out[#out + 1] = limit_value(state)
+      out[#out + 1] = state.fields[1]
+      out[#out + 1] = int(state.used)
+      out[#out + 1] = state.fields[2]
+      out[#out + 1] = int(state.first)
+      if state.seen ~= false then
+        out[#out + 1] = state.fields[3]
+        out[#out + 1] = int(state.seen)
+      end
+    elseif used_changed then
+      out[#out + 1] = state.fields[1]
+      out[#out + 1] = int(state.used)
     end
   end
   return out
@@ -627,7 +672,7 @@ end
 local function grant_value(g)
   local voided = '0'
   if g.voided then voided = '1' end
-  return int(g.credits) .. ' ' .. int(g.remaining) .. ' ' .. int(g.expires) .. ' ' .. int(g.created) .. ' ' .. voided
+  return string.format('%d %d %d %d %s', g.credits, g.remaining, g.expires, g.created, voided)
 end
 
 -- Whether a grant can be spent from (or given back to) at `now`.

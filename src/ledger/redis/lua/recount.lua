@@ -48,7 +48,11 @@ end
 local lw = redis.call('HGET', KEYS[1], 'lw')
 if lw then
   local gone = { 'lw' }
-  for ms in string.gmatch(lw, '%d+') do gone[#gone + 1] = 'l:' .. ms end
+  for ms in string.gmatch(lw, '%d+') do
+    gone[#gone + 1] = 'l:' .. ms
+    gone[#gone + 1] = 'ls:' .. ms
+    gone[#gone + 1] = 'lf:' .. ms
+  end
   redis.call('HDEL', KEYS[1], unpack(gone))
 end
 local grants, soonest = grants_totals(grants_all(KEYS[4]), cutoff + window_ms)

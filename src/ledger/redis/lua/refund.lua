@@ -37,7 +37,7 @@ for _, limit in ipairs(limits) do
   if at > limit.seen then limit.used = math.max(limit.used - cost, 0) end
   if limit.first == at then limit.first = oldest_counting(KEYS[2], now - limit.ms) or -1 end
 end
-local more = limit_fields(limits, true)
+local more = limit_fields(limits, true, true)
 for _, v in ipairs(grant_fields(gstate)) do more[#more + 1] = v end
 if not state then
   if #more > 0 then redis.call('HSET', KEYS[1], unpack(more)) end

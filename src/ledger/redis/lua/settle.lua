@@ -61,7 +61,7 @@ local tail, split = tail_of(final, route, new_allowance, new_parts)
 redis.call('ZREM', KEYS[2], member)
 redis.call('ZADD', KEYS[2], at, string.char(flags % 4 + split) .. id .. tail)
 state.first = oldest_counting(KEYS[2], cutoff) or -1
-local more = limit_fields(limits, true)
+local more = limit_fields(limits, true, true)
 for _, v in ipairs(grant_fields(gstate)) do more[#more + 1] = v end
 save_state(KEYS[1], state, more)
 return {'settled', state.used, queued}
