@@ -18,6 +18,9 @@
 //! ```
 //! Use a Redis of its own: it is flushed first.
 
+#[path = "support/redis_stats.rs"]
+mod redis_stats;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +30,7 @@ use creditgate::ledger::{
     AccountRecord, Debit, DebitOutcome, GrantCreated, Ledger, LimitTable, NewGrant, PlanTable,
     WindowLimit,
 };
+use redis_stats::{query, script_usec};
 
 const DAY: Duration = Duration::from_secs(86_400);
 const ACCOUNTS: usize = 500;
@@ -187,30 +191,4 @@ async fn run(
     for task in tasks {
         task.await.unwrap();
     }
-}
-
-async fn query<T: redis::FromRedisValue>(
-    redis: &mut redis::aio::MultiplexedConnection,
-    args: &[&str],
-) -> T {
-    let mut command = redis::cmd(args[0]);
-    command.arg(&args[1..]);
-    command.query_async(redis).await.expect(args[0])
-}
-
-/// Microseconds Redis spent in scripts so far (`EVALSHA` + `EVAL`).
-async fn script_usec(redis: &mut redis::aio::MultiplexedConnection) -> i64 {
-    let stats: String = query(redis, &["INFO", "commandstats"]).await;
-    stats
-        .lines()
-        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
-        .filter_map(|line| {
-            line.split("usec=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<i64>()
-                .ok()
-        })
-        .sum()
 }

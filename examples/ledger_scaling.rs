@@ -18,6 +18,9 @@
 //! ```
 //! Use a Redis of its own: the second part flushes it.
 
+#[path = "support/redis_stats.rs"]
+mod redis_stats;
+
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -29,6 +32,7 @@ use creditgate::ledger::{
     AccountRecord, Debit, DebitOutcome, GrantCreated, Ledger, LedgerError, LimitTable, NewGrant,
     PlanTable, WindowLimit,
 };
+use redis_stats::{query, script_usec};
 
 /// The plans' extra windows (empty unless `limits` was asked for).
 static LIMITS: OnceLock<LimitTable> = OnceLock::new();
@@ -348,32 +352,6 @@ async fn usage_latency(ledger: &Ledger, plans: &PlanTable, account: &str) -> Lat
         p99: micros[micros.len() * 99 / 100],
         mean,
     }
-}
-
-async fn query<T: redis::FromRedisValue>(
-    redis: &mut redis::aio::MultiplexedConnection,
-    args: &[&str],
-) -> T {
-    let mut command = redis::cmd(args[0]);
-    command.arg(&args[1..]);
-    command.query_async(redis).await.expect(args[0])
-}
-
-/// Microseconds Redis spent in scripts so far (`EVALSHA` + `EVAL`).
-async fn script_usec(redis: &mut redis::aio::MultiplexedConnection) -> i64 {
-    let stats: String = query(redis, &["INFO", "commandstats"]).await;
-    stats
-        .lines()
-        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
-        .filter_map(|line| {
-            line.split("usec=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<i64>()
-                .ok()
-        })
-        .sum()
 }
 
 async fn used_memory(redis: &mut redis::aio::MultiplexedConnection) -> i64 {

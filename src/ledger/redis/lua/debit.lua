@@ -36,7 +36,8 @@ local limit_at = {}
 local ACCOUNT_FIELDS = 11
 
 -- The reply line, formatted in one call (per-number formatting and
--- concatenation cost several times more).
+-- concatenation cost several times more); the format for n extra windows
+-- is built once per call.
 local reply_formats = {}
 local function reply(status, plan_number, state, now, window_ms, extra, gstate, extra2, limits)
   local release = next_release_in(state, now, window_ms)
@@ -44,16 +45,6 @@ local function reply(status, plan_number, state, now, window_ms, extra, gstate, 
   if n == 0 then
     return string.format('%s %d %d %d %d %d %d %d', status, plan_number, state.used, release, extra, now,
       gstate.sum, extra2)
-  end
-  local a = limits[1]
-  if n == 1 then
-    return string.format('%s %d %d %d %d %d %d %d %d %d', status, plan_number, state.used, release, extra, now,
-      gstate.sum, extra2, a.used, next_release_in(a, now, a.ms))
-  end
-  local b = limits[2]
-  if n == 2 then
-    return string.format('%s %d %d %d %d %d %d %d %d %d %d %d', status, plan_number, state.used, release, extra,
-      now, gstate.sum, extra2, a.used, next_release_in(a, now, a.ms), b.used, next_release_in(b, now, b.ms))
   end
   local format = reply_formats[n]
   if not format then

@@ -65,8 +65,10 @@ local MAX_CREDITS = 1000000000000000
 local MAX_EXACT = 9007199254740991
 
 -- Whether x is an integer in [low, high] (false for nil, NaN, inf).
+-- (`x % 1 == 0` rather than math.floor: no call, and false for NaN and the
+-- infinities too; this runs for every window of every debit.)
 local function whole(x, low, high)
-  return x ~= nil and x == math.floor(x) and x >= low and x <= high
+  return x ~= nil and x % 1 == 0 and x >= low and x <= high
 end
 
 local function ledger_now()
@@ -490,6 +492,12 @@ end
 
 -- Extra windows ----------------------------------------------------------
 
+-- The account hash fields of the extra window of `ms` ('<ms>'): its used,
+-- first and seen.
+local function limit_field_names(ms)
+  return { 'l:' .. ms, 'lf:' .. ms, 'ls:' .. ms }
+end
+
 -- A plan's extra windows from their ARGV form ("<ms>:<credits>,…", '' for
 -- none): {{ms, credits, the names of their fields `l:`, `lf:`, `ls:`}, …}
 -- in the config's order.
@@ -497,7 +505,7 @@ local function parse_limits(spec)
   local limits = {}
   for ms, credits in string.gmatch(spec, '(%d+):(%d+)') do
     limits[#limits + 1] = { ms = tonumber(ms), key = ms, credits = tonumber(credits),
-      fields = { 'l:' .. ms, 'lf:' .. ms, 'ls:' .. ms } }
+      fields = limit_field_names(ms) }
   end
   return limits
 end
@@ -507,13 +515,6 @@ local function limits_key(limits)
   local names = {}
   for i = 1, #limits do names[i] = limits[i].key end
   return table.concat(names, ',')
-end
-
--- Whether x (a number or nil) is an integer in [low, MAX_EXACT]; inline
--- arithmetic, as this runs for every window of every debit (`x % 1 == 0`
--- is false for NaN and the infinities too).
-local function whole_from(x, low)
-  return x ~= nil and x % 1 == 0 and x >= low and x <= MAX_EXACT
 end
 
 -- An extra window's state from its fields `l:`, `lf:` and `ls:` (used,
@@ -526,10 +527,10 @@ end
 -- would grow it).
 local function limit_state(used, first, seen, ms, fields)
   used, first = tonumber(used), tonumber(first)
-  if not whole_from(used, 0) or not whole_from(first, -1) then return nil end
+  if not whole(used, 0, MAX_EXACT) or not whole(first, -1, MAX_EXACT) then return nil end
   if seen ~= false then
     seen = tonumber(seen)
-    if not whole_from(seen, 0) then return nil end
+    if not whole(seen, 0, MAX_EXACT) then return nil end
   end
   return { used = used, first = first, seen = seen, full = true, ms = ms, fields = fields, dirty = false }
 end
@@ -539,7 +540,7 @@ end
 local function window_seen(ka, state)
   if state.seen == false then
     local seen = tonumber(redis.call('HGET', ka, state.fields[3]))
-    if not whole_from(seen, 0) then return false end
+    if not whole(seen, 0, MAX_EXACT) then return false end
     state.seen = seen
   end
   return true
@@ -596,9 +597,7 @@ local function limits_sync(ka, kw, limits, lw, stored, at, with_seen, now, want)
   if not same then
     local gone = {}
     for ms in pairs(kept) do
-      gone[#gone + 1] = 'l:' .. ms
-      gone[#gone + 1] = 'lf:' .. ms
-      gone[#gone + 1] = 'ls:' .. ms
+      for _, field in ipairs(limit_field_names(ms)) do gone[#gone + 1] = field end
     end
     if #gone > 0 then redis.call('HDEL', ka, unpack(gone)) end
     if want == '' then redis.call('HDEL', ka, 'lw') else redis.call('HSET', ka, 'lw', want) end
@@ -612,18 +611,16 @@ end
 local function limits_kept(ka, kw, now)
   local lw = redis.call('HGET', ka, 'lw')
   if not lw or lw == '' then return {} end
-  local names, fields = {}, {}
+  local names, windows, fields = {}, {}, {}
   for ms in string.gmatch(lw, '%d+') do
     names[#names + 1] = ms
-    fields[#fields + 1] = 'l:' .. ms
-    fields[#fields + 1] = 'lf:' .. ms
-    fields[#fields + 1] = 'ls:' .. ms
+    windows[#names] = limit_field_names(ms)
+    for _, field in ipairs(windows[#names]) do fields[#fields + 1] = field end
   end
   local values = redis.call('HMGET', ka, unpack(fields))
   local states, keep = {}, {}
   for i, ms in ipairs(names) do
-    local state = limit_state(values[3 * i - 2], values[3 * i - 1], values[3 * i], tonumber(ms),
-      { 'l:' .. ms, 'lf:' .. ms, 'ls:' .. ms })
+    local state = limit_state(values[3 * i - 2], values[3 * i - 1], values[3 * i], tonumber(ms), windows[i])
     if state then
       advance(kw, state, now - state.ms)
       states[#states + 1] = state

@@ -49,9 +49,7 @@ local lw = redis.call('HGET', KEYS[1], 'lw')
 if lw then
   local gone = { 'lw' }
   for ms in string.gmatch(lw, '%d+') do
-    gone[#gone + 1] = 'l:' .. ms
-    gone[#gone + 1] = 'ls:' .. ms
-    gone[#gone + 1] = 'lf:' .. ms
+    for _, field in ipairs(limit_field_names(ms)) do gone[#gone + 1] = field end
   end
   redis.call('HDEL', KEYS[1], unpack(gone))
 end
